@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny ViT configs, random weights, an isolated cache, a local HTTP server."""
+
+import importlib.util
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# The oracle peer (timm) pulls in torch, torchvision and triton; triton's shared library
+# crashes the process when TensorFlow was loaded before it. Loaded first, all of them work.
+if importlib.util.find_spec("timm") is not None:
+    import timm  # noqa: F401
+
+import numpy as np
+import pytest
+
+from vitbench.models.zoo import ViTConfig
+
+TINY = ViTConfig(name="vit_tiny_test", hidden_size=32, mlp_dim=64, num_heads=2, num_layers=2,
+                 patch_size=8)
+
+
+def randomize(model, seed=0, scale=0.2):
+    """Gives every weight (zero-initialised head included) random values, so outputs differ."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(scale=scale, size=variable.shape).astype("float32"))
+    return model
+
+
+def images(batch=2, height=32, width=32, seed=1):
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, height, width, 3)).astype("float32")
+
+
+@pytest.fixture
+def tiny():
+    return TINY
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty checkpoint cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VITBENCH_CACHE", str(cache))
+    return cache

@@ -1,0 +1,74 @@
+"""The `vitbench` command line: help, the zoo table, the checkpoint table, errors."""
+
+import subprocess
+import sys
+
+from vitbench import cli
+from vitbench.checkpoints import download, registry
+
+
+def run(capsys, *args):
+    status = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_help_lists_commands(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "models" in out and "checkpoints" in out
+
+
+def test_command_help_lists_flags(capsys):
+    status, out, _ = run(capsys, "models", "--help")
+    assert status == 0 and "--image_size" in out and "GMACs" in out
+
+
+def test_models_prints_the_official_counts(capsys):
+    status, out, _ = run(capsys, "models")
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("vit_")}
+    assert len(rows) == 20
+    assert "86,567,656" in rows["vit_b16"] and "17.56" in rows["vit_b16"]
+    assert "304,326,632" in rows["vit_l16"]
+    assert "632,045,800" in rows["vit_h14"]
+
+
+def test_models_at_another_resolution(capsys):
+    _, out, _ = run(capsys, "models", "--image_size=384", "--num_classes=10")
+    row = next(line for line in out.splitlines() if line.startswith("vit_b16 "))
+    assert " 577 " in row  # 24 x 24 patches + class token
+    assert "patch sizes [14] left out" in out
+
+
+def test_checkpoints_shows_what_is_cached(capsys):
+    entry = registry.get_checkpoint("vit_b16.i21k_ft_in1k")
+    path = download.cached_path(entry.url)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    status, out, _ = run(capsys, "checkpoints")
+    assert status == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("vit_")}
+    assert len(rows) == len(registry.known_checkpoints())
+    assert rows["vit_b16.i21k_ft_in1k"][-2] == "yes" and rows["vit_b16.i21k"][-2] == "no"
+    assert entry.url in out
+
+
+def test_checkpoints_filtered_by_model(capsys):
+    _, out, _ = run(capsys, "checkpoints", "--model=vit_h14")
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("vit_")] == \
+        ["vit_h14.i21k"]
+
+
+def test_unknown_command_and_flag_and_model(capsys):
+    status, _, err = run(capsys, "fly")
+    assert status == 2 and "commands: models, checkpoints" in err
+    status, _, err = run(capsys, "models", "--size=3")
+    assert status == 2 and "Unknown command line flag 'size'" in err
+    status, _, err = run(capsys, "checkpoints", "--model=vit_q9")
+    assert status == 1 and "known models: vit_ti32" in err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-c", "from vitbench.cli import run; run()",
+                             "--help"], capture_output=True, text=True, check=True)
+    assert "usage: vitbench" in result.stdout

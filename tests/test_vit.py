@@ -1,0 +1,105 @@
+"""The Keras ViT: shapes, dtypes, heads, features, attention, training options, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY, images, randomize
+from vitbench.models import zoo
+from vitbench.models.vit import VisionTransformer, create_model
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.mark.parametrize("size", [32, 48, (32, 48)])
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_forward_shape_and_dtype(size, classifier):
+    model = create_model(TINY.replace(classifier=classifier), num_classes=7, image_size=size)
+    height, width = zoo.as_hw(size)
+    logits = keras.ops.convert_to_numpy(model(images(3, height, width)))
+    assert logits.shape == (3, 7) and logits.dtype == np.float32
+    tokens = (height // 8) * (width // 8) + (classifier == "token")
+    assert model.get_layer("posembed_input").pos_embedding.shape == (1, tokens, 32)
+
+
+def test_instantiated_params_equal_the_analytic_count():
+    for config, size, classes in [(zoo.get_config("vit_ti16"), 224, 1000),
+                                  (TINY.replace(representation_size=24), 48, 5),
+                                  (TINY.replace(classifier="gap"), 32, 0)]:
+        model = create_model(config, num_classes=classes, image_size=size)
+        assert model.count_params() == zoo.count_params(config, size, classes)
+
+
+def test_head_is_zero_initialised():
+    model = create_model(TINY, num_classes=4, image_size=32)
+    assert np.all(keras.ops.convert_to_numpy(model(images())) == 0)
+
+
+def test_feature_extractor_returns_pre_logits_and_logits():
+    model = randomize(create_model(TINY.replace(representation_size=16), 5, 32))
+    out = model.feature_extractor()(images())
+    assert out["pre_logits"].shape == (2, 16) and out["logits"].shape == (2, 5)
+    np.testing.assert_allclose(out["logits"], model(images()), atol=1e-6)
+    assert np.abs(keras.ops.convert_to_numpy(out["pre_logits"])).max() <= 1  # tanh
+
+
+def test_headless_model_returns_features():
+    model = randomize(create_model(TINY, num_classes=0, image_size=32))
+    assert model(images()).shape == (2, 32)
+    assert set(model.feature_extractor()(images())) == {"pre_logits"}
+
+
+def test_attention_maps_are_distributions_and_logits_agree():
+    model = randomize(create_model(TINY, 3, 32))
+    logits, attention = model.attention_maps(images())
+    assert len(attention) == TINY.num_layers
+    weights = keras.ops.convert_to_numpy(attention[0])
+    assert weights.shape == (2, TINY.num_heads, 17, 17)
+    np.testing.assert_allclose(weights.sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(logits, model(images()), atol=1e-5)
+
+
+def test_gelu_form_changes_outputs_slightly():
+    tanh = randomize(create_model(TINY, 3, 32))
+    exact = create_model(TINY.replace(gelu="exact"), 3, 32)
+    exact.set_weights(tanh.get_weights())
+    difference = np.abs(keras.ops.convert_to_numpy(tanh(images()) - exact(images()))).max()
+    assert 0 < difference < 1e-2
+
+
+def test_dropout_and_drop_path_act_only_in_training():
+    model = randomize(create_model(TINY.replace(dropout=0.3, stochastic_depth=0.5), 3, 32))
+    x = images()
+    np.testing.assert_array_equal(model(x), model(x))
+    assert not np.allclose(model(x, training=True), model(x))
+
+
+def test_drop_path_rate_grows_linearly_to_the_configured_rate():
+    model = create_model(TINY.replace(num_layers=3, stochastic_depth=0.2), 3, 32)
+    rates = [model.get_layer(f"encoderblock_{i}").drop_path for i in range(3)]
+    assert rates == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_mixed_precision_forward_keeps_float32_logits():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = randomize(create_model(TINY, 3, 32))
+        logits = model(images())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.ops.convert_to_numpy(logits).dtype == np.float32
+    assert np.isfinite(keras.ops.convert_to_numpy(logits)).all()
+
+
+def test_native_keras_saving_round_trip(tmp_path):
+    model = randomize(create_model(TINY.replace(representation_size=16), 5, (32, 48)))
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(restored, VisionTransformer) and restored.config == model.config
+    x = images(2, 32, 48)
+    np.testing.assert_array_equal(restored(x), model(x))
+
+
+def test_image_size_not_divisible_by_patch_is_a_clear_error():
+    with pytest.raises(ValueError, match="not divisible by the patch size 8"):
+        create_model(TINY, 3, 36)

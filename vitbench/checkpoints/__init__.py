@@ -1,0 +1,1 @@
+"""Known checkpoints, the official .npz layout, downloads and `load_model`."""

@@ -1,0 +1,97 @@
+"""`load_model`: a ready Keras ViT from a checkpoint name, file or URL."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Optional, Union
+
+import numpy as np
+
+from vitbench.checkpoints import download, npz
+from vitbench.checkpoints.registry import find_checkpoint, known_checkpoints
+from vitbench.models.zoo import ImageSize, ViTConfig, as_hw, get_config
+
+ARCHITECTURE_FIELDS = ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
+                       "classifier")
+
+
+def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
+    """Local path of a checkpoint given by registry name, file path or URL (downloading it)."""
+    entry = find_checkpoint(str(ckpt))
+    if entry is not None:
+        return download.fetch(entry.url, entry.sha256, progress)
+    if download.is_remote(str(ckpt)):
+        return download.fetch(str(ckpt), progress=progress)
+    path = pathlib.Path(ckpt).expanduser()
+    if path.is_file():
+        return path
+    raise FileNotFoundError(
+        f"checkpoint {str(ckpt)!r} is not a known name, an existing file or a URL. Known names: "
+        f"{', '.join(known_checkpoints())} (see `vitbench checkpoints`).")
+
+
+def read_arrays(path: pathlib.Path):
+    """(official-layout arrays, config stored with them or None) of an .npz or .keras file."""
+    if path.suffix == ".keras":
+        import keras
+
+        saved = keras.saving.load_model(path, compile=False)
+        return npz.model_to_arrays(saved), getattr(saved, "config", None)
+    return npz.read_npz(path), None
+
+
+def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None,
+               image_size: Optional[ImageSize] = None,
+               model: Optional[Union[str, ViTConfig]] = None, progress: bool = True, **options):
+    """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
+
+    ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official layout) or
+        `.keras` file, or an http(s):// or gs:// URL (downloaded into the cache).
+    num_classes: None keeps the checkpoint's head. A different number starts a new zero head
+        and, as the official fine-tuning code does, drops the pre-logits layer.
+    image_size: None keeps the checkpoint's resolution; another (int or (h, w)) resamples the
+        position-embedding grid as the official code does (bilinear, class token kept).
+    model: a zoo name or ViTConfig; its architecture must match the arrays (else an error
+        names the difference) and its training options (dropout, ...) are used. By default
+        the architecture is read off the array shapes.
+    options: ViTConfig fields to override, e.g. `gelu="exact"` or `stochastic_depth=0.1`.
+    """
+    from vitbench.models.vit import VisionTransformer
+
+    path = resolve(ckpt, progress)
+    source = str(ckpt)
+    arrays, stored_config = read_arrays(path)
+    config, file_classes, file_grid = npz.infer_architecture(arrays, source)
+    base = get_config(model) if isinstance(model, str) else (model or stored_config)
+    if base is not None:
+        config = _merge(base, config, source)
+    keep_head = num_classes is None or num_classes == file_classes
+    if not keep_head:
+        for key in ("head/kernel", "head/bias", "pre_logits/kernel", "pre_logits/bias"):
+            arrays.pop(key, None)
+        config = config.replace(representation_size=None)
+        if num_classes:  # the new head starts at zero, as the official fine-tuning does
+            arrays["head/kernel"] = np.zeros((config.hidden_size, num_classes), np.float32)
+            arrays["head/bias"] = np.zeros((num_classes,), np.float32)
+    config = config.replace(**options)
+    size = as_hw(image_size) if image_size is not None else \
+        tuple(side * config.patch_size for side in file_grid)
+    grid = config.grid(size)
+    if grid != file_grid:
+        arrays[npz.POSEMB_KEY] = npz.resample_position_embedding(
+            arrays[npz.POSEMB_KEY], grid, num_prefix_tokens=int(config.classifier == "token"))
+    vit = VisionTransformer(config, num_classes=file_classes if keep_head else num_classes,
+                            image_size=size, name=config.name)
+    npz.assign_arrays(vit, arrays, source)
+    return vit
+
+
+def _merge(requested: ViTConfig, inferred: ViTConfig, source: str) -> ViTConfig:
+    """`requested`'s options on the architecture read from the file; mismatches raise."""
+    wrong = [f"{field} {getattr(requested, field)} (the file has {getattr(inferred, field)})"
+             for field in ARCHITECTURE_FIELDS
+             if getattr(requested, field) != getattr(inferred, field)]
+    if wrong:
+        raise npz.CheckpointError(f"{source} does not hold a {requested.name}: "
+                                  f"{'; '.join(wrong)}")
+    return requested.replace(representation_size=inferred.representation_size)

@@ -1,0 +1,174 @@
+"""The official ViT `.npz` layout <-> vitbench Keras weights.
+
+The official files (gs://vit_models, written by `vit_jax`) are flat dicts of float32 arrays whose
+keys are Flax parameter paths joined with '/', e.g.
+`Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel` of shape (D, heads,
+head_dim). vitbench's layers are named after those modules and Keras stores every kernel in the
+same axis order, so the mapping is a renaming table and nothing is transposed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import tempfile
+import zipfile
+from typing import Dict, Tuple
+
+import numpy as np
+
+from vitbench.models.zoo import ViTConfig, find_name
+
+# Keras variable path -> official key, applied in order (each rule where it matches).
+KERAS_TO_OFFICIAL = (
+    (r"^cls/cls$", "cls"),
+    (r"^(posembed_input|encoder_norm)/", r"Transformer/\1/"),
+    (r"^(encoderblock_\d+)/(Dense_\d)/", r"Transformer/\1/MlpBlock_3/\2/"),
+    (r"^(encoderblock_\d+)/", r"Transformer/\1/"),
+    (r"/attention_output/", "/out/"),
+    (r"/gamma$", "/scale"),
+    (r"/beta$", "/bias"),
+)
+# Prefixes some published files carry around the same layout (old optimizer-wrapped saves).
+STRIPPED_PREFIXES = ("opt/target/",)
+POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file does not fit the model; the message names the key and shapes."""
+
+
+def official_key(keras_path: str) -> str:
+    key = keras_path
+    for pattern, replacement in KERAS_TO_OFFICIAL:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def model_variables(model) -> Dict[str, object]:
+    """Official key -> Keras variable, for every weight of a vitbench ViT."""
+    variables = {}
+    for layer in model.layers:
+        for variable in layer.weights:
+            # Keep the path from this top-level layer on, whatever scope built the model.
+            path = variable.path[variable.path.rfind(layer.name + "/"):]
+            variables[official_key(path)] = variable
+    return variables
+
+
+def model_to_arrays(model) -> Dict[str, np.ndarray]:
+    """The model's weights as the official flat dict of float32 arrays."""
+    return {key: np.asarray(variable.numpy(), dtype=np.float32)
+            for key, variable in model_variables(model).items()}
+
+
+def save_npz(model, path) -> pathlib.Path:
+    """Writes the model's weights in the official `.npz` layout, atomically."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = model_to_arrays(model)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def read_npz(path) -> Dict[str, np.ndarray]:
+    """All arrays of an `.npz` file, read with pickles disabled and known prefixes removed."""
+    try:
+        if not zipfile.is_zipfile(path):
+            raise zipfile.BadZipFile("not a zip archive")
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable .npz file ({error}). If it came from the cache, delete "
+            "it and load again to download a fresh copy.") from error
+    except ValueError as error:
+        raise CheckpointError(f"{path} holds pickled objects, which vitbench never loads: "
+                              f"{error}") from error
+    for prefix in STRIPPED_PREFIXES:
+        if arrays and all(key.startswith(prefix) for key in arrays):
+            arrays = {key[len(prefix):]: value for key, value in arrays.items()}
+    return arrays
+
+
+def _require(arrays, key, source, ndim):
+    if key not in arrays:
+        sample = ", ".join(sorted(arrays)[:6])
+        raise CheckpointError(
+            f"{source} is not a ViT checkpoint in the official layout: it has no {key!r} "
+            f"(its keys start {sample}...). Hybrid ResNet+ViT and big_vision layouts are not "
+            "supported.")
+    if arrays[key].ndim != ndim:
+        raise CheckpointError(f"{source}: {key!r} has shape {arrays[key].shape}, expected "
+                              f"{ndim} dimensions")
+    return arrays[key].shape
+
+
+def infer_architecture(arrays, source="checkpoint") -> Tuple[ViTConfig, int, Tuple[int, int]]:
+    """(config, num_classes, patch grid) read off the array shapes of an official checkpoint."""
+    patch, _, _, hidden = _require(arrays, "embedding/kernel", source, 4)
+    block = "Transformer/encoderblock_{}/"
+    num_layers = 0
+    while f"{block.format(num_layers)}LayerNorm_0/scale" in arrays:
+        num_layers += 1
+    first = block.format(0)
+    _, num_heads, _ = _require(arrays, f"{first}MultiHeadDotProductAttention_1/query/kernel",
+                               source, 3)
+    _, mlp_dim = _require(arrays, f"{first}MlpBlock_3/Dense_0/kernel", source, 2)
+    classifier = "token" if "cls" in arrays else "gap"
+    representation = arrays["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in arrays else None
+    num_classes = arrays["head/bias"].shape[0] if "head/bias" in arrays else 0
+    tokens = _require(arrays, POSEMB_KEY, source, 3)[1] - (classifier == "token")
+    side = int(round(tokens ** 0.5))
+    if side * side != tokens:
+        raise CheckpointError(
+            f"{source}: the position embedding has {tokens} patch rows, not a square grid; "
+            "vitbench only reads square grids from files (they carry no grid shape).")
+    config = ViTConfig(name="vit", hidden_size=int(hidden), mlp_dim=int(mlp_dim),
+                       num_heads=int(num_heads), num_layers=num_layers, patch_size=int(patch),
+                       classifier=classifier, representation_size=representation)
+    return config.replace(name=find_name(config) or "vit_custom"), int(num_classes), (side, side)
+
+
+def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
+                                num_prefix_tokens: int) -> np.ndarray:
+    """Resizes a (1, prefix + g*g, D) position embedding to a new (rows, cols) grid.
+
+    As the official `interpolate_posembed`: the class-token row is kept as it is and the grid is
+    zoomed with `scipy.ndimage.zoom(order=1)`, i.e. bilinear with corners aligned.
+    """
+    from scipy import ndimage
+
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+    side = int(round(len(grid) ** 0.5))
+    grid = grid.reshape(side, side, -1)
+    zoom = (new_grid[0] / side, new_grid[1] / side, 1)
+    grid = ndimage.zoom(grid, zoom, order=1).reshape(1, new_grid[0] * new_grid[1], -1)
+    return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
+
+
+def assign_arrays(model, arrays: Dict[str, np.ndarray], source="checkpoint") -> None:
+    """Loads official-layout arrays into a model; any missing, extra or misshapen key raises."""
+    variables = model_variables(model)
+    missing = [key for key in variables if key not in arrays]
+    unexpected = sorted(key for key in arrays if key not in variables)
+    problems = [f"missing {key!r} (expected shape {tuple(variables[key].shape)})"
+                for key in missing]
+    problems += [f"unexpected {key!r} with shape {arrays[key].shape}" for key in unexpected]
+    problems += [f"{key!r} has shape {arrays[key].shape}, expected {tuple(variable.shape)}"
+                 for key, variable in variables.items()
+                 if key in arrays and arrays[key].shape != tuple(variable.shape)]
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CheckpointError(f"{source} does not fit {model.name}:\n  {shown}{more}")
+    for key, variable in variables.items():
+        variable.assign(arrays[key].astype(variable.dtype))

@@ -1,0 +1,58 @@
+"""Registry of the known public checkpoints, read from `known.toml` beside this file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import tomllib
+from importlib import resources
+from typing import Dict, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One published weights file and what it holds."""
+
+    name: str
+    model: str
+    upstream: str
+    finetuned: str
+    resolution: int
+    num_classes: int
+    representation: bool
+    url: str
+    sha256: str = ""
+    aliases: Tuple[str, ...] = ()
+    note: str = ""
+
+
+@functools.lru_cache(maxsize=None)
+def known_checkpoints() -> Dict[str, Checkpoint]:
+    """Every known checkpoint by name, in file order."""
+    text = resources.files("vitbench.checkpoints").joinpath("known.toml").read_text()
+    entries = [Checkpoint(**{**row, "aliases": tuple(row.get("aliases", ()))})
+               for row in tomllib.loads(text)["checkpoint"]]
+    return {entry.name: entry for entry in entries}
+
+
+@functools.lru_cache(maxsize=None)
+def _by_alias() -> Dict[str, Checkpoint]:
+    return {alias: entry for entry in known_checkpoints().values() for alias in entry.aliases}
+
+
+def find_checkpoint(name: str) -> Checkpoint | None:
+    """The checkpoint with this name or alias, or None."""
+    return known_checkpoints().get(name) or _by_alias().get(name)
+
+
+def get_checkpoint(name: str) -> Checkpoint:
+    """The checkpoint with this name or alias; an unknown name lists close and valid ones."""
+    found = find_checkpoint(name)
+    if found is None:
+        names = list(known_checkpoints()) + list(_by_alias())
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown checkpoint {name!r}.{hint} Known checkpoints: "
+                       f"{', '.join(known_checkpoints())} (run `vitbench checkpoints`).")
+    return found

@@ -1,0 +1,49 @@
+"""`vitbench checkpoints`: the known official checkpoints and whether they are cached."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from vitbench.checkpoints import download
+from vitbench.checkpoints.registry import known_checkpoints
+from vitbench.commands import command
+from vitbench.models import zoo
+
+
+def _define(fv):
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "Only checkpoints of this zoo model (e.g. vit_b16).",
+                        flag_values=fv)
+
+
+def checkpoint_rows(model=None):
+    rows = []
+    for entry in known_checkpoints().values():
+        if model and entry.model != model:
+            continue
+        rows.append({
+            "name": entry.name, "aliases": ", ".join(entry.aliases), "model": entry.model,
+            "upstream": entry.upstream, "fine-tuned": entry.finetuned or "-",
+            "res": entry.resolution, "classes": entry.num_classes,
+            "cached": "yes" if download.cached_path(entry.url).exists() else "no",
+            "url": entry.url,
+        })
+    return rows
+
+
+@command("checkpoints", _define)
+def run(fv):
+    """List every known checkpoint: model, upstream data, resolution, URL, cached or not.
+
+    Any name or alias here works as `--ckpt` and in `vitbench.load_model`. Files are cached
+    under $VITBENCH_CACHE (default ~/.cache/vitbench).
+    """
+    # An unknown model name raises, listing the valid ones.
+    rows = checkpoint_rows(fv.model and zoo.get_config(fv.model).name)
+    if not rows:
+        print(f"no known checkpoint for {fv.model}")
+        return 1
+    print(f"cache: {download.cache_dir()}\n")
+    print(tabulate(rows, headers="keys"))
+    return 0

@@ -1,0 +1,51 @@
+"""`vitbench models`: the model zoo with parameter counts and FLOPs."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from vitbench.commands import command
+from vitbench.models import zoo
+
+
+def _define(fv):
+    from absl import flags
+
+    flags.DEFINE_integer("image_size", 224, "Resolution (pixels) the counts are computed at.",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_classes", 1000, "Classes of the head the counts include.",
+                         flag_values=fv)
+
+
+def zoo_rows(image_size: int, num_classes: int):
+    """One row per zoo model: architecture, parameters and compute at `image_size`."""
+    rows = []
+    for name, config in zoo.ZOO.items():
+        if image_size % config.patch_size:
+            continue
+        rows.append({
+            "model": name, "width": config.hidden_size, "depth": config.num_layers,
+            "heads": config.num_heads, "mlp": config.mlp_dim, "patch": config.patch_size,
+            "tokens": config.num_tokens(image_size),
+            "params": zoo.count_params(config, image_size, num_classes),
+            "GMACs": zoo.count_macs(config, image_size, num_classes) / 1e9,
+            "GFLOPs": zoo.count_flops(config, image_size, num_classes) / 1e9,
+        })
+    return rows
+
+
+@command("models", _define)
+def run(fv):
+    """List every ViT config with parameter count and compute (the zoo table).
+
+    Parameters include a `--num_classes` head (no pre-logits layer) and the position embedding at
+    `--image_size`. GMACs counts multiply-accumulates of the matmuls and the patch convolution,
+    the figure timm and DeiT call "FLOPs"; GFLOPs is twice that.
+    """
+    rows = zoo_rows(fv.image_size, fv.num_classes)
+    print(f"ViT zoo at {fv.image_size}x{fv.image_size} px, {fv.num_classes}-class head\n")
+    print(tabulate(rows, headers="keys", intfmt=",", floatfmt=".2f"))
+    skipped = sorted({p for p in zoo.PATCH_SIZES if fv.image_size % p})
+    if skipped:
+        print(f"\n(patch sizes {skipped} left out: {fv.image_size} px is not a multiple of them)")
+    return 0

@@ -1,0 +1,238 @@
+"""Vision Transformer in Keras 3 (`keras.ops` and Keras layers only: runs on JAX and TensorFlow).
+
+Layout, initialisers and numerics follow the official `vit_jax/models_vit.py`: pre-LayerNorm
+blocks with epsilon 1e-6, the class token concatenated before the position embedding is added
+(so the position embedding has a row for it), GELU in its tanh form unless `gelu="exact"`, and a
+zero-initialised head. Layer and weight names mirror the official `.npz` keys, so the mapping in
+`vitbench.checkpoints.npz` has no transposes at all.
+
+Inputs are float NHWC images in [-1, 1]; `model(images)` returns float32 logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+from vitbench.models.zoo import ImageSize, ViTConfig, as_hw
+
+LAYER_NORM_EPSILON = 1e-6
+
+
+def _xavier_uniform_flat(fan_in: int, fan_out: int):
+    """Glorot-uniform computed on the flattened (fan_in, fan_out) matrix.
+
+    Keras' glorot on a 3-D attention kernel (D, heads, head_dim) would count the fans as a
+    convolution's; Flax initialises the flattened matrix, which is what this reproduces.
+    """
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class ClassToken(layers.Layer):
+    """Prepends a learned class token (initialised to zeros) to the token sequence."""
+
+    def build(self, input_shape):
+        self.cls = self.add_weight(name="cls", shape=(1, 1, input_shape[-1]),
+                                   initializer="zeros")
+
+    def call(self, tokens):
+        cls = ops.broadcast_to(ops.cast(self.cls, tokens.dtype),
+                               (ops.shape(tokens)[0], 1, tokens.shape[-1]))
+        return ops.concatenate([cls, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        length = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], length, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned position embedding of shape (1, tokens, D) ("from BERT": normal(0.02))."""
+
+    def build(self, input_shape):
+        self.pos_embedding = self.add_weight(
+            name="pos_embedding", shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.pos_embedding, tokens.dtype)
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class TokenPool(layers.Layer):
+    """Reduces the token sequence to one vector: the class token, or the mean ("gap")."""
+
+    def __init__(self, classifier: str, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+
+    def call(self, tokens):
+        if self.classifier == "token":
+            return tokens[:, 0]
+        return ops.mean(tokens, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "classifier": self.classifier}
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class EncoderBlock(layers.Layer):
+    """Pre-LN Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)), with dropout and drop-path.
+
+    Sub-layer names are the official ones (LayerNorm_0, MultiHeadDotProductAttention_1,
+    LayerNorm_2, MlpBlock_3/Dense_0, MlpBlock_3/Dense_1).
+    """
+
+    def __init__(self, hidden_size, mlp_dim, num_heads, dropout=0.0, attention_dropout=0.0,
+                 drop_path=0.0, gelu="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size, self.mlp_dim, self.num_heads = hidden_size, mlp_dim, num_heads
+        self.dropout, self.attention_dropout = dropout, attention_dropout
+        self.drop_path, self.gelu = drop_path, gelu
+        attention_init = _xavier_uniform_flat(hidden_size, hidden_size)
+        mlp_bias_init = keras.initializers.RandomNormal(stddev=1e-6)
+        self.norm_attention = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
+                                                        name="LayerNorm_0")
+        self.attention = layers.MultiHeadAttention(
+            num_heads, hidden_size // num_heads, dropout=attention_dropout,
+            kernel_initializer=attention_init, name="MultiHeadDotProductAttention_1")
+        self.norm_mlp = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="LayerNorm_2")
+        self.mlp_in = layers.Dense(mlp_dim, kernel_initializer="glorot_uniform",
+                                   bias_initializer=mlp_bias_init, name="Dense_0")
+        self.mlp_out = layers.Dense(hidden_size, kernel_initializer="glorot_uniform",
+                                    bias_initializer=mlp_bias_init, name="Dense_1")
+        self.dropout_layer = layers.Dropout(dropout)
+        # Drop-path (stochastic depth): one Bernoulli draw per example for a whole branch.
+        self.drop_path_layer = layers.Dropout(drop_path, noise_shape=(None, 1, 1))
+
+    def build(self, input_shape):
+        self.norm_attention.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.norm_mlp.build(input_shape)
+        self.mlp_in.build(input_shape)
+        self.mlp_out.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, x, training=None, return_attention=False):
+        y = self.norm_attention(x)
+        y, scores = self.attention(y, y, return_attention_scores=True, training=training) \
+            if return_attention else (self.attention(y, y, training=training), None)
+        x = x + self.drop_path_layer(self.dropout_layer(y, training=training), training=training)
+        y = self.norm_mlp(x)
+        y = ops.gelu(self.mlp_in(y), approximate=self.gelu == "tanh")
+        y = self.dropout_layer(y, training=training)
+        y = self.dropout_layer(self.mlp_out(y), training=training)
+        x = x + self.drop_path_layer(y, training=training)
+        return (x, scores) if return_attention else x
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_size": self.hidden_size, "mlp_dim": self.mlp_dim,
+                "num_heads": self.num_heads, "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout, "drop_path": self.drop_path,
+                "gelu": self.gelu}
+
+
+def _drop_path_rates(config: ViTConfig):
+    """Linearly increasing drop-path rate, 0 at the first block (as timm and big_vision do)."""
+    if config.num_layers == 1:
+        return [config.stochastic_depth]
+    return [config.stochastic_depth * i / (config.num_layers - 1) for i in range(config.num_layers)]
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class VisionTransformer(keras.Model):
+    """A functional Keras ViT: float NHWC images in [-1, 1] -> float32 logits.
+
+    `num_classes=0` builds the model without a head; it then returns the pre-logit features.
+    Besides `model(images)`, `feature_extractor()` returns pre-logits and logits together and
+    `attention_maps(images)` the attention weights of every layer.
+    """
+
+    def __init__(self, config: ViTConfig | dict, num_classes: int = 1000,
+                 image_size: ImageSize = 224, **kwargs):
+        config = ViTConfig(**config) if isinstance(config, dict) else config
+        height, width = as_hw(image_size)
+        rows, cols = config.grid((height, width))
+        images = keras.Input((height, width, 3), name="images")
+        stem = [
+            layers.Conv2D(config.hidden_size, config.patch_size, strides=config.patch_size,
+                          padding="valid", kernel_initializer="lecun_normal", name="embedding"),
+            layers.Reshape((rows * cols, config.hidden_size), name="patches_to_tokens"),
+        ]
+        if config.classifier == "token":
+            stem.append(ClassToken(name="cls"))
+        stem += [PositionEmbedding(name="posembed_input"),
+                 layers.Dropout(config.dropout, name="embedding_dropout")]
+        blocks = [
+            EncoderBlock(config.hidden_size, config.mlp_dim, config.num_heads, config.dropout,
+                         config.attention_dropout, rate, config.gelu, name=f"encoderblock_{i}")
+            for i, rate in enumerate(_drop_path_rates(config))
+        ]
+        head = [layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm"),
+                TokenPool(config.classifier, name="pool")]
+        if config.representation_size:
+            head.append(layers.Dense(config.representation_size, activation="tanh",
+                                     kernel_initializer="lecun_normal", name="pre_logits"))
+        if num_classes:
+            head.append(layers.Dense(num_classes, kernel_initializer="zeros",
+                                     bias_initializer="zeros", dtype="float32", name="head"))
+        x = images
+        for layer in stem + blocks + head:
+            x = layer(x)
+        super().__init__(inputs=images, outputs=x, **kwargs)
+        self.config, self.num_classes, self.image_size = config, num_classes, (height, width)
+        self._stem, self._blocks, self._head = stem, blocks, head
+
+    @property
+    def features_layer_name(self) -> str:
+        """The layer whose output is the pre-logit representation."""
+        return "pre_logits" if self.config.representation_size else "pool"
+
+    def feature_extractor(self) -> keras.Model:
+        """A model (sharing these weights) mapping images to {'pre_logits', 'logits'}."""
+        outputs = {"pre_logits": self.get_layer(self.features_layer_name).output}
+        if self.num_classes:
+            outputs["logits"] = self.output
+        return keras.Model(self.input, outputs, name=f"{self.name}_features")
+
+    def attention_maps(self, images):
+        """Runs the model eagerly and returns (outputs, attention weights of every layer).
+
+        `outputs` is the model's output (logits, or features without a head); the attention
+        weights are a list with one (batch, heads, tokens, tokens) array per layer, query
+        tokens on axis 2. Needs flash attention off (it never materialises the weights).
+        """
+        x, attention = ops.convert_to_tensor(images), []
+        for layer in self._stem:
+            x = layer(x)
+        for block in self._blocks:
+            x, scores = block(x, return_attention=True)
+            attention.append(scores)
+        for layer in self._head:
+            x = layer(x)
+        return x, attention
+
+    def get_config(self):
+        return {"config": self.config.__dict__.copy(), "num_classes": self.num_classes,
+                "image_size": list(self.image_size), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def create_model(name_or_config: str | ViTConfig, num_classes: int = 1000,
+                 image_size: ImageSize = 224, **overrides) -> VisionTransformer:
+    """A randomly initialised ViT from a zoo name ('vit_b16') or a ViTConfig."""
+    from vitbench.models.zoo import get_config
+
+    config = (get_config(name_or_config, **overrides) if isinstance(name_or_config, str)
+              else name_or_config.replace(**overrides))
+    return VisionTransformer(config, num_classes=num_classes, image_size=image_size,
+                             name=config.name)

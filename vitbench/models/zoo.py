@@ -1,0 +1,165 @@
+"""The ViT model zoo: every size x patch size as data, with analytic parameter and FLOP counts.
+
+Sizes follow the paper (B, L, H; Table 1) and the official configs (Ti, S from DeiT/AugReg); see
+`vit_jax/configs/models.py`. This module imports no deep-learning framework, so listing the zoo
+is instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple, Union
+
+ImageSize = Union[int, Tuple[int, int]]
+
+# name -> (hidden size D, MLP dim, heads, layers)
+SIZES = {
+    "ti": (192, 768, 3, 12),
+    "s": (384, 1536, 6, 12),
+    "b": (768, 3072, 12, 12),
+    "l": (1024, 4096, 16, 24),
+    "h": (1280, 5120, 16, 32),
+}
+PATCH_SIZES = (32, 16, 14, 8)
+
+# The official configs train L/16 and H/14 with dropout 0.1 and everything else with none.
+OFFICIAL_DROPOUT = {"vit_l16": 0.1, "vit_h14": 0.1}
+
+CLASSIFIERS = ("token", "gap")
+GELU_FORMS = ("tanh", "exact")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Architecture and regularisation of one Vision Transformer."""
+
+    name: str
+    hidden_size: int
+    mlp_dim: int
+    num_heads: int
+    num_layers: int
+    patch_size: int
+    classifier: str = "token"  # "token": class token; "gap": mean of the patch tokens
+    representation_size: Optional[int] = None  # pre-logits Dense+tanh, as in the i21k checkpoints
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    stochastic_depth: float = 0.0  # drop-path rate of the last block; linear from 0 at the first
+    gelu: str = "tanh"  # "tanh" as the official JAX code (flax default); "exact" (erf) as timm
+
+    def __post_init__(self):
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
+        if self.gelu not in GELU_FORMS:
+            raise ValueError(f"gelu {self.gelu!r} is not one of {GELU_FORMS}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def replace(self, **changes) -> "ViTConfig":
+        """A copy with some fields changed; unknown field names raise a clear error."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise TypeError(f"unknown ViT option(s) {unknown}; valid: {sorted(fields)}")
+        return dataclasses.replace(self, **changes)
+
+    def grid(self, image_size: ImageSize) -> Tuple[int, int]:
+        """Patch grid (rows, cols) for an image size; raises if it is not divisible."""
+        height, width = as_hw(image_size)
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by the patch size "
+                f"{self.patch_size} of {self.name}; use a multiple of {self.patch_size}")
+        return height // self.patch_size, width // self.patch_size
+
+    def num_tokens(self, image_size: ImageSize) -> int:
+        rows, cols = self.grid(image_size)
+        return rows * cols + (self.classifier == "token")
+
+
+def as_hw(image_size: ImageSize) -> Tuple[int, int]:
+    """(height, width) from an int or a pair."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def _build_zoo():
+    zoo = {}
+    for size, (hidden, mlp, heads, layers) in SIZES.items():
+        for patch in PATCH_SIZES:
+            name = f"vit_{size}{patch}"
+            zoo[name] = ViTConfig(name, hidden, mlp, heads, layers, patch,
+                                  dropout=OFFICIAL_DROPOUT.get(name, 0.0))
+    return zoo
+
+
+ZOO = _build_zoo()
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    """Zoo config by name (e.g. 'vit_b16'), with optional field overrides."""
+    key = name.lower().replace("-", "_").replace("/", "")
+    if key not in ZOO:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(ZOO)}")
+    return ZOO[key].replace(**overrides) if overrides else ZOO[key]
+
+
+def find_name(config: ViTConfig) -> Optional[str]:
+    """The zoo name whose architecture matches `config` (ignoring heads and regularisation)."""
+    for name, known in ZOO.items():
+        if _architecture(known) == _architecture(config):
+            return name
+    return None
+
+
+def _architecture(config: ViTConfig):
+    return (config.hidden_size, config.mlp_dim, config.num_heads, config.num_layers,
+            config.patch_size)
+
+
+def count_params(config: ViTConfig, image_size: ImageSize = 224, num_classes: int = 1000) -> int:
+    """Exact number of parameters, computed from the shapes (no model is built)."""
+    d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
+    embedding = p * p * 3 * d + d
+    cls_token = d if config.classifier == "token" else 0
+    pos_embedding = config.num_tokens(image_size) * d
+    block = (4 * d  # two LayerNorms
+             + 4 * (d * d + d)  # query, key, value, out projections
+             + (d * m + m) + (m * d + d))  # MLP
+    features = d
+    pre_logits = 0
+    if config.representation_size:
+        pre_logits = d * config.representation_size + config.representation_size
+        features = config.representation_size
+    head = features * num_classes + num_classes if num_classes else 0
+    return (embedding + cls_token + pos_embedding + config.num_layers * block + 2 * d
+            + pre_logits + head)
+
+
+def count_macs(config: ViTConfig, image_size: ImageSize = 224, num_classes: int = 1000) -> int:
+    """Multiply-accumulates of one forward pass (matmuls and the patch conv only).
+
+    This is the quantity that timm and DeiT report as "FLOPs" (ViT-B/16 at 224 px: 17.6 G);
+    `count_flops` doubles it.
+    """
+    d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
+    rows, cols = config.grid(image_size)
+    patches, tokens = rows * cols, config.num_tokens(image_size)
+    embedding = patches * p * p * 3 * d
+    block = (4 * tokens * d * d  # q, k, v, out projections
+             + 2 * tokens * tokens * d  # scores and the weighted sum of values
+             + 2 * tokens * d * m)  # MLP
+    features = config.representation_size or d
+    pre_logits = d * config.representation_size if config.representation_size else 0
+    return embedding + config.num_layers * block + pre_logits + features * num_classes
+
+
+def count_flops(config: ViTConfig, image_size: ImageSize = 224, num_classes: int = 1000) -> int:
+    """Floating-point operations of one forward pass (2 per multiply-accumulate)."""
+    return 2 * count_macs(config, image_size, num_classes)
