@@ -197,3 +197,18 @@ def test_save_npz_is_atomic_and_leaves_no_temporary(saved, tmp_path):
 def test_missing_file_lists_known_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="vit_b16.i21k"):
         vitbench.load_model(tmp_path / "nowhere.npz")
+
+
+def test_zero_classes_removes_the_head_and_keeps_pre_logits(saved):
+    model, path = saved
+    features = vitbench.load_model(path, num_classes=0)
+    assert features.config.representation_size == 24
+    expected = model.feature_extractor()(images())["pre_logits"]
+    np.testing.assert_allclose(features(images()), expected, atol=1e-6)
+
+
+def test_package_exports_the_checkpoint_api():
+    assert vitbench.save_npz is npz.save_npz
+    assert vitbench.create_model is create_model
+    with pytest.raises(AttributeError):
+        vitbench.no_such_thing

@@ -48,7 +48,8 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
     ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official layout) or
         `.keras` file, or an http(s):// or gs:// URL (downloaded into the cache).
     num_classes: None keeps the checkpoint's head. A different number starts a new zero head
-        and, as the official fine-tuning code does, drops the pre-logits layer.
+        and, as the official fine-tuning code does, drops the pre-logits layer. 0 removes the
+        head and keeps the pre-logits layer: the model then returns the features.
     image_size: None keeps the checkpoint's resolution; another (int or (h, w)) resamples the
         position-embedding grid as the official code does (bilinear, class token kept).
     model: a zoo name or ViTConfig; its architecture must match the arrays (else an error
@@ -67,12 +68,13 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
         config = _merge(base, config, source)
     keep_head = num_classes is None or num_classes == file_classes
     if not keep_head:
-        for key in ("head/kernel", "head/bias", "pre_logits/kernel", "pre_logits/bias"):
-            arrays.pop(key, None)
+        arrays = _without(arrays, "head/")
+    if not keep_head and num_classes:
+        # A new task: drop pre-logits and start the head at zero, as the official fine-tuning.
+        arrays = _without(arrays, "pre_logits/")
         config = config.replace(representation_size=None)
-        if num_classes:  # the new head starts at zero, as the official fine-tuning does
-            arrays["head/kernel"] = np.zeros((config.hidden_size, num_classes), np.float32)
-            arrays["head/bias"] = np.zeros((num_classes,), np.float32)
+        arrays["head/kernel"] = np.zeros((config.hidden_size, num_classes), np.float32)
+        arrays["head/bias"] = np.zeros((num_classes,), np.float32)
     config = config.replace(**options)
     size = as_hw(image_size) if image_size is not None else \
         tuple(side * config.patch_size for side in file_grid)
@@ -84,6 +86,10 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
                             image_size=size, name=config.name)
     npz.assign_arrays(vit, arrays, source)
     return vit
+
+
+def _without(arrays, prefix: str):
+    return {key: value for key, value in arrays.items() if not key.startswith(prefix)}
 
 
 def _merge(requested: ViTConfig, inferred: ViTConfig, source: str) -> ViTConfig:
