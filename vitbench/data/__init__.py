@@ -1,0 +1,1 @@
+"""Data: preprocessing ops (registered by name), label transforms, sources and tf.data pipelines."""

@@ -1,0 +1,79 @@
+"""Preprocessing ops by name, and the `op1|op2(args)|...` spec strings that chain them.
+
+An op is registered as a factory: `@register("resize")` on `def resize(size)` that returns a
+function from an example dict to an example dict (TensorFlow tensors, usable in tf.data).
+A spec string names ops with Python literal arguments, as big_vision does:
+`"to_rgb|inception_crop(384)|flip_lr|value_range(-1, 1)"`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Callable, Dict, List
+
+Example = Dict[str, object]
+Op = Callable[[Example], Example]
+
+OPS: Dict[str, Callable[..., Op]] = {}
+
+
+def register(name: str):
+    """Registers an op factory under `name`."""
+
+    def add(factory):
+        if name in OPS:
+            raise ValueError(f"op {name!r} is registered twice")
+        OPS[name] = factory
+        return factory
+
+    return add
+
+
+def parse(spec: str) -> List[Op]:
+    """The ops of a `|`-separated spec string, each built with its literal arguments."""
+    _load_builtin_ops()
+    return [_build(piece.strip(), spec) for piece in spec.split("|") if piece.strip()]
+
+
+def chain(spec: str) -> Op:
+    """One function applying the ops of `spec` in order."""
+    ops = parse(spec)
+
+    def apply(example):
+        for op in ops:
+            example = op(example)
+        return example
+
+    return apply
+
+
+def _build(piece: str, spec: str) -> Op:
+    try:
+        node = ast.parse(piece, mode="eval").body
+    except SyntaxError as error:
+        raise ValueError(f"cannot parse op {piece!r} in {spec!r}: {error.msg}") from None
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        try:
+            name = node.func.id
+            args = [ast.literal_eval(arg) for arg in node.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        except ValueError:
+            raise ValueError(f"op {piece!r} in {spec!r}: arguments must be literals") from None
+    else:
+        raise ValueError(f"op {piece!r} in {spec!r} is not `name` or `name(args)`")
+    if name not in OPS:
+        close = difflib.get_close_matches(name, OPS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown op {name!r} in {spec!r}.{hint} Known ops: {', '.join(sorted(OPS))}")
+    try:
+        return OPS[name](*args, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"op {piece!r} in {spec!r}: {error}") from None
+
+
+def _load_builtin_ops():
+    # The modules register their ops on import.
+    from vitbench.data import labels, ops  # noqa: F401

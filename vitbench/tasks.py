@@ -1,0 +1,168 @@
+"""Tasks and suites, read from the TOML files in the project's `tasks/` folder (or a user's).
+
+A suite file holds a `[protocol]` table (defaults for every task) and one `[[task]]` table per
+task; a task may override any protocol field in its own `protocol` table. Preprocessing specs
+are op strings (`vitbench.data.registry`) in which `{resolution}` is filled in from the
+protocol, so `--resolution` changes every task at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import pathlib
+import tomllib
+from typing import Dict, Optional, Tuple
+
+TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
+GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a task is trained and evaluated; defaults are the paper's fine-tuning settings."""
+
+    resolution: int = 384
+    steps: int = 2500
+    batch_size: int = 512
+    lrs: Tuple[float, ...] = (0.01,)
+    warmup_steps: int = 200
+    train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
+    eval_pp: str = "resize({resolution})|value_range(-1, 1)"
+    # Split roles: final training, hyper-parameter selection (train on one, score on the
+    # other) and the reported test split. Each names a key of the task's `splits`.
+    fit_split: str = "train"
+    tune_train_split: str = "train"
+    tune_val_split: str = "val"
+    test_split: str = "test"
+    # Few-shot linear evaluation.
+    shots: Tuple[int, ...] = (1, 5, 10, 25)
+    l2_reg: float = 1024.0
+    seeds: int = 3
+
+    def pp(self, phase: str) -> str:
+        """The train or eval preprocessing spec with `{resolution}` filled in."""
+        template = {"train": self.train_pp, "eval": self.eval_pp}[phase]
+        return template.format(resolution=self.resolution)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One dataset with its splits, label definition and protocol."""
+
+    name: str
+    group: str
+    dataset: str  # TFDS name with config ("sun397/tfds"), or a folder / CSV path for custom data
+    num_classes: int
+    splits: Dict[str, str]
+    source: str = "tfds"  # "tfds", "folder" or "csv" (see vitbench.data.sources)
+    version: str = ""  # TFDS version pattern, e.g. "3.*.*" or "3.1.0"
+    image_ops: str = ""  # applied to the decoded image first (e.g. "to_rgb|scale(255)")
+    label: str = ""  # label transform op; empty keeps the `label` feature as it is
+    protocol: Protocol = Protocol()
+    real_dataset: str = ""  # TFDS dataset with ImageNet-ReaL multi-labels for the test images
+    note: str = ""
+
+    @property
+    def tfds_spec(self) -> str:
+        return f"{self.dataset}:{self.version}" if self.version else self.dataset
+
+    def split(self, role_or_name: str) -> str:
+        """The split expression for a role (`fit`, `tune_train`, `tune_val`, `test`) or a name."""
+        name = getattr(self.protocol, f"{role_or_name}_split", role_or_name)
+        if name not in self.splits:
+            raise KeyError(f"task {self.name} has no split {name!r}; its splits: "
+                           f"{', '.join(self.splits)}")
+        return self.splits[name]
+
+    def pp(self, phase: str) -> str:
+        """Full preprocessing spec of a phase: image fix-ups, label, protocol ops, keep."""
+        parts = [self.image_ops, self.label, self.protocol.pp(phase), "keep('image', 'label')"]
+        return "|".join(part for part in parts if part)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: Tuple[Task, ...]
+    path: Optional[pathlib.Path] = None
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(_unknown("task", name, [t.name for t in self.tasks], f"suite {self.name}"))
+
+    def select(self, names) -> Tuple[Task, ...]:
+        """The named tasks (all when `names` is empty), in the suite's order."""
+        if not names:
+            return self.tasks
+        chosen = {self.task(name).name for name in names}
+        return tuple(task for task in self.tasks if task.name in chosen)
+
+
+def _unknown(kind, name, valid, where=""):
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    place = f" in {where}" if where else ""
+    return f"unknown {kind} {name!r}{place}.{hint} Valid: {', '.join(valid)}"
+
+
+def suite_names():
+    """Names of the suites shipped in `tasks/`."""
+    return sorted(path.stem for path in TASKS_DIR.glob("*.toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A suite by name (`vtab1k`) or from a TOML file path."""
+    path = pathlib.Path(name_or_path).expanduser()
+    if path.suffix != ".toml":
+        path = TASKS_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise KeyError(_unknown("suite", str(name_or_path), suite_names()) +
+                           " (or give the path of a .toml suite file)")
+    elif not path.is_file():
+        raise FileNotFoundError(f"suite file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    return parse_suite(data, path)
+
+
+def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
+    """A Suite from parsed TOML data; unknown or missing fields raise, naming the task."""
+    where = str(path or "suite")
+    defaults = _protocol(data.get("protocol", {}), Protocol(), where)
+    tasks = []
+    for row in data.get("task", []):
+        row = dict(row)
+        name = row.get("name", "?")
+        protocol = _protocol(row.pop("protocol", {}), defaults, f"{where}, task {name}")
+        try:
+            task = Task(**row, protocol=protocol)
+        except TypeError as error:
+            fields = [f.name for f in dataclasses.fields(Task) if f.name != "protocol"]
+            raise ValueError(f"{where}, task {name}: {error}; task fields: "
+                             f"{', '.join(fields)}") from None
+        if task.group not in GROUPS:
+            raise ValueError(f"{where}, task {name}: group {task.group!r} is not one of {GROUPS}")
+        tasks.append(task)
+    if not tasks:
+        raise ValueError(f"{where} defines no [[task]]")
+    names = [task.name for task in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: task names repeat: {names}")
+    name = data.get("name") or (path.stem if path else "suite")
+    return Suite(name, data.get("description", ""), tuple(tasks), path)
+
+
+def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
+    fields = {f.name for f in dataclasses.fields(Protocol)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown protocol field(s) {unknown}; valid: {sorted(fields)}")
+    values = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in values.items()}
+    return dataclasses.replace(base, **values)
