@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny ViT configs, random weights, an isolated cache, a local HTTP server."""
+"""Shared fixtures: tiny ViT configs, random weights, an isolated cache, mocked TFDS data."""
 
+import contextlib
 import importlib.util
 import os
+from unittest import mock
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -12,6 +14,7 @@ if importlib.util.find_spec("timm") is not None:
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from vitbench.models.zoo import ViTConfig
 
@@ -42,3 +45,22 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("VITBENCH_CACHE", str(cache))
     return cache
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples=8):
+    """`tfds.testing.mock_data`, with every variable-length feature 10 long (so that parallel
+    sequences such as KITTI's objects/type and objects/location agree, as in real data) and
+    every dataset reported as prepared (so manual-download datasets mock too)."""
+    from tensorflow_datasets.testing import mocking
+
+    original_init = mocking.RandomFakeGenerator.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs.setdefault("constant_dynamic_shape", True)
+        original_init(self, *args, **kwargs)
+
+    with mock.patch.object(mocking.RandomFakeGenerator, "__init__", init), \
+            mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True), \
+            tfds.testing.mock_data(num_examples=num_examples):
+        yield

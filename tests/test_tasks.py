@@ -68,7 +68,7 @@ def test_vtab1k_protocol_is_the_papers():
     assert (p.resolution, p.steps, p.batch_size, p.lrs) == (384, 2500, 512, (0.01,))
     assert task.split("fit") == "train[:800]+validation[:200]"
     assert task.split("tune_train") == "train[:800]" and task.split("tune_val") == "validation[:200]"
-    assert task.pp("eval") == "resize(384)|value_range(-1, 1)|keep('image', 'label')"
+    assert task.pp("eval") == "decode|resize(384)|value_range(-1, 1)|keep('image', 'label')"
 
 
 def test_upstream_protocols():
@@ -89,13 +89,13 @@ def test_fewshot_suite_is_the_reference_list():
     assert suite.task("uc_merced").splits == {"train": "train[:1000]", "test": "train[1000:]"}
     assert suite.tasks[0].protocol.shots == (1, 5, 10, 25)
     assert suite.tasks[0].protocol.l2_reg == 1024.0
-    assert suite.tasks[0].pp("eval").startswith("resize(256)|central_crop(224)")
+    assert suite.tasks[0].pp("eval").startswith("decode|resize(256)|central_crop(224)")
 
 
 def test_resolution_template_follows_the_protocol():
     task = tasks.load_suite("vtab1k").task("svhn")
     task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, resolution=64))
-    assert task.pp("train").startswith("inception_crop(64)|flip_lr")
+    assert task.pp("train").startswith("decode|inception_crop(64)|flip_lr")
 
 
 def test_user_suite_file(tmp_path):

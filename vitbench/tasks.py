@@ -76,8 +76,8 @@ class Task:
         return self.splits[name]
 
     def pp(self, phase: str) -> str:
-        """Full preprocessing spec of a phase: image fix-ups, label, protocol ops, keep."""
-        parts = [self.image_ops, self.label, self.protocol.pp(phase), "keep('image', 'label')"]
+        """Full preprocessing spec of a phase: decode, image fix-ups, label, protocol ops, keep."""
+        parts = ["decode", self.image_ops, self.label, self.protocol.pp(phase), "keep('image', 'label')"]
         return "|".join(part for part in parts if part)
 
 

@@ -1,0 +1,114 @@
+"""Input pipelines for every task of every shipped suite, on mocked TFDS data."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import mock_tfds
+from vitbench import tasks
+from vitbench.data import pipeline, sources
+
+ALL_TASKS = [(suite, task.name) for suite in tasks.suite_names()
+             for task in tasks.load_suite(suite).tasks]
+
+
+def small(task, resolution=16):
+    return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
+                                                                  resolution=resolution))
+
+
+def check_batch(batch, task, batch_size, resolution):
+    images, labels = batch["image"], batch["label"]
+    assert set(batch) == {"image", "label"}
+    assert images.shape == (batch_size, resolution, resolution, 3)
+    assert images.dtype == np.float32
+    assert -1 <= images.min() and images.max() <= 1
+    assert labels.shape == (batch_size,)
+    assert ((0 <= labels) & (labels < task.num_classes)).all(), (task.name, labels)
+
+
+@pytest.mark.parametrize("suite,name", ALL_TASKS, ids=[f"{s}-{n}" for s, n in ALL_TASKS])
+def test_train_and_eval_batches_from_mock_data(suite, name):
+    task = small(tasks.load_suite(suite).task(name))
+    with mock_tfds(num_examples=6):
+        train = next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 4, seed=0)))
+        evaluation = list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 4)))
+    check_batch(train, task, 4, 16)
+    assert [len(b["label"]) for b in evaluation] == [4, 2]  # one ordered pass, last batch short
+    for batch in evaluation:
+        check_batch(batch, task, len(batch["label"]), 16)
+
+
+def test_training_batches_are_reproducible_from_the_seed():
+    task = small(tasks.load_suite("vtab1k").task("cifar100"))
+    with mock_tfds(num_examples=8):
+        def first_batches(seed):
+            batches = pipeline.as_numpy(pipeline.train_dataset(task, "fit", 4, seed=seed))
+            return [next(batches) for _ in range(3)]
+
+        a, b, c = first_batches(0), first_batches(0), first_batches(1)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["image"], y["image"])
+    assert any(not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
+
+
+def test_processes_read_disjoint_shards():
+    task = small(tasks.load_suite("vtab1k").task("dtd"))
+    with mock_tfds(num_examples=8):
+        whole = np.concatenate([b["image"] for b in pipeline.as_numpy(
+            pipeline.eval_dataset(task, "test", 8))])
+        shards = [np.concatenate([b["image"] for b in pipeline.as_numpy(
+            pipeline.eval_dataset(task, "test", 8, process_index=i, process_count=2))])
+            for i in range(2)]
+    np.testing.assert_array_equal(shards[0], whole[0::2])
+    np.testing.assert_array_equal(shards[1], whole[1::2])
+
+
+def test_missing_manual_download_says_which_files_go_where(tmp_path):
+    task = tasks.load_suite("vtab1k").task("resisc45")
+    status = sources.status(task, str(tmp_path))
+    assert status.state == sources.NEEDS_MANUAL and not status.usable
+    manual = tmp_path / "downloads" / "manual"
+    assert str(manual) in status.detail and "rar" in status.detail
+    with pytest.raises(sources.ManualDownloadError, match=str(manual)):
+        pipeline.train_dataset(task, "fit", 4, data_dir=str(tmp_path))
+    manual.mkdir(parents=True)
+    (manual / "NWPU-RESISC45.rar").write_bytes(b"x")
+    assert sources.status(task, str(tmp_path)).state == sources.WILL_DOWNLOAD
+
+
+def test_downloadable_dataset_status(tmp_path):
+    status = sources.status(tasks.load_suite("cifar10").task("cifar10"), str(tmp_path))
+    assert status.state == sources.WILL_DOWNLOAD and status.usable
+
+
+def test_a_folder_of_class_subfolders_is_a_task(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 3), ("test", 2)]:
+        for label in ["cat", "dog"]:
+            folder = tmp_path / "pets" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    path = tmp_path / "mine.toml"
+    path.write_text(f'[protocol]\nresolution = 8\n[[task]]\nname = "pets"\ngroup = "custom"\n'
+                    f'source = "folder"\ndataset = "{tmp_path / "pets"}"\nnum_classes = 2\n'
+                    f'splits = {{ train = "train", test = "test" }}\n')
+    task = tasks.load_suite(str(path)).tasks[0]
+    assert sources.status(task).state == sources.READY
+    batch = next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 4)))
+    check_batch(batch, task, 4, 8)
+    labels = np.concatenate([b["label"] for b in pipeline.as_numpy(
+        pipeline.eval_dataset(task, "test", 3))])
+    assert sorted(labels.tolist()) == [0, 0, 1, 1]
+
+
+def test_missing_folder_is_reported(tmp_path):
+    task = tasks.Task(name="x", group="custom", dataset=str(tmp_path / "none"), num_classes=2,
+                      splits={"train": "train"}, source="folder")
+    status = sources.status(task)
+    assert status.state == sources.MISSING and "<class name>" in status.detail

@@ -1,0 +1,59 @@
+"""tf.data input pipelines: a task's split -> batches of NHWC float images in [-1, 1] and labels.
+
+Training: read (in the dataset's order) -> cache decoded examples when the split is small ->
+shuffle with the run's seed -> repeat -> a stateless seed per example -> augment in parallel ->
+batch (full batches only) -> prefetch. Evaluation: read -> preprocess -> batch (the last one
+may be short) -> prefetch, one pass, in order. With several processes (multi-host) each one
+keeps every `process_count`-th example starting at its `process_index`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vitbench.data import registry, sources
+
+CACHE_MAX_EXAMPLES = 20_000  # decoded splits up to this size are kept in memory
+SHUFFLE_BUFFER = 10_000
+
+
+def _process_shard(dataset, process_index: int, process_count: int):
+    return dataset.shard(process_count, process_index) if process_count > 1 else dataset
+
+
+def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=None,
+                  process_index: int = 0, process_count: int = 1,
+                  cache: Optional[bool] = None) -> tf.data.Dataset:
+    """Endless shuffled, augmented batches of `split` (a role like 'fit' or a split name)."""
+    expression = task.split(split)
+    dataset = _process_shard(sources.read(task, expression, data_dir), process_index,
+                             process_count)
+    if cache is None:
+        size = sources.num_examples(task, expression, data_dir)
+        cache = size is not None and size <= CACHE_MAX_EXAMPLES
+    if cache:
+        dataset = dataset.cache()
+    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+    # One stateless seed per example, from the run's seed: augmentation is reproducible.
+    seeds = tf.data.Dataset.random(seed=seed + process_index).batch(2)
+    dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda example, rng: {**example, "_rng": rng})
+    dataset = dataset.map(registry.chain(task.pp("train")), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(task, split: str, batch_size: int, *, data_dir=None, process_index: int = 0,
+                 process_count: int = 1) -> tf.data.Dataset:
+    """One ordered pass over `split`, preprocessed for evaluation, in batches."""
+    dataset = _process_shard(sources.read(task, task.split(split), data_dir), process_index,
+                             process_count)
+    dataset = dataset.map(registry.chain(task.pp("eval")), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy(dataset: tf.data.Dataset) -> Iterator[dict]:
+    """Batches as dicts of numpy arrays (what Keras on any backend takes)."""
+    return iter(tfds.as_numpy(dataset))
