@@ -15,8 +15,10 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-READY, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING = ("ready", "will download", "needs manual files",
-                                               "missing")
+from vitbench.data import builders  # noqa: F401  (registers vitbench's own TFDS datasets)
+
+READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING = (
+    "ready", "will generate", "will download", "needs manual files", "missing")
 
 
 class ManualDownloadError(OSError):
@@ -25,12 +27,12 @@ class ManualDownloadError(OSError):
 
 @dataclasses.dataclass(frozen=True)
 class Status:
-    state: str  # READY, WILL_DOWNLOAD, NEEDS_MANUAL or MISSING
+    state: str  # READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL or MISSING
     detail: str = ""
 
     @property
     def usable(self) -> bool:
-        return self.state in (READY, WILL_DOWNLOAD)
+        return self.state in (READY, WILL_GENERATE, WILL_DOWNLOAD)
 
 
 def default_data_dir() -> str:
@@ -68,6 +70,8 @@ def tfds_status(task, data_dir=None) -> Status:
     builder = _tfds_builder(task, data_dir)
     if builder.is_prepared():
         return Status(READY, builder.data_dir)
+    if getattr(builder, "GENERATED_LOCALLY", False):
+        return Status(WILL_GENERATE, f"vitbench renders it into {builder.data_dir_root}")
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         manual = _manual_dir(builder)
         if manual.is_dir() and any(manual.iterdir()):
