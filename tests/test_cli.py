@@ -61,7 +61,7 @@ def test_checkpoints_filtered_by_model(capsys):
 
 def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "fly")
-    assert status == 2 and "commands: models, checkpoints" in err
+    assert status == 2 and "commands: models, checkpoints, tasks" in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")
@@ -72,3 +72,27 @@ def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-c", "from vitbench.cli import run; run()",
                              "--help"], capture_output=True, text=True, check=True)
     assert "usage: vitbench" in result.stdout
+
+
+def test_tasks_lists_suites(capsys):
+    status, out, _ = run(capsys, "tasks")
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert rows["vtab1k"].split()[1] == "19" and "demo" in rows
+
+
+def test_tasks_of_a_suite_with_data_status(capsys, tmp_path):
+    status, out, _ = run(capsys, "tasks", "--suite=vtab1k", f"--data_dir={tmp_path}")
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("c", "r", "d"))}
+    assert rows["caltech101"].endswith("will download")
+    assert rows["resisc45"].endswith("needs manual files")
+    assert "train[:800]+train[2754:2954]" in rows["caltech101"]
+    assert f"Put its files in {tmp_path}/downloads/manual" in out
+    _, out, _ = run(capsys, "tasks", "--suite=demo", f"--data_dir={tmp_path}")
+    assert "will generate" in out and "to do before" not in out
+
+
+def test_tasks_unknown_suite(capsys):
+    status, _, err = run(capsys, "tasks", "--suite=vtab")
+    assert status == 1 and "Did you mean vtab1k" in err

@@ -112,3 +112,13 @@ def test_missing_folder_is_reported(tmp_path):
                       splits={"train": "train"}, source="folder")
     status = sources.status(task)
     assert status.state == sources.MISSING and "<class name>" in status.detail
+
+
+def test_preflight_lists_every_task_that_cannot_run(tmp_path):
+    suite = tasks.load_suite("vtab1k")
+    with pytest.raises(sources.ManualDownloadError) as error:
+        sources.check_ready(suite.tasks, str(tmp_path))
+    message = str(error.value)
+    assert "resisc45" in message and "diabetic_retinopathy" in message
+    assert "caltech101" not in message
+    sources.check_ready(tasks.load_suite("demo").tasks, str(tmp_path))  # nothing missing

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from vitbench import commands
 
@@ -68,4 +69,8 @@ def main(argv=None) -> int:
 
 def run():
     """Console-script entry point."""
+    # Keep TensorFlow's and TFDS's start-up chatter (probing folders that do not exist yet) out
+    # of the command's output; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.ERROR)
     sys.exit(main())

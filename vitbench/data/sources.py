@@ -150,3 +150,11 @@ def num_examples(task, split, data_dir=None) -> Optional[int]:
 def read(task, split, data_dir=None) -> tf.data.Dataset:
     """Raw examples of a split, in the dataset's order."""
     return get_source(task.source).read(task, split, data_dir)
+
+
+def check_ready(tasks, data_dir=None) -> None:
+    """Raises one error listing every task whose data cannot be had (before any work starts)."""
+    problems = [status(task, data_dir) for task in tasks]
+    blocked = [problem.detail for problem in problems if not problem.usable]
+    if blocked:
+        raise ManualDownloadError("some tasks' data is missing:\n  " + "\n  ".join(blocked))

@@ -1,0 +1,66 @@
+"""`vitbench tasks`: the suites, their tasks, and whether each task's data is there."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from vitbench.commands import command
+
+
+def _define(fv):
+    from absl import flags
+
+    flags.DEFINE_string("suite", None, "A suite name (e.g. vtab1k) or the path of a suite "
+                        "TOML file; without it, list the suites.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or "
+                        "~/tensorflow_datasets).", flag_values=fv)
+    flags.DEFINE_boolean("status", True, "Check whether each task's data is present.",
+                         flag_values=fv)
+
+
+def suite_rows():
+    from vitbench import tasks
+
+    return [{"suite": name, "tasks": len(suite.tasks), "description": suite.description}
+            for name, suite in ((n, tasks.load_suite(n)) for n in tasks.suite_names())]
+
+
+def task_rows(suite, statuses=None):
+    """One row per task; `statuses` (task name -> sources.Status) adds the data column."""
+    rows = []
+    for task in suite.tasks:
+        row = {"task": task.name, "group": task.group, "classes": task.num_classes,
+               "dataset": task.tfds_spec if task.source == "tfds" else f"{task.source}:"
+                                                                       f"{task.dataset}",
+               "fit": task.split("fit"), "test": task.split("test")}
+        if statuses:
+            row["data"] = statuses[task.name].state
+        rows.append(row)
+    return rows
+
+
+@command("tasks", _define)
+def run(fv):
+    """List the suites, or a suite's tasks with splits, classes, group and data status.
+
+    Data status: `ready` (prepared in the data dir), `will generate` (vitbench renders it),
+    `will download` (TFDS fetches it on first use), `needs manual files` (the detail below the
+    table says which files go where) or `missing` (a custom folder that is not there).
+    """
+    from vitbench import tasks
+    from vitbench.data import sources
+
+    if not fv.suite:
+        print(tabulate(suite_rows(), headers="keys"))
+        print("\n`vitbench tasks --suite NAME` lists a suite's tasks and checks their data.")
+        return 0
+    suite = tasks.load_suite(fv.suite)
+    data_dir = fv.data_dir or sources.default_data_dir()
+    print(f"suite {suite.name}: {suite.description}\ndata dir: {data_dir}\n")
+    statuses = {task.name: sources.status(task, data_dir) for task in suite.tasks} \
+        if fv.status else None
+    print(tabulate(task_rows(suite, statuses), headers="keys"))
+    details = [status.detail for status in (statuses or {}).values() if not status.usable]
+    if details:
+        print("\nto do before running this suite:\n- " + "\n- ".join(details))
+    return 0
