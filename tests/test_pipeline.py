@@ -122,3 +122,36 @@ def test_preflight_lists_every_task_that_cannot_run(tmp_path):
     assert "resisc45" in message and "diabetic_retinopathy" in message
     assert "caltech101" not in message
     sources.check_ready(tasks.load_suite("demo").tasks, str(tmp_path))  # nothing missing
+
+
+def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):
+    import tensorflow as tf
+
+    lines = ["path,label,split"]
+    for i in range(8):
+        image = np.full((12, 10, 3), i * 30, np.uint8)
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+        lines.append(f"{i}.png,{'cat' if i % 2 else 'dog'},{'test' if i >= 6 else 'train'}")
+    (tmp_path / "images.csv").write_text("\n".join(lines) + "\n")
+    task = tasks.Task(name="animals", group="custom", source="csv",
+                      dataset=str(tmp_path / "images.csv"), num_classes=2,
+                      splits={"train": "train[:4]", "trainval": "train", "val": "train[4:]",
+                              "test": "test"},
+                      protocol=tasks.Protocol(resolution=8, train_pp="resize({resolution})|"
+                                              "flip_lr|value_range(-1, 1)"))
+    assert sources.status(task).state == sources.READY
+    assert sources.num_examples(task, "train[:50%]+test") == 5
+    evaluation = list(pipeline.as_numpy(pipeline.eval_dataset(task, "val", 8)))
+    # rows 4 and 5: grey levels 120 and 150, classes dog (1: sorted names cat, dog) and cat (0)
+    np.testing.assert_array_equal(evaluation[0]["label"], [1, 0])
+    np.testing.assert_allclose(evaluation[0]["image"][:, 0, 0, 0],
+                               [120 / 127.5 - 1, 150 / 127.5 - 1], rtol=1e-5)
+    check_batch(next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 3))), task, 3, 8)
+
+
+def test_csv_without_the_needed_columns_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.csv").write_text("file,class\na.png,1\n")
+    task = tasks.Task(name="bad", group="custom", source="csv", dataset=str(tmp_path / "bad.csv"),
+                      num_classes=2, splits={"test": "train"})
+    with pytest.raises(ValueError, match="needs a header with 'path' and 'label'"):
+        pipeline.eval_dataset(task, "test", 2)

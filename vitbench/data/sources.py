@@ -1,4 +1,5 @@
-"""Where a task's examples come from: a TFDS dataset (default) or a folder of class subfolders.
+"""Where a task's examples come from: a TFDS dataset (default), a folder of class subfolders,
+or a CSV file of image paths and labels.
 
 Each source answers two questions: is the data there (`status`), and give me a split as a
 tf.data.Dataset of example dicts with an `image` and a `label` (`read`). A split is a TFDS
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import types
 from typing import Callable, Dict, Optional
 
 import tensorflow as tf
@@ -43,8 +45,8 @@ def default_data_dir() -> str:
 @dataclasses.dataclass(frozen=True)
 class Source:
     status: Callable  # (task, data_dir) -> Status
-    builder: Callable  # (task, data_dir) -> a prepared tfds builder
-    read: Callable  # (task, split, data_dir) -> tf.data.Dataset
+    read: Callable  # (task, split, data_dir) -> tf.data.Dataset of examples, in order
+    num_examples: Callable  # (task, split, data_dir) -> int, or None where unknown
 
 
 SOURCES: Dict[str, Source] = {}
@@ -102,12 +104,23 @@ def tfds_read(task, split, data_dir=None) -> tf.data.Dataset:
     return builder.as_dataset(split=split, shuffle_files=False)
 
 
-SOURCES["tfds"] = Source(tfds_status, tfds_prepared_builder, tfds_read)
+def _split_size(builder, split):
+    try:
+        return builder.info.splits[split].num_examples
+    except KeyError:  # metadata without split sizes (e.g. mocked data)
+        return None
+
+
+def tfds_num_examples(task, split, data_dir=None):
+    return _split_size(tfds_prepared_builder(task, data_dir), split)
+
+
+SOURCES["tfds"] = Source(tfds_status, tfds_read, tfds_num_examples)
 
 
 # --- A folder of class subfolders: <dataset>/<split>/<class>/<image> -------------------------
 
-def _folder_builder(task, data_dir=None):
+def _folder_builder(task):
     root = pathlib.Path(task.dataset).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
@@ -130,7 +143,77 @@ def folder_read(task, split, data_dir=None) -> tf.data.Dataset:
         "image": tfds.decode.SkipDecoding()})
 
 
-SOURCES["folder"] = Source(folder_status, _folder_builder, folder_read)
+def folder_num_examples(task, split, data_dir=None):
+    return _split_size(_folder_builder(task), split)
+
+
+SOURCES["folder"] = Source(folder_status, folder_read, folder_num_examples)
+
+
+# --- A CSV file of `path,label[,split]` rows ----------------------------------------------------
+
+class CsvImages:
+    """Images listed in a CSV file with a header naming `path`, `label` and optionally `split`.
+
+    Paths are relative to the CSV's folder; labels are class ids, or class names (numbered in
+    sorted order); rows without a split column belong to `train`. Split expressions are TFDS's
+    (`train[:90%]+test`), resolved with `tfds.core.ReadInstruction`.
+    """
+
+    def __init__(self, task):
+        import csv
+
+        self.path = pathlib.Path(task.dataset).expanduser()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{task.name}: CSV file {self.path} does not exist")
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = {"path", "label"} - set(rows[0] if rows else ())
+        if missing:
+            raise ValueError(f"{self.path}: needs a header with 'path' and 'label' columns "
+                             f"(and optionally 'split'); missing {sorted(missing)}")
+        labels = [row["label"] for row in rows]
+        if all(label.isdigit() for label in labels):
+            self.class_names, ids = None, [int(label) for label in labels]
+        else:
+            self.class_names = sorted(set(labels))
+            ids = [self.class_names.index(label) for label in labels]
+        self.splits: Dict[str, list] = {}
+        for row, label in zip(rows, ids):
+            image = self.path.parent / row["path"]
+            self.splits.setdefault(row.get("split") or "train", []).append((str(image), label))
+
+    def examples(self, split: str):
+        """(path, label) pairs of a split expression, in file order."""
+        sizes = {name: types.SimpleNamespace(num_examples=len(items))
+                 for name, items in self.splits.items()}
+        try:
+            instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(sizes)
+        except (ValueError, AssertionError) as error:
+            raise ValueError(f"{self.path}: bad split {split!r}: {error}") from None
+        return [pair for i in instructions for pair in self.splits[i.splitname][i.from_:i.to]]
+
+
+def csv_status(task, data_dir=None) -> Status:
+    path = pathlib.Path(task.dataset).expanduser()
+    if path.is_file():
+        return Status(READY, str(path))
+    return Status(MISSING, f"{task.name}: no CSV file at {path} (rows of path,label[,split])")
+
+
+def csv_read(task, split, data_dir=None) -> tf.data.Dataset:
+    pairs = CsvImages(task).examples(split)
+    paths = tf.constant([path for path, _ in pairs], tf.string)
+    labels = tf.constant([label for _, label in pairs], tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices({"path": paths, "label": labels})
+    return dataset.map(lambda e: {"image": tf.io.read_file(e["path"]), "label": e["label"]})
+
+
+def csv_num_examples(task, split, data_dir=None) -> int:
+    return len(CsvImages(task).examples(split))
+
+
+SOURCES["csv"] = Source(csv_status, csv_read, csv_num_examples)
 
 
 def status(task, data_dir=None) -> Status:
@@ -140,11 +223,7 @@ def status(task, data_dir=None) -> Status:
 
 def num_examples(task, split, data_dir=None) -> Optional[int]:
     """Number of examples of a split expression, or None where the metadata does not say."""
-    builder = get_source(task.source).builder(task, data_dir)
-    try:
-        return builder.info.splits[split].num_examples
-    except KeyError:
-        return None
+    return get_source(task.source).num_examples(task, split, data_dir)
 
 
 def read(task, split, data_dir=None) -> tf.data.Dataset:
