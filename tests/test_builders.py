@@ -1,4 +1,4 @@
-"""The generated demo dataset: deterministic, labels true to the pictures, real TFDS pipeline."""
+"""vitbench's own TFDS builders: the rendered demo dataset and ImageNet-21k from its archive."""
 
 import numpy as np
 import pytest
@@ -67,3 +67,56 @@ def test_demo_suite_runs_through_the_real_pipeline(demo_data_dir, tmp_path):
         labels = np.concatenate([b["label"] for b in pipeline.as_numpy(
             pipeline.eval_dataset(task, "test", 128, data_dir=demo_data_dir))])
         assert len(labels) == 500 and set(labels.tolist()) == set(range(task.num_classes))
+
+
+def _class_tar(path, synset, count, rng):
+    import io
+    import tarfile
+
+    import tensorflow as tf
+
+    with tarfile.open(path, "w") as archive:
+        for i in range(count):
+            image = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+            data = tf.io.encode_jpeg(image).numpy()
+            info = tarfile.TarInfo(f"{synset}_{i}.JPEG")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("layout", ["whole archive", "class tars"])
+def test_imagenet21k_builder_reads_the_official_archive_layout(tmp_path, layout):
+    import tarfile
+
+    from vitbench.data.builders import imagenet21k
+
+    rng = np.random.default_rng(0)
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    sizes = {"n02000001": 3, "n01000002": 2, "n03000003": 4}
+    folder = manual if layout == "class tars" else tmp_path / "classes"
+    folder.mkdir(exist_ok=True)
+    for synset, count in sizes.items():
+        _class_tar(folder / f"{synset}.tar", synset, count, rng)
+    if layout == "whole archive":
+        with tarfile.open(manual / imagenet21k.ARCHIVE, "w") as whole:
+            for synset in sizes:
+                whole.add(folder / f"{synset}.tar", arcname=f"{synset}.tar")
+    builder = tfds.builder("imagenet21k", data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    assert builder.info.splits["full"].num_examples == 9
+    examples = list(tfds.as_numpy(builder.as_dataset(split="full")))
+    by_synset = {}
+    for example in examples:
+        by_synset.setdefault(example["synset"].decode(), set()).add(int(example["label"]))
+        assert example["image"].shape == (10, 12, 3)
+    assert by_synset == {"n01000002": {0}, "n02000001": {1}, "n03000003": {2}}
+
+
+def test_imagenet21k_without_files_says_what_to_download(tmp_path):
+    task = tasks.Task(name="i21k", group="upstream", dataset="imagenet21k", num_classes=21843,
+                      splits={"train": "full[51200:]"})
+    status = sources.status(task, str(tmp_path))
+    assert status.state == sources.NEEDS_MANUAL
+    assert "fall11_whole.tar" in status.detail and str(tmp_path / "downloads" / "manual") in \
+        status.detail
