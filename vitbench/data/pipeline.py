@@ -26,8 +26,12 @@ def _process_shard(dataset, process_index: int, process_count: int):
 
 def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=None,
                   process_index: int = 0, process_count: int = 1,
-                  cache: Optional[bool] = None) -> tf.data.Dataset:
-    """Endless shuffled, augmented batches of `split` (a role like 'fit' or a split name)."""
+                  cache: Optional[bool] = None, start_batch: int = 0) -> tf.data.Dataset:
+    """Endless shuffled, augmented batches of `split` (a role like 'fit' or a split name).
+
+    `start_batch` resumes the stream: the result equals this pipeline's batches from that
+    index on, and the skipped examples are not augmented.
+    """
     expression = task.split(split)
     dataset = _process_shard(sources.read(task, expression, data_dir), process_index,
                              process_count)
@@ -39,7 +43,8 @@ def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=
     dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
     # One stateless seed per example, from the run's seed: augmentation is reproducible.
     seeds = tf.data.Dataset.random(seed=seed + process_index).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda example, rng: {**example, "_rng": rng})
+    dataset = tf.data.Dataset.zip(dataset, seeds).skip(start_batch * batch_size)
+    dataset = dataset.map(lambda example, rng: {**example, "_rng": rng})
     dataset = dataset.map(registry.chain(task.pp("train")), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,109 @@
+"""Fine-tuning: schedule, exact gradient accumulation, learning on demo data, resume."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY, mock_tfds
+from vitbench import tasks
+from vitbench.evaluate import classification
+from vitbench.models.vit import create_model
+from vitbench.train import finetune
+from vitbench.train.schedules import WarmupCosine
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    schedule = WarmupCosine(0.1, total_steps=10, warmup_steps=2)
+    lrs = [float(schedule(step)) for step in range(11)]
+    assert lrs[0] == 0 and lrs[1] == pytest.approx(0.05) and lrs[2] == pytest.approx(0.1)
+    assert lrs[6] == pytest.approx(0.05, abs=1e-6)  # half way through the decay
+    assert lrs[10] == pytest.approx(0, abs=1e-9)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_schedule_counts_updates_not_micro_steps():
+    full, split = WarmupCosine(0.1, 10, 2), WarmupCosine(0.1, 10, 2, accumulation=4)
+    for update in range(10):
+        for micro in range(4):
+            assert float(split(update * 4 + micro)) == pytest.approx(float(full(update)))
+
+
+def demo_task(resolution=16):
+    task = tasks.load_suite("demo").task("demo_color")
+    return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
+                                                                  resolution=resolution))
+
+
+def tiny_model(seed=0, classes=4):
+    keras.utils.set_random_seed(seed)
+    return create_model(TINY, num_classes=classes, image_size=16)
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    task = demo_task()
+    results = []
+    with mock_tfds(num_examples=16):
+        for micro in (8, 4, 2):
+            model = tiny_model()
+            config = finetune.TrainConfig(lr=0.1, steps=3, batch_size=8, micro_batch_size=micro,
+                                          warmup_steps=1)
+            model, _ = finetune.fine_tune(model, task, "fit", config)
+            results.append([np.asarray(w) for w in model.get_weights()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    moved = max(np.abs(a - b).max() for a, b in zip(results[0],
+                                                     [np.asarray(w) for w in tiny_model().get_weights()]))
+    assert moved > 1e-3  # training really changed the weights
+
+
+def test_batch_must_split_into_micro_batches():
+    with pytest.raises(ValueError, match="not a multiple of the micro-batch size 3"):
+        finetune.TrainConfig(lr=0.1, steps=1, batch_size=8, micro_batch_size=3)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    task = demo_task()
+    config = finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
+                                  warmup_steps=1)
+    with mock_tfds(num_examples=12):
+        straight, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
+        assert summary["resumed_from_step"] == 0 and summary["train_loss"] > 0
+
+        save = finetune.save_state
+
+        def save_then_die(*args):
+            save(*args)
+            raise Killed  # as if the process were killed right after the first checkpoint
+
+        monkeypatch.setattr(finetune, "save_state", save_then_die)
+        with pytest.raises(Killed):
+            finetune.fine_tune(tiny_model(), task, "fit", config, workdir=tmp_path,
+                               checkpoint_every=2)
+        monkeypatch.setattr(finetune, "save_state", save)
+        assert finetune.load_state(tmp_path)[1] == 2
+        resumed, summary = finetune.fine_tune(tiny_model(seed=9), task, "fit", config,
+                                              workdir=tmp_path, checkpoint_every=2)
+    assert summary["resumed_from_step"] == 2
+    assert finetune.load_state(tmp_path)[1] == 4
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_diverging_run_raises():
+    task = demo_task()
+    config = finetune.TrainConfig(lr=1e30, steps=3, batch_size=4, micro_batch_size=4)
+    with mock_tfds(num_examples=8), pytest.raises(finetune.DivergedError, match="lr 1e\\+30"):
+        finetune.fine_tune(tiny_model(), task, "fit", config)
+
+
+def test_real_accuracy_leaves_out_images_without_real_labels():
+    real = np.array([[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    result = classification.real_accuracy(np.array([2, 3, 1, 3]), real)
+    assert result == {"real_accuracy": pytest.approx(2 / 3), "real_examples": 3}

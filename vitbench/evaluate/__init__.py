@@ -1,0 +1,1 @@
+"""Evaluation: classification accuracy (top-1, ImageNet-ReaL)."""

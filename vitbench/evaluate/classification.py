@@ -1,0 +1,38 @@
+"""Top-1 accuracy of a classifier on a task's split, and ImageNet-ReaL accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vitbench.data import pipeline
+
+
+def predictions(model, task, split: str, batch_size: int, data_dir=None):
+    """(predicted class, label) arrays over one ordered pass of `split`."""
+    predicted, labels = [], []
+    for batch in pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
+                                                         data_dir=data_dir)):
+        logits = model.predict_on_batch(batch["image"])
+        predicted.append(np.argmax(np.asarray(logits), axis=-1))
+        labels.append(batch["label"])
+    return np.concatenate(predicted), np.concatenate(labels)
+
+
+def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None) -> dict:
+    """{'accuracy', 'examples'} of `model` on `split`."""
+    predicted, labels = predictions(model, task, split, batch_size, data_dir)
+    return {"accuracy": float(np.mean(predicted == labels)), "examples": int(len(labels))}
+
+
+def real_accuracy(predicted: np.ndarray, real_labels: np.ndarray) -> dict:
+    """ImageNet-ReaL accuracy: a prediction is right if it is among the image's real labels.
+
+    `real_labels` is multi-hot (examples x classes). Images with no real label are left out of
+    both counts, as big_vision's evaluator does.
+    """
+    real_labels = np.asarray(real_labels)
+    has_label = real_labels.max(axis=1) > 0
+    hits = real_labels[np.arange(len(predicted)), np.asarray(predicted)] > 0
+    counted = int(has_label.sum())
+    return {"real_accuracy": float(hits[has_label].mean()) if counted else float("nan"),
+            "real_examples": counted}
