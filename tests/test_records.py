@@ -1,0 +1,60 @@
+"""Run records: stable hashes, whole-line appends, torn lines skipped."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vitbench import records
+
+
+def test_hash_is_stable_and_order_independent():
+    a = records.config_hash({"lr": 0.01, "task": "dtd", "steps": 10})
+    assert a == records.config_hash({"steps": 10, "task": "dtd", "lr": 0.01})
+    assert a != records.config_hash({"steps": 10, "task": "dtd", "lr": 0.03})
+    assert len(a) == 16
+
+
+def test_append_and_read_back(tmp_path):
+    path = records.records_path(tmp_path, "demo")
+    records.append(path, {"config_hash": "a", "accuracy": 0.5})
+    records.append(path, {"config_hash": "b", "accuracy": 0.7})
+    records.append(path, {"config_hash": "a", "accuracy": 0.6})
+    assert path == tmp_path / "runs" / "demo.jsonl"
+    assert [r["accuracy"] for r in records.read(path)] == [0.5, 0.7, 0.6]
+    assert records.by_hash(records.read(path))["a"]["accuracy"] == 0.6
+    assert records.read(tmp_path / "missing.jsonl") == []
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records.append(path, {"config_hash": "a"})
+    with open(path, "a") as f:
+        f.write('{"config_hash": "b", "accur')
+    with pytest.warns(UserWarning, match="runs.jsonl:2 is not a whole record"):
+        assert records.read(path) == [{"config_hash": "a"}]
+
+
+def test_killed_writers_leave_only_whole_lines(tmp_path):
+    # Processes appending big records are killed at random moments: every line is whole.
+    path = tmp_path / "runs.jsonl"
+    script = (f"import sys; sys.path.insert(0, {str(pathlib_root())!r})\n"
+              "from vitbench import records\n"
+              f"for i in range(100000): records.append({str(path)!r}, "
+              "{'config_hash': str(i), 'pad': 'x' * 5000})\n")
+    for _ in range(3):
+        process = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            process.wait(timeout=1.5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    lines = path.read_text().splitlines()
+    assert lines and all(json.loads(line)["pad"] == "x" * 5000 for line in lines)
+
+
+def pathlib_root():
+    import pathlib
+
+    return pathlib.Path(__file__).resolve().parents[1]

@@ -1,0 +1,63 @@
+"""Run records: one JSON object per line in `<results_dir>/runs/<suite>.jsonl`.
+
+A record is written once a run has finished, by a single `write` on a file opened for
+appending, then flushed to disk, so a killed process leaves whole lines only; a torn last
+line (a crash inside the write) is skipped when reading, with a warning. A run is identified
+by the hash of its configuration, which is how a second invocation knows what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import warnings
+from typing import Dict, Iterable, List
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a JSON-able configuration (key order does not matter)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def records_path(results_dir, suite: str) -> pathlib.Path:
+    return pathlib.Path(results_dir) / "runs" / f"{suite}.jsonl"
+
+
+def append(path, record: dict) -> None:
+    """Appends one record as one line, in one write, flushed to disk."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path) -> List[dict]:
+    """All whole records of a file (none if it does not exist)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}:{number} is not a whole record (a write cut short?); "
+                          "skipped")
+    return records
+
+
+def by_hash(records: Iterable[dict]) -> Dict[str, dict]:
+    """The latest record of each config hash."""
+    return {record["config_hash"]: record for record in records if "config_hash" in record}
