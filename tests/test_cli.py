@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from vitbench import cli
+from vitbench.models import zoo
 from vitbench.checkpoints import download, registry
 
 
@@ -27,7 +28,7 @@ def test_models_prints_the_official_counts(capsys):
     status, out, _ = run(capsys, "models")
     assert status == 0
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("vit_")}
-    assert len(rows) == 20
+    assert len(rows) == len(zoo.ZOO) == 24
     assert "86,567,656" in rows["vit_b16"] and "17.56" in rows["vit_b16"]
     assert "304,326,632" in rows["vit_l16"]
     assert "632,045,800" in rows["vit_h14"]
@@ -61,7 +62,7 @@ def test_checkpoints_filtered_by_model(capsys):
 
 def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "fly")
-    assert status == 2 and "commands: models, checkpoints, tasks" in err
+    assert status == 2 and "commands: run, models, checkpoints, tasks, bench" in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")

@@ -12,8 +12,10 @@ from typing import Optional, Tuple, Union
 
 ImageSize = Union[int, Tuple[int, int]]
 
-# name -> (hidden size D, MLP dim, heads, layers)
+# name -> (hidden size D, MLP dim, heads, layers). "mu" (micro) is vitbench's own, for the
+# offline demo and tests on a CPU; the others are the paper's and DeiT/AugReg's.
 SIZES = {
+    "mu": (64, 128, 4, 4),
     "ti": (192, 768, 3, 12),
     "s": (384, 1536, 6, 12),
     "b": (768, 3072, 12, 12),

@@ -120,7 +120,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
         micro_steps = min(chunk, config.steps - step) * config.accumulation
         feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, micro_steps))
         history = model.fit(feed, epochs=1, steps_per_epoch=micro_steps, verbose=verbose,
-                            callbacks=[keras.callbacks.TerminateOnNaN()])
+                            shuffle=False, callbacks=[keras.callbacks.TerminateOnNaN()])
         logs = {key: values[-1] for key, values in history.history.items()}
         if not np.isfinite(logs.get("loss", np.nan)):
             raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "

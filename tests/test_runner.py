@@ -1,0 +1,108 @@
+"""The runner: plans, learning-rate selection, skipping recorded runs, a demo run end to end."""
+
+import dataclasses
+
+import pytest
+
+from conftest import mock_tfds
+from vitbench import records, runner, tasks
+
+TINY_RUN = runner.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16)
+
+
+def test_vtab1k_plan_is_one_final_run_per_task_at_the_papers_setting():
+    suite = tasks.load_suite("vtab1k")
+    runs = runner.plan(suite, [], "vit_b16", runner.Overrides())
+    assert len(runs) == 19 and {r.phase for r in runs} == {"final"}
+    config = runs[0].config()
+    assert (config["lr"], config["steps"], config["batch_size"], config["resolution"]) == \
+        (0.01, 2500, 512, 384)
+    assert config["train_split"] == "train[:800]+train[2754:2954]" and config["eval_split"] == "test"
+
+
+def test_sweep_tunes_on_train800_val200_then_retrains():
+    suite = tasks.load_suite("vtab1k")
+    runs = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(), sweep=True)
+    assert [(r.phase, r.lr) for r in runs] == [("tune", lr) for lr in runner.DEFAULT_SWEEP] + \
+        [("final", None)]
+    assert runs[0].config()["train_split"] == "train[:800]"
+    assert runs[0].config()["eval_split"] == "validation[:200]"
+
+
+def test_upstream_suites_select_over_their_grid():
+    runs = runner.plan(tasks.load_suite("cifar100"), [], "vit_b16", runner.Overrides())
+    assert [r.lr for r in runs if r.phase == "tune"] == [0.001, 0.003, 0.01, 0.03]
+    assert runs[0].config()["train_split"] == "train[:98%]"
+    assert runs[-1].config(0.01)["train_split"] == "train"
+
+
+def test_choose_lr_picks_the_best_validation_score():
+    run = runner.plan(tasks.load_suite("pets"), [], "c", runner.Overrides())[-1]
+    done = {}
+    for lr, accuracy in [(0.001, 0.5), (0.003, 0.8), (0.01, 0.8), (0.03, 0.1)]:
+        tune = dataclasses.replace(run, phase="tune", lr=lr)
+        done[records.config_hash(tune.config())] = {"metrics": {"accuracy": accuracy}}
+    assert runner.choose_lr(run, done) == 0.003  # a tie goes to the first in the grid
+    del done[next(iter(done))]
+    assert runner.choose_lr(run, done) is None
+
+
+def test_demo_task_trains_and_records(tmp_path):
+    suite = tasks.load_suite("demo")
+    run = runner.plan(suite, ["demo_color"], "scratch:vit_mu8", TINY_RUN)[0]
+    with mock_tfds(num_examples=16):
+        record = runner.execute(run, run.lr, tmp_path)
+    assert record["metrics"]["examples"] == 16
+    assert 0 <= record["metrics"]["accuracy"] <= 1
+    assert record["accumulation_steps"] == 2 and record["train"]["steps"] == 4
+    saved = records.read(records.records_path(tmp_path, "demo"))
+    assert len(saved) == 1 and saved[0]["config_hash"] == record["config_hash"]
+    assert saved[0]["metrics"] == record["metrics"]
+    assert not (tmp_path / "work" / "demo" / record["config_hash"]).exists()
+
+
+TINY_FLAGS = ["--steps=4", "--batch_size=8", "--micro_batch_size=4", "--resolution=16",
+              "--tasks=demo_color,demo_shape"]
+
+
+def test_run_command_records_skips_and_forces(tmp_path, capsys):
+    from vitbench import cli
+
+    results = str(tmp_path / "results")
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--results_dir={results}"] + TINY_FLAGS) == 0
+        first = capsys.readouterr().out
+        assert "2 runs finished" in first and "demo_color final lr=0.03: test accuracy" in first
+        assert cli.main(["run", f"--results_dir={results}"] + TINY_FLAGS) == 0
+        second = capsys.readouterr().out
+        assert "0 runs finished" in second and second.count("skipped") == 2
+        assert cli.main(["run", f"--results_dir={results}", "--dry_run"] + TINY_FLAGS) == 0
+        plan = capsys.readouterr().out
+        assert "2 of 2 runs done; 0 training images to go" in plan
+        assert cli.main(["run", f"--results_dir={results}", "--force",
+                         "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
+    saved = records.read(records.records_path(results, "demo"))
+    # in the suite's order (shape before color), then the forced re-run
+    assert [r["config"]["task"] for r in saved] == ["demo_shape", "demo_color", "demo_color"]
+    assert saved[0]["accumulation_steps"] == 2 and saved[0]["micro_batch_size"] == 4
+
+
+def test_run_command_sweep_then_final(tmp_path, capsys):
+    from vitbench import cli
+
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--results_dir={tmp_path}", "--sweep", "--lrs=0.01,0.1",
+                         "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
+    saved = records.read(records.records_path(tmp_path, "demo"))
+    assert [(r["config"]["phase"], r["config"]["eval_split"]) for r in saved] == \
+        [("tune", "validation"), ("tune", "validation"), ("final", "test")]
+    best = max(saved[:2], key=lambda r: (r["metrics"]["accuracy"], -r["config"]["lr"]))
+    assert saved[2]["config"]["lr"] == best["config"]["lr"]
+    assert saved[2]["config"]["train_split"] == "train+validation"
+
+
+def test_unknown_task_fails_before_any_work(capsys):
+    from vitbench import cli
+
+    assert cli.main(["run", "--tasks=demo_colour"]) == 1
+    assert "Did you mean demo_color" in capsys.readouterr().err
