@@ -106,3 +106,36 @@ def test_unknown_task_fails_before_any_work(capsys):
 
     assert cli.main(["run", "--tasks=demo_colour"]) == 1
     assert "Did you mean demo_color" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
+    suite = tasks.load_suite("demo")
+    overrides = dataclasses.replace(TINY_RUN, lrs=(1e30,))
+    logged = []
+    with mock_tfds(num_examples=16):
+        finished = runner.run_suite(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8",
+                                    overrides, tmp_path, verbose=0, log=logged.append)
+    assert [r["status"] for r in finished] == ["diverged", "diverged"]
+    assert "loss became nan" in finished[0]["error"].lower()
+    assert finished[0]["metrics"] == {"accuracy": None}
+    assert any("diverged" in line for line in logged)
+    assert len(records.read(records.records_path(tmp_path, "demo"))) == 2
+
+
+def test_imagenet_final_run_reports_real_accuracy(tmp_path):
+    suite = tasks.load_suite("imagenet")
+    overrides = dataclasses.replace(TINY_RUN, lrs=(0.01,))
+    with mock_tfds(num_examples=8):
+        finished = runner.run_suite(suite, [], "scratch:vit_mu8", overrides, tmp_path,
+                                    verbose=0, log=lambda line: None)
+    metrics = finished[0]["metrics"]
+    assert metrics["examples"] == 8 and metrics["real_examples"] == 8
+    assert 0 <= metrics["real_accuracy"] <= 1
+
+
+def test_preflight_includes_the_real_labels(tmp_path):
+    from vitbench.data import sources
+
+    suite = tasks.load_suite("imagenet")
+    with pytest.raises(sources.ManualDownloadError, match="imagenet2012_real"):
+        runner.run_suite(suite, [], "scratch:vit_mu8", TINY_RUN, tmp_path, data_dir=str(tmp_path))

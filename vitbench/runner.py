@@ -111,7 +111,9 @@ def choose_lr(run: Run, done: dict) -> Optional[float]:
         record = done.get(records.config_hash(tune.config()))
         if record is None:
             return None
-        scores.append((record["metrics"]["accuracy"], -run.task.protocol.lrs.index(lr), lr))
+        accuracy = record["metrics"]["accuracy"]
+        scores.append((-1.0 if accuracy is None else accuracy,  # a diverged run never wins
+                       -run.task.protocol.lrs.index(lr), lr))
     return max(scores)[2]
 
 
@@ -169,13 +171,21 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
     start = time.time()
     model = load_for_task(run.ckpt, run.task)
-    model, summary = finetune.fine_tune(model, run.task, run.train_split, train_config,
-                                        data_dir=data_dir, workdir=workdir,
-                                        checkpoint_every=checkpoint_every, verbose=verbose)
-    metrics = classification.top1_accuracy(model, run.task, run.eval_split,
-                                           run.micro_batch_size, data_dir)
+    status, error = "finished", None
+    try:
+        model, summary = finetune.fine_tune(model, run.task, run.train_split, train_config,
+                                            data_dir=data_dir, workdir=workdir,
+                                            checkpoint_every=checkpoint_every, verbose=verbose)
+        metrics = classification.top1_accuracy(model, run.task, run.eval_split,
+                                               run.micro_batch_size, data_dir)
+        if run.phase == "final" and run.task.real_dataset:
+            metrics.update(classification.real_accuracy_of(model, run.task,
+                                                           run.micro_batch_size, data_dir))
+    except finetune.DivergedError as diverged:
+        status, error, summary, metrics = "diverged", str(diverged), {}, {"accuracy": None}
     record = {
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
+        "status": status, "error": error,
         "metrics": metrics, "train": summary, "micro_batch_size": run.micro_batch_size,
         "accumulation_steps": train_config.accumulation, "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -213,7 +223,10 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     from vitbench.data import sources
 
     runs = plan(suite, task_names, ckpt, overrides, sweep)
-    sources.check_ready({run.task.name: run.task for run in runs}.values(), data_dir)
+    needed = {run.task.name: run.task for run in runs}
+    needed.update({task.name: task for task in (t.real_labels_task() for t in list(needed.values()))
+                   if task is not None})
+    sources.check_ready(needed.values(), data_dir)
     path = records.records_path(results_dir, suite.name)
     done = {} if force else records.by_hash(records.read(path))
     ckpt_info, finished = None, []
@@ -223,14 +236,20 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
         digest = records.config_hash(run.config(lr))
         label = f"[{number}/{len(runs)}] {run.task.name} {run.phase} lr={lr}"
         if digest in done:
-            log(f"{label}: done ({done[digest]['metrics']['accuracy']:.4f}), skipped")
+            log(f"{label}: done ({_result(done[digest])}), skipped")
             continue
         log(f"{label}: training {run.task.protocol.steps} steps of {run.task.protocol.batch_size}")
         ckpt_info = ckpt_info or checkpoint_id(ckpt)
         record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose, ckpt_info)
         finished.append(record)
-        log(f"{label}: {run.eval_split} accuracy {record['metrics']['accuracy']:.4f}")
+        log(f"{label}: {run.eval_split} {_result(record)}")
     return finished
+
+
+def _result(record: dict) -> str:
+    if record.get("status") == "diverged":
+        return f"diverged: {record['error']}"
+    return f"accuracy {record['metrics']['accuracy']:.4f}"
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,

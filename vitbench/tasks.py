@@ -75,9 +75,20 @@ class Task:
                            f"{', '.join(self.splits)}")
         return self.splits[name]
 
+    def real_labels_task(self) -> Optional["Task"]:
+        """The ImageNet-ReaL test set of this task (its `real_dataset`'s validation images)."""
+        if not self.real_dataset:
+            return None
+        return dataclasses.replace(self, name=f"{self.name}_real", dataset=self.real_dataset,
+                                   version="", splits={"test": "validation"},
+                                   label=f"multi_hot('real_label', {self.num_classes})",
+                                   real_dataset="")
+
     def pp(self, phase: str) -> str:
         """Full preprocessing spec of a phase: decode, image fix-ups, label, protocol ops, keep."""
-        parts = ["decode", self.image_ops, self.label, self.protocol.pp(phase), "keep('image', 'label')"]
+        keep = "keep('image', 'labels')" if self.label.startswith("multi_hot") else \
+            "keep('image', 'label')"
+        parts = ["decode", self.image_ops, self.label, self.protocol.pp(phase), keep]
         return "|".join(part for part in parts if part)
 
 

@@ -7,14 +7,14 @@ import numpy as np
 from vitbench.data import pipeline
 
 
-def predictions(model, task, split: str, batch_size: int, data_dir=None):
-    """(predicted class, label) arrays over one ordered pass of `split`."""
+def predictions(model, task, split: str, batch_size: int, data_dir=None, key="label"):
+    """(predicted class, `key` target) arrays over one ordered pass of `split`."""
     predicted, labels = [], []
     for batch in pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
                                                          data_dir=data_dir)):
         logits = model.predict_on_batch(batch["image"])
         predicted.append(np.argmax(np.asarray(logits), axis=-1))
-        labels.append(batch["label"])
+        labels.append(batch[key])
     return np.concatenate(predicted), np.concatenate(labels)
 
 
@@ -22,6 +22,13 @@ def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None) -> di
     """{'accuracy', 'examples'} of `model` on `split`."""
     predicted, labels = predictions(model, task, split, batch_size, data_dir)
     return {"accuracy": float(np.mean(predicted == labels)), "examples": int(len(labels))}
+
+
+def real_accuracy_of(model, task, batch_size: int, data_dir=None) -> dict:
+    """ImageNet-ReaL accuracy of `model` on the task's ReaL test set (see Task.real_dataset)."""
+    real_task = task.real_labels_task()
+    predicted, real = predictions(model, real_task, "test", batch_size, data_dir, key="labels")
+    return real_accuracy(predicted, real)
 
 
 def real_accuracy(predicted: np.ndarray, real_labels: np.ndarray) -> dict:
