@@ -64,3 +64,13 @@ def mock_tfds(num_examples=8):
             mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True), \
             tfds.testing.mock_data(num_examples=num_examples):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory):
+    """One prepared copy of the generated demo dataset for the whole test session."""
+    from vitbench.data import builders  # noqa: F401  (registers vitbench_demo)
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    tfds.builder("vitbench_demo", data_dir=data_dir).download_and_prepare()
+    return data_dir

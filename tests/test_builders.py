@@ -10,14 +10,6 @@ from vitbench.data import pipeline, sources
 from vitbench.data.builders import demo
 
 
-@pytest.fixture(scope="session")
-def demo_data_dir(tmp_path_factory):
-    """One prepared copy of the demo dataset for the whole test session."""
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("vitbench_demo", data_dir=data_dir).download_and_prepare()
-    return data_dir
-
-
 def test_rendering_is_deterministic():
     first = demo.render(np.random.default_rng([1, 2]))
     again = demo.render(np.random.default_rng([1, 2]))

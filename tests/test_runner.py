@@ -139,3 +139,42 @@ def test_preflight_includes_the_real_labels(tmp_path):
     suite = tasks.load_suite("imagenet")
     with pytest.raises(sources.ManualDownloadError, match="imagenet2012_real"):
         runner.run_suite(suite, [], "scratch:vit_mu8", TINY_RUN, tmp_path, data_dir=str(tmp_path))
+
+
+def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_dir, capsys):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from vitbench import cli
+
+    flags = ["--tasks=demo_color", "--steps=40", "--batch_size=8", "--resolution=16",
+             f"--data_dir={demo_data_dir}", "--checkpoint_every=2"]
+    reference = tmp_path / "reference"
+    assert cli.main(["run", f"--results_dir={reference}"] + flags) == 0
+    expected = records.read(records.records_path(reference, "demo"))[0]
+
+    results = tmp_path / "results"
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from vitbench.cli import run; run()", "run",
+         f"--results_dir={results}"] + flags, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    state = results / "work" / "demo" / expected["config_hash"] / "state.json"
+    deadline = time.time() + 240
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert state.exists(), "the run never saved a checkpoint"
+    assert records.read(records.records_path(results, "demo")) == []  # killed before the end
+
+    capsys.readouterr()
+    assert cli.main(["run", f"--results_dir={results}"] + flags) == 0
+    saved = records.read(records.records_path(results, "demo"))
+    assert len(saved) == 1 and saved[0]["config_hash"] == expected["config_hash"]
+    assert saved[0]["train"]["resumed_from_step"] > 0
+    assert saved[0]["metrics"] == expected["metrics"]
+    assert saved[0]["train"]["train_loss"] == pytest.approx(expected["train"]["train_loss"],
+                                                            rel=1e-5)

@@ -158,6 +158,8 @@ def environment() -> dict:
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
             checkpoint_every: int = 0, verbose: int = 0, ckpt_info: Optional[dict] = None):
     """Trains, evaluates and records one run; returns its record."""
+    import keras
+
     from vitbench.evaluate import classification
     from vitbench.train import finetune
 
@@ -170,6 +172,7 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
                                         seed=run.seed)
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
     start = time.time()
+    keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
     model = load_for_task(run.ckpt, run.task)
     status, error = "finished", None
     try:
