@@ -55,6 +55,7 @@ def test_demo_task_trains_and_records(tmp_path):
     assert record["metrics"]["examples"] == 16
     assert 0 <= record["metrics"]["accuracy"] <= 1
     assert record["accumulation_steps"] == 2 and record["train"]["steps"] == 4
+    assert record["precision"] == "float32"  # no accelerator here: full precision
     saved = records.read(records.records_path(tmp_path, "demo"))
     assert len(saved) == 1 and saved[0]["config_hash"] == record["config_hash"]
     assert saved[0]["metrics"] == record["metrics"]
@@ -200,3 +201,35 @@ def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
         assert runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
                                 log=logged.append) == []
     assert len(logged) == 3 and all(line.endswith("skipped") for line in logged)
+
+
+def test_auto_micro_batch_halves_until_a_step_fits():
+    task = runner.Overrides(batch_size=64).apply(tasks.load_suite("demo").task("demo_color"))
+    tried = []
+
+    def step(micro):
+        tried.append(micro)
+        if micro > 16:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+
+    assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 16
+    assert tried == [64, 32, 16]
+
+    def broken(micro):
+        raise ValueError("some other failure")
+
+    with pytest.raises(ValueError, match="some other failure"):
+        runner.fitting_micro_batch("scratch:vit_mu8", task, broken)
+
+
+def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
+    from vitbench import cli
+
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--results_dir={tmp_path}", "--micro_batch_size=auto",
+                         "--tasks=demo_color", "--steps=2", "--batch_size=8",
+                         "--resolution=16"]) == 0
+    assert "micro-batch size 8 fits (1 passes per update)" in capsys.readouterr().out
+    assert cli.main(["run", "--micro_batch_size=3", "--batch_size=8"]) == 1
+    assert "must divide the batch size 8" in capsys.readouterr().err
+    assert cli.main(["run", "--micro_batch_size=big"]) == 1

@@ -93,6 +93,9 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
                                                                           lrs=grid))
         micro = overrides.micro_batch_size or task.protocol.batch_size
+        if micro > task.protocol.batch_size or task.protocol.batch_size % micro:
+            raise ValueError(f"micro-batch size {micro} must divide the batch size "
+                             f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       seed=overrides.seed)
         if len(grid) > 1:
@@ -143,6 +146,22 @@ def checkpoint_id(ckpt: str) -> dict:
     return {"name": ckpt, "path": str(path), "sha256": digest.hexdigest()}
 
 
+def precision_policy() -> str:
+    """bf16 compute (float32 weights) on GPU and TPU, full float32 on CPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        accelerated = jax.devices()[0].platform in ("gpu", "tpu")
+    else:
+        import tensorflow as tf
+
+        accelerated = bool(tf.config.list_logical_devices("GPU") or
+                           tf.config.list_logical_devices("TPU"))
+    return "mixed_bfloat16" if accelerated else "float32"
+
+
 def environment() -> dict:
     import jax
     import keras
@@ -173,6 +192,8 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
     start = time.time()
     keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
+    policy, previous_policy = precision_policy(), keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(policy)
     model = load_for_task(run.ckpt, run.task)
     status, error = "finished", None
     try:
@@ -186,16 +207,57 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
                                                            run.micro_batch_size, data_dir))
     except finetune.DivergedError as diverged:
         status, error, summary, metrics = "diverged", str(diverged), {}, {"accuracy": None}
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     record = {
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
         "status": status, "error": error,
         "metrics": metrics, "train": summary, "micro_batch_size": run.micro_batch_size,
-        "accumulation_steps": train_config.accumulation, "wall_seconds": time.time() - start,
+        "accumulation_steps": train_config.accumulation, "precision": policy,
+        "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.append(records.records_path(results_dir, run.suite), record)
     shutil.rmtree(workdir, ignore_errors=True)  # the record holds what is kept of the run
     return record
+
+
+OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "OOM", "out of memory")
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None) -> int:
+    """The largest micro-batch (the batch, halved until it divides it) whose training step fits.
+
+    `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
+    default it builds the model and trains on zeros.
+    """
+    import numpy as np
+
+    from vitbench.train import finetune
+
+    batch = task.protocol.batch_size
+
+    def default_step(micro):
+        model = load_for_task(ckpt, task)
+        finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
+        size = task.protocol.resolution
+        model.train_on_batch(np.zeros((micro, size, size, 3), np.float32),
+                             np.zeros((micro,), np.int64))
+
+    try_step = try_step or default_step
+    micro = batch
+    while True:
+        try:
+            try_step(micro)
+            return micro
+        except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
+            if not _is_out_of_memory(error) or micro == 1 or micro % 2:
+                raise
+            micro //= 2
 
 
 def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,

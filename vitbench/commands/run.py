@@ -21,9 +21,11 @@ def _define(fv):
                         "in-progress training state (work/) go.", flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "Global batch size (default: the protocol's).",
                          flag_values=fv)
-    flags.DEFINE_integer("micro_batch_size", None, "Examples per forward/backward pass; "
-                         "gradients of batch_size/micro_batch_size passes are accumulated into "
-                         "one update (default: the whole batch at once).", flag_values=fv)
+    flags.DEFINE_string("micro_batch_size", None, "Examples per forward/backward pass; "
+                        "gradients of batch_size/micro_batch_size passes are accumulated into "
+                        "one update. 'auto': the largest that fits in memory (the batch, "
+                        "halved until a training step runs). Default: the whole batch.",
+                        flag_values=fv)
     flags.DEFINE_integer("steps", None, "Training steps (default: the protocol's).",
                          flag_values=fv)
     flags.DEFINE_list("lrs", None, "Learning rates; more than one are swept on the validation "
@@ -47,8 +49,11 @@ def _define(fv):
 def overrides_from(fv):
     from vitbench.runner import Overrides
 
+    micro = fv.micro_batch_size
+    if micro not in (None, "auto") and not micro.isdigit():
+        raise ValueError(f"--micro_batch_size must be a positive integer or 'auto', not {micro!r}")
     return Overrides(steps=fv.steps, batch_size=fv.batch_size,
-                     micro_batch_size=fv.micro_batch_size,
+                     micro_batch_size=int(micro) if micro and micro != "auto" else None,
                      lrs=tuple(float(lr) for lr in fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, seed=fv.seed)
 
@@ -63,11 +68,17 @@ def run(fv):
     """
     from vitbench import runner, tasks
 
+    import dataclasses
+
     suite = tasks.load_suite(fv.suite)
     overrides = overrides_from(fv)
-    suite.select(fv.tasks)  # unknown task names fail here, listing the valid ones
+    first = overrides.apply(suite.select(fv.tasks)[0])  # unknown task names fail here
+    if fv.micro_batch_size == "auto":
+        micro = runner.fitting_micro_batch(fv.ckpt, first)
+        print(f"micro-batch size {micro} fits ({first.protocol.batch_size // micro} passes "
+              "per update)")
+        overrides = dataclasses.replace(overrides, micro_batch_size=micro)
     if fv.dry_run:
-        first = overrides.apply(suite.select(fv.tasks)[0])
         speed = runner.measure_throughput(fv.ckpt, first,
                                           overrides.micro_batch_size or first.protocol.batch_size)
         print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
