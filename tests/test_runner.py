@@ -233,3 +233,17 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
     assert cli.main(["run", "--micro_batch_size=3", "--batch_size=8"]) == 1
     assert "must divide the batch size 8" in capsys.readouterr().err
     assert cli.main(["run", "--micro_batch_size=big"]) == 1
+
+
+def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
+    import numpy as np
+
+    from conftest import randomize
+    from vitbench.checkpoints import npz
+    from vitbench.models.vit import create_model
+
+    path = npz.save_npz(randomize(create_model("vit_mu8", 4, 32)), tmp_path / "four.npz")
+    task = runner.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
+    model = runner.load_for_task(str(path), task)
+    assert all(np.all(np.asarray(w) == 0) for w in model.get_layer("head").weights)
+    assert np.any(np.asarray(model.get_layer("embedding").kernel) != 0)  # the rest is loaded

@@ -122,6 +122,8 @@ def choose_lr(run: Run, done: dict) -> Optional[float]:
 
 def load_for_task(ckpt: str, task: tasks_lib.Task):
     """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution."""
+    import keras
+
     from vitbench.checkpoints.loader import load_model
     from vitbench.models.vit import create_model
 
@@ -129,7 +131,12 @@ def load_for_task(ckpt: str, task: tasks_lib.Task):
     if ckpt.startswith(SCRATCH_PREFIX):
         return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=task.num_classes,
                             image_size=size)
-    return load_model(ckpt, num_classes=task.num_classes, image_size=size, progress=False)
+    model = load_model(ckpt, num_classes=task.num_classes, image_size=size, progress=False)
+    # The protocol always starts from a zero head, also when the checkpoint's head already has
+    # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
+    for variable in model.get_layer("head").weights:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    return model
 
 
 def checkpoint_id(ckpt: str) -> dict:
