@@ -242,21 +242,8 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None) -> int:
     `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
     default it builds the model and trains on zeros.
     """
-    import numpy as np
-
-    from vitbench.train import finetune
-
-    batch = task.protocol.batch_size
-
-    def default_step(micro):
-        model = load_for_task(ckpt, task)
-        finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
-        size = task.protocol.resolution
-        model.train_on_batch(np.zeros((micro, size, size, 3), np.float32),
-                             np.zeros((micro,), np.int64))
-
-    try_step = try_step or default_step
-    micro = batch
+    try_step = try_step or (lambda micro: _zero_batch_trainer(ckpt, task, micro)())
+    micro = task.protocol.batch_size
     while True:
         try:
             try_step(micro)
@@ -267,23 +254,29 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None) -> int:
             micro //= 2
 
 
-def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
-                       probe_steps: int = 3) -> float:
-    """Training images/s of this model at the task's resolution on this machine (random data)."""
+def _zero_batch_trainer(ckpt: str, task: tasks_lib.Task, micro: int):
+    """A function running one training step of the task's model on a batch of zeros."""
     import numpy as np
 
     from vitbench.train import finetune
 
     model = load_for_task(ckpt, task)
-    batch = min(micro_batch_size, 8)
-    finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, batch, batch))
+    finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
     size = task.protocol.resolution
-    images = np.zeros((batch, size, size, 3), np.float32)
-    labels = np.zeros((batch,), np.int64)
-    model.train_on_batch(images, labels)  # compile
+    images = np.zeros((micro, size, size, 3), np.float32)
+    labels = np.zeros((micro,), np.int64)
+    return lambda: model.train_on_batch(images, labels)
+
+
+def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
+                       probe_steps: int = 3) -> float:
+    """Training images/s of this model at the task's resolution on this machine (zero data)."""
+    batch = min(micro_batch_size, 8)
+    step = _zero_batch_trainer(ckpt, task, batch)
+    step()  # compile
     start = time.perf_counter()
     for _ in range(probe_steps):
-        model.train_on_batch(images, labels)
+        step()
     return probe_steps * batch / (time.perf_counter() - start)
 
 

@@ -109,7 +109,6 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     else:
         compile_for_finetuning(model, config)
     chunk = checkpoint_every if (workdir and checkpoint_every) else config.steps
-    micro_steps = chunk * config.accumulation
     batches = pipeline.as_numpy(pipeline.train_dataset(
         task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
         start_batch=done * config.accumulation))
