@@ -47,6 +47,22 @@ def test_choose_lr_picks_the_best_validation_score():
     assert runner.choose_lr(run, done) is None
 
 
+def test_plan_identifies_local_checkpoints_by_content_and_records_precision(tmp_path):
+    suite = tasks.load_suite("vtab1k")
+    ckpt = tmp_path / "model.npz"
+    ckpt.write_bytes(b"first weights")
+    before = runner.plan(suite, ["dtd"], str(ckpt), runner.Overrides())[0].config()
+    ckpt.write_bytes(b"other weights")  # the same path trained again: a different checkpoint
+    after = runner.plan(suite, ["dtd"], str(ckpt), runner.Overrides())[0].config()
+    assert before["ckpt_sha256"] != after["ckpt_sha256"]
+    assert records.config_hash(before) != records.config_hash(after)
+    published = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides())[0].config()
+    assert published["ckpt_sha256"] is None  # a published name needs no download to plan
+    assert published["precision"] == "float32" and published["polyak"] == 0.0
+    averaged = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(polyak=0.9999))
+    assert averaged[0].config()["polyak"] == 0.9999
+
+
 def test_demo_task_trains_and_records(tmp_path):
     suite = tasks.load_suite("demo")
     run = runner.plan(suite, ["demo_color"], "scratch:vit_mu8", TINY_RUN)[0]
@@ -63,7 +79,7 @@ def test_demo_task_trains_and_records(tmp_path):
 
 
 TINY_FLAGS = ["--steps=4", "--batch_size=8", "--micro_batch_size=4", "--resolution=16",
-              "--tasks=demo_color,demo_shape"]
+              "--nofewshot", "--tasks=demo_color,demo_shape"]
 
 
 def test_run_command_records_skips_and_forces(tmp_path, capsys):
@@ -72,8 +88,15 @@ def test_run_command_records_skips_and_forces(tmp_path, capsys):
     results = str(tmp_path / "results")
     with mock_tfds(num_examples=16):
         assert cli.main(["run", f"--results_dir={results}"] + TINY_FLAGS) == 0
-        first = capsys.readouterr().out
+        first, bars = capsys.readouterr()
         assert "2 runs finished" in first and "demo_color final lr=0.03: test accuracy" in first
+        # the suite's bar counts both runs' images; the run's bar ends at its last step
+        assert "demo suite: 100%" in bars and "64.0/64.0" in bars and "img/s" in bars
+        assert "step=4/4" in bars and "loss=" in bars and "accuracy=" in bars
+        # the suite's leaderboard is rewritten at the end of every run command
+        board = (tmp_path / "results" / "demo.md").read_text()
+        assert "scratch:vit_mu8 (steps 4, batch 8, warm-up 4, px 16)" in board
+        assert f"leaderboards: {tmp_path / 'results' / 'demo.md'}" in first
         assert cli.main(["run", f"--results_dir={results}"] + TINY_FLAGS) == 0
         second = capsys.readouterr().out
         assert "0 runs finished" in second and second.count("skipped") == 2
@@ -115,7 +138,8 @@ def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
     logged = []
     with mock_tfds(num_examples=16):
         finished = runner.run_suite(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8",
-                                    overrides, tmp_path, verbose=0, log=logged.append)
+                                    overrides, tmp_path, verbose=0, log=logged.append,
+                                    fewshot=False)
     assert [r["status"] for r in finished] == ["diverged", "diverged"]
     assert "loss became nan" in finished[0]["error"].lower()
     assert finished[0]["metrics"] == {"accuracy": None}
@@ -150,7 +174,7 @@ def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_d
 
     from vitbench import cli
 
-    flags = ["--tasks=demo_color", "--steps=40", "--batch_size=8", "--resolution=16",
+    flags = ["--tasks=demo_color", "--steps=40", "--batch_size=8", "--resolution=16", "--nofewshot",
              f"--data_dir={demo_data_dir}", "--checkpoint_every=2"]
     reference = tmp_path / "reference"
     assert cli.main(["run", f"--results_dir={reference}"] + flags) == 0
@@ -201,6 +225,11 @@ def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
         assert runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
                                 log=logged.append) == []
     assert len(logged) == 3 and all(line.endswith("skipped") for line in logged)
+    from vitbench.leaderboards import publish
+
+    publish.write_all(tmp_path)
+    board = (tmp_path / "vtab1k.md").read_text()
+    assert "(partial 3/19)" in board and "*ViT-H/14, JFT-300M (paper Table 9)*" in board
 
 
 def test_auto_micro_batch_halves_until_a_step_fits():
@@ -227,7 +256,7 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
 
     with mock_tfds(num_examples=16):
         assert cli.main(["run", f"--results_dir={tmp_path}", "--micro_batch_size=auto",
-                         "--tasks=demo_color", "--steps=2", "--batch_size=8",
+                         "--tasks=demo_color", "--steps=2", "--batch_size=8", "--nofewshot",
                          "--resolution=16"]) == 0
     assert "micro-batch size 8 fits (1 passes per update)" in capsys.readouterr().out
     assert cli.main(["run", "--micro_batch_size=3", "--batch_size=8"]) == 1

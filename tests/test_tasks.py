@@ -84,12 +84,30 @@ def test_upstream_protocols():
 
 def test_fewshot_suite_is_the_reference_list():
     suite = tasks.load_suite("fewshot")
-    assert [t.name for t in suite.tasks] == ["caltech101", "cars196", "cifar100", "dtd",
-                                             "oxford_iiit_pet", "uc_merced"]
+    assert [t.name for t in suite.select(())] == ["caltech101", "cars196", "cifar100", "dtd",
+                                                  "oxford_iiit_pet", "uc_merced"]
     assert suite.task("uc_merced").splits == {"train": "train[:1000]", "test": "train[1000:]"}
+    # ImageNet is an option, as in the reference: only when asked for by name
+    imagenet = suite.select(["imagenet2012"])[0]
+    assert imagenet.splits == {"train": "train[:65000]", "test": "validation"}
+    assert {t.protocol.method for t in suite.tasks} == {"fewshot"}
     assert suite.tasks[0].protocol.shots == (1, 5, 10, 25)
     assert suite.tasks[0].protocol.l2_reg == 1024.0
     assert suite.tasks[0].pp("eval").startswith("decode|resize(256)|central_crop(224)")
+
+
+def test_a_suites_fewshot_table_adds_probes_of_its_tasks():
+    demo = tasks.load_suite("demo")
+    probes = demo.fewshot_tasks(["demo_shape"])
+    assert [t.name for t in probes] == ["demo_shape"]
+    assert probes[0].protocol.method == "fewshot" and probes[0].protocol.shots == (1, 5, 10, 25)
+    assert demo.task("demo_shape").protocol.method == "finetune"
+    assert tasks.load_suite("vtab1k").fewshot_tasks(()) == ()
+    with pytest.raises(ValueError, match="method 'linear' is not one of"):
+        tasks.parse_suite({"protocol": {"method": "linear"}, "task": []})
+    with pytest.raises(ValueError, match=r"\[fewshot\]: unknown protocol field"):
+        tasks.parse_suite({"fewshot": {"shot": [1]}, "task": [
+            {"name": "t", "group": "custom", "dataset": "d", "num_classes": 2, "splits": {}}]})
 
 
 def test_resolution_template_follows_the_protocol():

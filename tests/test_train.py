@@ -68,10 +68,30 @@ class Killed(Exception):
     pass
 
 
+def test_polyak_averaging_evaluates_the_moving_average_of_the_weights():
+    # Keras starts the average at the weights after the first update; with a decay of ~1 it
+    # stays there, so two averaged steps give the weights of one plain step.
+    task = demo_task()
+
+    def train(steps, polyak):
+        config = finetune.TrainConfig(lr=0.1, steps=steps, batch_size=4, micro_batch_size=4,
+                                      polyak=polyak)
+        model, _ = finetune.fine_tune(tiny_model(), task, "fit", config)
+        return [np.asarray(w) for w in model.get_weights()]
+
+    with mock_tfds(num_examples=8):
+        one_step, two_steps, averaged = train(1, 0.0), train(2, 0.0), train(2, 1 - 1e-7)
+    moved = max(np.abs(a - b).max() for a, b in zip(two_steps, one_step))
+    assert moved > 1e-3
+    for a, b in zip(averaged, one_step):
+        np.testing.assert_allclose(a, b, atol=1e-5 * moved)
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     task = demo_task()
+    # With Polyak averaging, so that the average's state is also saved and restored.
     config = finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
-                                  warmup_steps=1)
+                                  warmup_steps=1, polyak=0.5)
     with mock_tfds(num_examples=12):
         straight, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
         assert summary["resumed_from_step"] == 0 and summary["train_loss"] > 0

@@ -11,7 +11,7 @@ recorded is not run again unless forced.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import pathlib
 import platform
 import shutil
@@ -35,12 +35,15 @@ class Overrides:
     micro_batch_size: Optional[int] = None
     lrs: Optional[Tuple[float, ...]] = None
     resolution: Optional[int] = None
+    polyak: Optional[float] = None
+    shots: Optional[Tuple[int, ...]] = None
     seed: int = 0
 
     def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
         changes = {key: value for key, value in [
             ("steps", self.steps), ("batch_size", self.batch_size), ("lrs", self.lrs),
-            ("resolution", self.resolution)] if value is not None}
+            ("resolution", self.resolution), ("polyak", self.polyak), ("shots", self.shots)]
+            if value is not None}
         return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
 
 
@@ -55,6 +58,17 @@ class Run:
     lr: Optional[float]  # None for a final run whose rate the sweep chooses
     micro_batch_size: int
     seed: int
+    precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
+    ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
+
+    @property
+    def method(self) -> str:
+        return self.task.protocol.method
+
+    @property
+    def needs_lr(self) -> bool:
+        """A final fine-tuning run whose rate the tune runs choose."""
+        return self.method == "finetune" and self.lr is None
 
     @property
     def train_split(self) -> str:
@@ -67,25 +81,32 @@ class Run:
     def config(self, lr: Optional[float] = None) -> dict:
         """Everything that decides this run's number (its hash identifies the run)."""
         p = self.task.protocol
-        return {
+        common = {
             "suite": self.suite, "task": self.task.name, "ckpt": self.ckpt,
-            "phase": self.phase, "lr": lr if lr is not None else self.lr, "steps": p.steps,
-            "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
-            "resolution": p.resolution, "seed": self.seed,
+            "ckpt_sha256": self.ckpt_sha256, "precision": self.precision, "method": self.method,
+            "phase": self.phase, "seed": self.seed, "resolution": p.resolution,
             "train_split": self.task.split(self.train_split),
-            "eval_split": self.task.split(self.eval_split),
-            "train_pp": self.task.pp("train"), "eval_pp": self.task.pp("eval"),
+            "eval_split": self.task.split(self.eval_split), "eval_pp": self.task.pp("eval"),
             "dataset": self.task.tfds_spec, "source": self.task.source,
-            "num_classes": self.task.num_classes, "optimizer": "sgd(momentum=0.9)",
-            "grad_clip_norm": 1.0, "schedule": "warmup_cosine",
-        }
+            "num_classes": self.task.num_classes}
+        if self.method == "fewshot":
+            return {**common, "lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg,
+                    "seeds": p.seeds, "features": "pre_logits"}
+        return {**common, "lr": lr if lr is not None else self.lr, "steps": p.steps,
+                "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
+                "train_pp": self.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
+                "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak}
 
 
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
-         sweep: bool = False) -> List[Run]:
-    """All runs of the chosen tasks, in order: tune runs, then each task's final run."""
-    runs = []
+         sweep: bool = False, fewshot: bool = True) -> List[Run]:
+    """All runs of the chosen tasks, in order: per fine-tuning task its tune runs then its
+    final run; then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the
+    probes its `[fewshot]` table adds to its fine-tuning tasks)."""
+    runs, precision, ckpt_sha256 = [], precision_policy(), content_key(ckpt)
     for task in suite.select(task_names):
+        if task.protocol.method == "fewshot":
+            continue
         task = overrides.apply(task)
         grid = task.protocol.lrs
         if sweep and len(grid) == 1 and overrides.lrs is None:
@@ -97,17 +118,26 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             raise ValueError(f"micro-batch size {micro} must divide the batch size "
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
-                      seed=overrides.seed)
+                      seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256)
         if len(grid) > 1:
             runs += [Run(phase="tune", lr=lr, **common) for lr in grid]
             runs.append(Run(phase="final", lr=None, **common))
         else:
             runs.append(Run(phase="final", lr=grid[0], **common))
+    probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
+        task for task in suite.select(task_names) if task.protocol.method == "fewshot")
+    for task in probes:
+        runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
+                        overrides.micro_batch_size or task.protocol.batch_size, overrides.seed,
+                        precision, ckpt_sha256))
     return runs
 
 
 def choose_lr(run: Run, done: dict) -> Optional[float]:
-    """The grid's best rate on tune_val from the records, or None while tune runs are missing."""
+    """The run's rate, or for a final run after tune runs the grid's best rate on tune_val from
+    the records (None while tune runs are missing)."""
+    if not run.needs_lr:
+        return run.lr
     scores = []
     for lr in run.task.protocol.lrs:
         tune = dataclasses.replace(run, phase="tune", lr=lr)
@@ -139,18 +169,43 @@ def load_for_task(ckpt: str, task: tasks_lib.Task):
     return model
 
 
+def content_key(ckpt: str) -> Optional[str]:
+    """What identifies a checkpoint's weights in a run's config, beside its name.
+
+    A local file is identified by its content (sha256): the same path trained again is a new
+    checkpoint. A published checkpoint (registry name or URL) is identified by its name alone,
+    so that a plan can be checked before anything is downloaded; records hold its hash too.
+    """
+    from vitbench.checkpoints import download, registry
+
+    if (ckpt.startswith(SCRATCH_PREFIX) or registry.find_checkpoint(ckpt) is not None
+            or download.is_remote(ckpt)):
+        return None
+    path = pathlib.Path(ckpt).expanduser()
+    return _sha256(str(path.resolve()), *_stamp(path)) if path.is_file() else None
+
+
+def _stamp(path: pathlib.Path):
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    from vitbench.checkpoints import download
+
+    return download.sha256_of(pathlib.Path(path))
+
+
 def checkpoint_id(ckpt: str) -> dict:
-    """Name and content hash of the checkpoint (for the record)."""
+    """Name, path and content hash of the checkpoint (for the record)."""
     if ckpt.startswith(SCRATCH_PREFIX):
         return {"name": ckpt, "sha256": None}
     from vitbench.checkpoints.loader import resolve
 
     path = resolve(ckpt, progress=False)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"name": ckpt, "path": str(path), "sha256": digest.hexdigest()}
+    return {"name": ckpt, "path": str(path), "sha256": _sha256(str(path.resolve()),
+                                                                *_stamp(path))}
 
 
 def precision_policy() -> str:
@@ -181,47 +236,95 @@ def environment() -> dict:
             "python": platform.python_version()}
 
 
-def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
-            checkpoint_every: int = 0, verbose: int = 0, ckpt_info: Optional[dict] = None):
-    """Trains, evaluates and records one run; returns its record."""
-    import keras
-
+def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
+                         checkpoint_every: int, verbose: int, suite_bar) -> dict:
+    """Fine-tunes from the checkpoint with a zero head, then scores the eval split."""
     from vitbench.evaluate import classification
     from vitbench.train import finetune
 
-    config = run.config(lr)
-    digest = records.config_hash(config)
     p = run.task.protocol
     train_config = finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
                                         micro_batch_size=run.micro_batch_size,
                                         warmup_steps=min(p.warmup_steps, p.steps),
-                                        seed=run.seed)
+                                        seed=run.seed, polyak=p.polyak)
+    model = load_for_task(run.ckpt, run.task)
+    outcome = {"status": "finished", "error": None, "micro_batch_size": run.micro_batch_size,
+               "accumulation_steps": train_config.accumulation}
+    try:
+        model, outcome["train"] = finetune.fine_tune(
+            model, run.task, run.train_split, train_config, data_dir=data_dir,
+            workdir=workdir, checkpoint_every=checkpoint_every, verbose=verbose,
+            suite_bar=suite_bar)
+    except finetune.DivergedError as diverged:
+        return {**outcome, "status": "diverged", "error": str(diverged), "train": {},
+                "metrics": {"accuracy": None}}
+    metrics = classification.top1_accuracy(model, run.task, run.eval_split,
+                                           run.micro_batch_size, data_dir)
+    if run.phase == "final" and run.task.real_dataset:
+        metrics.update(classification.real_accuracy_of(model, run.task, run.micro_batch_size,
+                                                       data_dir))
+    return {**outcome, "metrics": metrics}
+
+
+def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
+                    suite_bar) -> dict:
+    """Few-shot linear probes of the frozen checkpoint (features cached per checkpoint)."""
+    from vitbench.data import sources
+    from vitbench.evaluate import fewshot
+
+    p, model = run.task.protocol, None
+    identity = {"ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
+                "seed": run.seed if run.ckpt.startswith(SCRATCH_PREFIX) else None,
+                "dataset": run.task.tfds_spec, "source": run.task.source,
+                "pp": run.task.pp("eval"), "data_dir": str(data_dir or sources.default_data_dir())}
+    computed = []
+
+    def features(role):
+        def compute():
+            nonlocal model
+            model = model or load_for_task(run.ckpt, run.task)
+            computed.append(role)
+            x, y = fewshot.extract_features(model, run.task, role, run.micro_batch_size,
+                                            data_dir)
+            return {"features": x, "labels": y}
+
+        arrays = fewshot.cached({**identity, "split": run.task.split(role)}, compute)
+        return arrays["features"], arrays["labels"]
+
+    start = time.perf_counter()
+    train, test = features(run.train_split), features(run.eval_split)
+    extracted = time.perf_counter() - start
+    metrics = fewshot.evaluate(train, test, run.task.num_classes, p.shots, p.seeds, p.l2_reg,
+                               run.task.name)
+    return {"status": "finished", "error": None, "metrics": metrics,
+            "features": {"computed": computed, "seconds": extracted,
+                         "dimensions": int(train[0].shape[1])}}
+
+
+METHODS = {"finetune": _fine_tune_and_score, "fewshot": _probe_few_shot}
+
+
+def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
+            checkpoint_every: int = 0, verbose: int = 0, ckpt_info: Optional[dict] = None,
+            suite_bar=None):
+    """Trains or probes, evaluates and records one run; returns its record."""
+    import keras
+
+    config = run.config(lr)
+    digest = records.config_hash(config)
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
     start = time.time()
     keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
-    policy, previous_policy = precision_policy(), keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(policy)
-    model = load_for_task(run.ckpt, run.task)
-    status, error = "finished", None
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(run.precision)
     try:
-        model, summary = finetune.fine_tune(model, run.task, run.train_split, train_config,
-                                            data_dir=data_dir, workdir=workdir,
-                                            checkpoint_every=checkpoint_every, verbose=verbose)
-        metrics = classification.top1_accuracy(model, run.task, run.eval_split,
-                                               run.micro_batch_size, data_dir)
-        if run.phase == "final" and run.task.real_dataset:
-            metrics.update(classification.real_accuracy_of(model, run.task,
-                                                           run.micro_batch_size, data_dir))
-    except finetune.DivergedError as diverged:
-        status, error, summary, metrics = "diverged", str(diverged), {}, {"accuracy": None}
+        outcome = METHODS[run.method](run, lr, workdir, data_dir, checkpoint_every, verbose,
+                                      suite_bar)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     record = {
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
-        "status": status, "error": error,
-        "metrics": metrics, "train": summary, "micro_batch_size": run.micro_batch_size,
-        "accumulation_steps": train_config.accumulation, "precision": policy,
-        "wall_seconds": time.time() - start,
+        **outcome, "precision": run.precision, "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.append(records.records_path(results_dir, run.suite), record)
@@ -283,55 +386,93 @@ def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
 def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
               force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
-              log=print) -> List[dict]:
-    """Runs every planned run that is not recorded yet (all of them with `force`)."""
-    from vitbench.data import sources
+              log=None, fewshot: bool = True) -> List[dict]:
+    """Runs every planned run that is not recorded yet (all of them with `force`).
 
-    runs = plan(suite, task_names, ckpt, overrides, sweep)
+    With `verbose`, a suite progress bar counts the training images of the runs to do and a
+    run bar below it shows the current run's step, loss and accuracy.
+    """
+    from vitbench.data import sources
+    from vitbench.train import progress
+
+    runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     needed = {run.task.name: run.task for run in runs}
     needed.update({task.name: task for task in (t.real_labels_task() for t in list(needed.values()))
                    if task is not None})
     sources.check_ready(needed.values(), data_dir)
     path = records.records_path(results_dir, suite.name)
     done = {} if force else records.by_hash(records.read(path))
+    to_do = [run for run in runs if not _is_done(run, done)]
+    suite_bar = progress.bar(f"{suite.name} suite", sum(_images(run) for run in to_do),
+                             enabled=bool(verbose and to_do))
+    log = log or suite_bar.write
     ckpt_info, finished = None, []
-    for number, run in enumerate(runs, 1):
-        lr = run.lr if run.lr is not None else choose_lr(run, {**done, **{
-            r["config_hash"]: r for r in finished}})
-        digest = records.config_hash(run.config(lr))
-        label = f"[{number}/{len(runs)}] {run.task.name} {run.phase} lr={lr}"
-        if digest in done:
-            log(f"{label}: done ({_result(done[digest])}), skipped")
-            continue
-        log(f"{label}: training {run.task.protocol.steps} steps of {run.task.protocol.batch_size}")
-        ckpt_info = ckpt_info or checkpoint_id(ckpt)
-        record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose, ckpt_info)
-        finished.append(record)
-        log(f"{label}: {run.eval_split} {_result(record)}")
+    with suite_bar:
+        for number, run in enumerate(runs, 1):
+            lr = choose_lr(run, {**done, **{
+                r["config_hash"]: r for r in finished}})
+            digest = records.config_hash(run.config(lr))
+            label = f"[{number}/{len(runs)}] {run.task.name} " + (
+                f"{run.phase} lr={lr}" if run.method == "finetune" else "few-shot")
+            if digest in done:
+                log(f"{label}: done ({_result(done[digest])}), skipped")
+                continue
+            log(f"{label}: {_doing(run)} at {run.task.protocol.resolution} px")
+            ckpt_info = ckpt_info or checkpoint_id(ckpt)
+            record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
+                             ckpt_info, suite_bar if verbose else None)
+            finished.append(record)
+            speed = record.get("train", {}).get("images_per_second")
+            log(f"{label}: {run.eval_split} {_result(record)}"
+                + (f" ({speed:.1f} images/s)" if speed else ""))
     return finished
+
+
+def _images(run: Run) -> int:
+    """Training images of a run (a few-shot probe trains none)."""
+    if run.method == "fewshot":
+        return 0
+    return run.task.protocol.steps * run.task.protocol.batch_size
+
+
+def _is_done(run: Run, done: dict) -> bool:
+    """Recorded already (a final run whose rate is not chosen yet counts as not done)."""
+    lr = choose_lr(run, done)
+    return not (run.needs_lr and lr is None) and records.config_hash(run.config(lr)) in done
+
+
+def _doing(run: Run) -> str:
+    p = run.task.protocol
+    if run.method == "fewshot":
+        return f"probing frozen features ({', '.join(map(str, p.shots))} shots, {p.seeds} seeds)"
+    return f"training {p.steps} steps of {p.batch_size}"
 
 
 def _result(record: dict) -> str:
     if record.get("status") == "diverged":
         return f"diverged: {record['error']}"
-    return f"accuracy {record['metrics']['accuracy']:.4f}"
+    metrics = record["metrics"]
+    if "accuracy" in metrics:
+        return f"accuracy {metrics['accuracy']:.4f}"
+    return ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()
+                     if key.endswith("shot"))
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
-                  images_per_second: Optional[float] = None) -> str:
+                  images_per_second: Optional[float] = None, fewshot: bool = True) -> str:
     """The plan as a table: every run, whether it is done, and its cost."""
     from tabulate import tabulate
 
-    runs = plan(suite, task_names, ckpt, overrides, sweep)
+    runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
     rows, todo_images = [], 0
     for run in runs:
-        lr = run.lr if run.lr is not None else choose_lr(run, done)
-        is_done = lr is not None and records.config_hash(run.config(lr)) in done
-        images = run.task.protocol.steps * run.task.protocol.batch_size
-        todo_images += 0 if is_done else images
+        lr = choose_lr(run, done)
+        is_done = _is_done(run, done)
+        todo_images += 0 if is_done else _images(run)
         rows.append({"task": run.task.name, "phase": run.phase,
-                     "lr": lr if lr is not None else "best of tune",
+                     "method": run.method,
+                     "lr": "best of tune" if run.needs_lr and lr is None else lr,
                      "train": run.task.split(run.train_split),
                      "eval": run.task.split(run.eval_split), "steps": run.task.protocol.steps,
                      "batch": run.task.protocol.batch_size, "res": run.task.protocol.resolution,

@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 
 TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
+METHODS = ("finetune", "fewshot")  # how a task is evaluated (see `Protocol.method`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Protocol:
     batch_size: int = 512
     lrs: Tuple[float, ...] = (0.01,)
     warmup_steps: int = 200
+    polyak: float = 0.0  # decay of the evaluated weight average (paper Table 2: 0.9999); 0: off
+    # "finetune" (train, then score `test`) or "fewshot" (linear probes on frozen features of
+    # the `fit` split, scored on `test`; see vitbench.evaluate.fewshot).
+    method: str = "finetune"
     train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
     eval_pp: str = "resize({resolution})|value_range(-1, 1)"
     # Split roles: final training, hyper-parameter selection (train on one, score on the
@@ -62,6 +67,12 @@ class Task:
     protocol: Protocol = Protocol()
     real_dataset: str = ""  # TFDS dataset with ImageNet-ReaL multi-labels for the test images
     note: str = ""
+    title: str = ""  # short display name in tables (default: the name)
+    default: bool = True  # in the suite's default selection (else only when named)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
 
     @property
     def tfds_spec(self) -> str:
@@ -98,6 +109,9 @@ class Suite:
     description: str
     tasks: Tuple[Task, ...]
     path: Optional[pathlib.Path] = None
+    # A suite's `[fewshot]` table: protocol fields of the few-shot probes of its fine-tuning
+    # tasks (None: no probes). A suite whose protocol method is "fewshot" needs none.
+    fewshot: Optional[dict] = None
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
@@ -105,10 +119,22 @@ class Suite:
                 return task
         raise KeyError(_unknown("task", name, [t.name for t in self.tasks], f"suite {self.name}"))
 
+    def fewshot_tasks(self, names) -> Tuple[Task, ...]:
+        """The few-shot probes of the named tasks (all when empty): the suite's own few-shot
+        tasks, and the `[fewshot]` variants of its fine-tuning tasks."""
+        probes = []
+        for task in self.select(names):
+            if task.protocol.method == "fewshot":
+                probes.append(task)
+            elif self.fewshot is not None:
+                probes.append(dataclasses.replace(task, protocol=dataclasses.replace(
+                    task.protocol, **{**self.fewshot, "method": "fewshot"})))
+        return tuple(probes)
+
     def select(self, names) -> Tuple[Task, ...]:
-        """The named tasks (all when `names` is empty), in the suite's order."""
+        """The named tasks (when `names` is empty: those with `default`), in the suite's order."""
         if not names:
-            return self.tasks
+            return tuple(task for task in self.tasks if task.default)
         chosen = {self.task(name).name for name in names}
         return tuple(task for task in self.tasks if task.name in chosen)
 
@@ -166,7 +192,12 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: task names repeat: {names}")
     name = data.get("name") or (path.stem if path else "suite")
-    return Suite(name, data.get("description", ""), tuple(tasks), path)
+    fewshot = None
+    if "fewshot" in data:
+        _protocol(data["fewshot"], Protocol(), f"{where}, [fewshot]")  # check the fields
+        fewshot = {key: tuple(value) if isinstance(value, list) else value
+                   for key, value in data["fewshot"].items()}
+    return Suite(name, data.get("description", ""), tuple(tasks), path, fewshot)
 
 
 def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
@@ -176,4 +207,6 @@ def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
         raise ValueError(f"{where}: unknown protocol field(s) {unknown}; valid: {sorted(fields)}")
     values = {key: tuple(value) if isinstance(value, list) else value
               for key, value in values.items()}
+    if values.get("method", base.method) not in METHODS:
+        raise ValueError(f"{where}: method {values['method']!r} is not one of {METHODS}")
     return dataclasses.replace(base, **values)

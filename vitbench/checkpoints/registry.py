@@ -24,6 +24,7 @@ class Checkpoint:
     url: str
     sha256: str = ""
     aliases: Tuple[str, ...] = ()
+    paper: str = ""  # the ViT paper's name for this model ("ViT-B/16"), if it is the paper's
     note: str = ""
 
 

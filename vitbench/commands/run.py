@@ -32,12 +32,21 @@ def _define(fv):
                       "split (default: the protocol's).", flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the protocol's).",
                          flag_values=fv)
+    flags.DEFINE_float("polyak", None, "Evaluate the Polyak (exponential moving) average of the "
+                       "weights with this decay; the paper's Table 2 ImageNet fine-tunes use "
+                       "0.9999 at 512/518 px (default: the protocol's, 0 = off).",
+                       flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and new heads.",
                          flag_values=fv)
     flags.DEFINE_boolean("sweep", False, "Select the learning rate per task: train on the "
                          "tune split for each rate in --lrs (default 0.001,0.003,0.01,0.03 "
                          "where the suite fixes one), score on the validation split, retrain "
                          "the best on the fit split.", flag_values=fv)
+    flags.DEFINE_boolean("fewshot", True, "Also run the few-shot linear probes that the suite's "
+                         "[fewshot] table adds to its fine-tuning tasks (a few-shot suite such "
+                         "as `fewshot` always runs its own).", flag_values=fv)
+    flags.DEFINE_list("shots", None, "Few-shot: images per class (default: the protocol's, "
+                      "1,5,10,25).", flag_values=fv)
     flags.DEFINE_boolean("force", False, "Redo runs that are already recorded.", flag_values=fv)
     flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost; train nothing.",
                          flag_values=fv)
@@ -55,7 +64,9 @@ def overrides_from(fv):
     return Overrides(steps=fv.steps, batch_size=fv.batch_size,
                      micro_batch_size=int(micro) if micro and micro != "auto" else None,
                      lrs=tuple(float(lr) for lr in fv.lrs) if fv.lrs else None,
-                     resolution=fv.resolution, seed=fv.seed)
+                     resolution=fv.resolution, polyak=fv.polyak,
+                     shots=tuple(int(k) for k in fv.shots) if fv.shots else None,
+                     seed=fv.seed)
 
 
 @command("run", _define)
@@ -82,11 +93,15 @@ def run(fv):
         speed = runner.measure_throughput(fv.ckpt, first,
                                           overrides.micro_batch_size or first.protocol.batch_size)
         print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                   fv.sweep, speed))
+                                   fv.sweep, speed, fv.fewshot))
         return 0
     finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                 sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,
-                                checkpoint_every=fv.checkpoint_every)
+                                checkpoint_every=fv.checkpoint_every, fewshot=fv.fewshot)
     print(f"{len(finished)} runs finished; records in "
           f"{runner.records.records_path(fv.results_dir, suite.name)}")
+    from vitbench.leaderboards import publish
+
+    tables = [path for path in publish.write_all(fv.results_dir) if path.suffix == ".md"]
+    print("leaderboards: " + ", ".join(str(path) for path in tables))
     return 0

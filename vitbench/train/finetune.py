@@ -3,9 +3,14 @@ at global norm 1, linear warm-up then cosine decay, softmax cross-entropy on a z
 head. A batch is split into micro-batches whose gradients Keras' optimizer accumulates
 (`gradient_accumulation_steps`), so the update equals the full batch's up to float rounding.
 
+With `polyak` > 0 the weights evaluated are the exponential moving average of the trained ones
+(Polyak averaging, as the paper's Table 2 ImageNet fine-tunes with 0.9999), kept by Keras'
+optimizer (`use_ema`) and swapped in once, when training ends.
+
 A run with a `workdir` saves its model and optimizer state there every `checkpoint_every`
 steps (atomically) and continues from the last save when started again; the input pipeline is
-a deterministic function of the seed, so it skips the batches already consumed.
+a deterministic function of the seed, so it skips the batches already consumed. Training is one
+`fit` call whose epochs are the stretches between saves.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from vitbench import files
 from vitbench.data import pipeline
 from vitbench.train.schedules import WarmupCosine
 
@@ -43,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     momentum: float = 0.9
     grad_clip_norm: float = 1.0
+    polyak: float = 0.0  # decay of the weights' moving average; 0: no averaging
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
@@ -60,7 +67,8 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
                             config.accumulation)
     return keras.optimizers.SGD(
         learning_rate=schedule, momentum=config.momentum, global_clipnorm=config.grad_clip_norm,
-        gradient_accumulation_steps=config.accumulation if config.accumulation > 1 else None)
+        gradient_accumulation_steps=config.accumulation if config.accumulation > 1 else None,
+        use_ema=config.polyak > 0, ema_momentum=config.polyak or 0.99)
 
 
 def compile_for_finetuning(model, config: TrainConfig):
@@ -77,9 +85,7 @@ def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
     model.save(temporary)
     os.replace(temporary, workdir / CHECKPOINT)
     state = {"step": step, "logs": {k: float(v) for k, v in logs.items()}}
-    temporary = workdir / f".{STATE}.tmp"
-    temporary.write_text(json.dumps(state))
-    os.replace(temporary, workdir / STATE)
+    files.write_atomic(workdir / STATE, json.dumps(state))
 
 
 def load_state(workdir: Optional[pathlib.Path]):
@@ -90,16 +96,46 @@ def load_state(workdir: Optional[pathlib.Path]):
     return keras.saving.load_model(workdir / CHECKPOINT), step
 
 
+class _SaveAtEpochEnd(keras.callbacks.Callback):
+    """Saves the training state at the end of every epoch (one epoch = `steps` updates)."""
+
+    def __init__(self, workdir: pathlib.Path, steps_per_epoch: int, last_step: int):
+        super().__init__()
+        self.workdir, self.steps_per_epoch, self.last_step = workdir, steps_per_epoch, last_step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if np.isfinite((logs or {}).get("loss", np.nan)):
+            step = min((epoch + 1) * self.steps_per_epoch, self.last_step)
+            save_state(self.model, self.workdir, step, logs)
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Ends training after `batches` batches (the last epoch may be shorter than the others)."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.batches, self.seen = batches, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.batches:
+            self.model.stop_training = True
+
+
 def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
               workdir: Optional[pathlib.Path] = None, checkpoint_every: int = 0,
-              verbose: int = 0):
+              verbose: int = 0, suite_bar=None):
     """Trains `model` on `task`'s `split` (a role like 'fit' or a split name).
 
     Resets the global random seeds to `config.seed` first (see `keras.utils.set_random_seed`).
+    `verbose` shows a progress bar; `suite_bar` (a `progress.bar`) also advances with it.
 
     Returns (model, summary): the trained model (restored from `workdir` when resuming) and a
-    dict with the final training loss and accuracy, steps and images/s.
+    dict with the training loss and accuracy (means over the last stretch between saves),
+    steps and images/s.
     """
+    from vitbench.train import progress
+
     # The run's randomness (TF's shuffle seeds mix in the global seed, Keras' generators) is a
     # function of its seed alone, so a resumed run sees the same data as an unbroken one.
     keras.utils.set_random_seed(config.seed)
@@ -108,24 +144,37 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
         model = restored
     else:
         compile_for_finetuning(model, config)
-    chunk = checkpoint_every if (workdir and checkpoint_every) else config.steps
+    saving = bool(workdir and checkpoint_every)
+    chunk = checkpoint_every if saving else config.steps
+    remaining = (config.steps - done) * config.accumulation
     batches = pipeline.as_numpy(pipeline.train_dataset(
         task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
         start_batch=done * config.accumulation))
+    # One fit call over a single input stream (a tf.data input would lose the batch Keras
+    # peeks at to build the model); its epochs are the stretches between saves.
+    feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, remaining))
     start, logs = time.perf_counter(), {}
-    # One fit call per chunk over a single input stream: Keras reads a generator from where it
-    # left off (a tf.data input would lose the batch Keras peeks at to build the model).
-    for step in range(done, config.steps, chunk):
-        micro_steps = min(chunk, config.steps - step) * config.accumulation
-        feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, micro_steps))
-        history = model.fit(feed, epochs=1, steps_per_epoch=micro_steps, verbose=verbose,
-                            shuffle=False, callbacks=[keras.callbacks.TerminateOnNaN()])
-        logs = {key: values[-1] for key, values in history.history.items()}
-        if not np.isfinite(logs.get("loss", np.nan)):
-            raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "
-                                f"(lr {config.lr}); try a smaller learning rate")
-        if workdir and checkpoint_every:
-            save_state(model, workdir, step + micro_steps // config.accumulation, logs)
+    run_bar = progress.bar(f"{task.name} {split}", config.steps * config.batch_size,
+                           done * config.batch_size, position=1 if suite_bar else 0,
+                           leave=suite_bar is None, enabled=bool(verbose))
+    callbacks = [keras.callbacks.TerminateOnNaN(), _StopAfter(remaining),
+                 progress.TrainingProgress(run_bar, config.steps, done, config.batch_size,
+                                           config.accumulation, suite_bar)]
+    if saving:
+        callbacks.append(_SaveAtEpochEnd(workdir, chunk, config.steps))
+    with run_bar:
+        if remaining:
+            history = model.fit(feed, initial_epoch=done // chunk,
+                                epochs=-(-config.steps // chunk),
+                                steps_per_epoch=chunk * config.accumulation, verbose=0,
+                                shuffle=False, callbacks=callbacks)
+            logs = {key: values[-1] for key, values in history.history.items()}
+        elif restored is not None:  # killed after the last save: Keras swaps in the averaged weights at fit's end
+            model.optimizer.finalize_variable_values(model.trainable_weights)
+            logs = json.loads((workdir / STATE).read_text())["logs"]
+    if not np.isfinite(logs.get("loss", np.nan)):
+        raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "
+                            f"(lr {config.lr}); try a smaller learning rate")
     seconds = time.perf_counter() - start
     trained_steps = config.steps - done
     summary = {"steps": config.steps, "resumed_from_step": done,

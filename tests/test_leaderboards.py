@@ -1,0 +1,176 @@
+"""Leaderboards: hand-made record files in, exact tables out."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from vitbench import records, tasks
+from vitbench.leaderboards import publish
+
+GENERATED = "2026-01-01 00:00 UTC"
+
+
+def record(suite, task, accuracy, *, ckpt="vit_b16", lr=0.01, phase="final", seed=0,
+           status="finished", sha256=None, **overrides):
+    """A run record as the runner writes it (the fields the leaderboards read)."""
+    protocol = tasks.load_suite(suite).task(task).protocol
+    config = {"suite": suite, "task": task, "ckpt": ckpt, "ckpt_sha256": sha256,
+              "precision": "float32", "phase": phase, "lr": lr, "steps": protocol.steps,
+              "batch_size": protocol.batch_size,
+              "warmup_steps": min(protocol.warmup_steps, protocol.steps),
+              "resolution": protocol.resolution, "seed": seed, "polyak": protocol.polyak,
+              "train_split": "train", "eval_split": "test"}
+    config.update(overrides)
+    metrics = {"accuracy": accuracy}
+    if isinstance(accuracy, dict):
+        metrics = accuracy
+    return {"config_hash": records.config_hash(config), "config": config, "status": status,
+            "metrics": metrics if status == "finished" else {"accuracy": None},
+            "precision": "float32"}
+
+
+def write_records(results_dir, suite, lines):
+    path = records.records_path(results_dir, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def table(markdown: str):
+    """The first markdown table of a page as a list of {header: cell} dicts."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+            for line in lines[2:] if not line.startswith("|:")]
+
+
+def rows_by_checkpoint(markdown):
+    rows = table(markdown.split("## Hyper-parameters")[0])
+    return {row["checkpoint"]: row for row in rows}
+
+
+def test_demo_board_selects_dedupes_averages_and_marks_partial_rows(tmp_path):
+    lines = [
+        # a: complete; colour run twice with the same config (--force): the later one counts
+        record("demo", "demo_count", 0.50, ckpt="a"),
+        record("demo", "demo_shape", 0.60, ckpt="a"),
+        record("demo", "demo_color", 0.10, ckpt="a"),
+        record("demo", "demo_color", 0.70, ckpt="a"),
+        # position: two seeds, averaged
+        record("demo", "demo_position", 0.80, ckpt="a", seed=0),
+        record("demo", "demo_position", 0.90, ckpt="a", seed=1),
+        # b: a sweep on shape; the final at the best validation rate (0.003) counts, not the
+        # better test number at 0.03; count is missing
+        record("demo", "demo_shape", 0.40, ckpt="b", lr=0.001, phase="tune"),
+        record("demo", "demo_shape", 0.90, ckpt="b", lr=0.003, phase="tune"),
+        record("demo", "demo_shape", 0.50, ckpt="b", lr=0.03, phase="tune"),
+        record("demo", "demo_shape", 0.75, ckpt="b", lr=0.003),
+        record("demo", "demo_shape", 0.99, ckpt="b", lr=0.03),
+        record("demo", "demo_color", 0.0, ckpt="b", status="diverged"),
+        record("demo", "demo_position", 0.25, ckpt="b"),
+        # a again, with fewer steps than the protocol: a row of its own
+        record("demo", "demo_count", 0.30, ckpt="a", steps=10),
+    ]
+    write_records(tmp_path, "demo", lines)
+    written = publish.write_all(tmp_path, generated=GENERATED)
+    assert sorted(path.name for path in written) == ["demo.csv", "demo.md"]
+    page = (tmp_path / "demo.md").read_text()
+    assert f"Generated {GENERATED} by `vitbench leaderboard` from `runs/demo.jsonl` " \
+           f"({len(lines)} records)" in page
+    rows = rows_by_checkpoint(page)
+    assert list(rows) == ["a", "b", "a (steps 10)"]  # complete rows first
+    assert rows["a"] == {"#": "[1](#run-1)", "checkpoint": "a", "Count": "50.00",
+                         "Shape": "60.00", "Colour": "70.00", "Position": "85.00 ± 7.07",
+                         "Mean": "66.25", "missing": ""}
+    assert rows["b"]["Shape"] == "75.00" and rows["b"]["Colour"] == "diverged"
+    assert rows["b"]["Mean"] == "50.00 (partial 2/4)"
+    assert rows["b"]["missing"] == "Count, Colour"
+    assert rows["a (steps 10)"]["Mean"] == "30.00 (partial 1/4)"
+    # the details link each row to the learning rates selected
+    assert '<a id="run-2"></a>' in page
+    assert "0.001 → 40.00, 0.003 → 90.00, 0.03 → 50.00" in page
+
+    numbers = pd.read_csv(tmp_path / "demo.csv")
+    a = numbers[numbers["row"] == "a"].iloc[0]
+    assert a["Mean"] == pytest.approx(66.25) and a["Position seeds"] == 2
+    assert a["Mean tasks"] == 4
+
+
+def test_records_written_in_another_order_give_the_same_table(tmp_path):
+    lines = [record("demo", "demo_count", 0.5, ckpt=name) for name in ("x", "y")] + \
+        [record("demo", "demo_shape", 0.5, ckpt=name) for name in ("y", "x")]
+    write_records(tmp_path / "one", "demo", lines)
+    write_records(tmp_path / "two", "demo", lines[::-1])
+    for results in ("one", "two"):
+        publish.write_all(tmp_path / results, generated=GENERATED)
+    one, two = ((tmp_path / r / "demo.md").read_text().split("records)")[1]
+                for r in ("one", "two"))
+    assert one == two
+
+
+def test_vtab_board_group_means_deltas_and_reported_rows(tmp_path):
+    suite = tasks.load_suite("vtab1k")
+    accuracy = {"natural": 0.8, "specialized": 0.6, "structured": 0.4}
+    write_records(tmp_path, "vtab1k", [record("vtab1k", task.name, accuracy[task.group],
+                                              ckpt="vit_l16") for task in suite.tasks])
+    publish.write_all(tmp_path, generated=GENERATED)
+    page = (tmp_path / "vtab1k.md").read_text()
+    rows = rows_by_checkpoint(page)
+    ours = rows["vit_l16"]
+    # vit_l16 is the paper's ViT-L/16 on ImageNet-21k: deltas against its Table 9 numbers
+    assert ours["Caltech101"] == "80.00 (Δ -10.80)" and ours["Clevr-Count"] == "40.00 (Δ -30.30)"
+    assert ours["Natural mean"] == "80.00 (Δ -3.27)"
+    assert ours["Specialized mean"] == "60.00 (Δ -24.65)"
+    assert ours["Structured mean"] == "40.00 (Δ -17.50)"
+    mean = (7 * 80 + 4 * 60 + 8 * 40) / 19
+    reported_mean = 1381.5 / 19  # the 19 Table 9 values of ViT-L/16 (I21k), averaged
+    assert ours["Mean"] == f"{mean:.2f} (Δ {mean - reported_mean:+.2f})"
+    h14 = rows["*ViT-H/14, JFT-300M (paper Table 9)*"]
+    assert (h14["Caltech101"], h14["Natural mean"], h14["Mean"]) == ("95.30", "86.69", "77.63")
+    bit = rows["*BiT-L (ResNet152x4), JFT-300M (paper Table 2)*"]
+    assert bit["Mean"] == "76.29"  # a reported mean is shown without a std
+    assert bit["Caltech101"] == "–"
+    # Table 2's ViT rows repeat Table 9's means: not shown twice
+    assert "*ViT-H/14, JFT-300M (paper Table 2)*" not in rows
+    header = table(page)[0]
+    order = list(header)
+    assert order.index("SVHN") < order.index("Natural mean") < order.index("Camelyon")
+    numbers = pd.read_csv(tmp_path / "vtab1k.csv")
+    ours_numbers = numbers[numbers["kind"] == "ours"].iloc[0]
+    assert ours_numbers["Mean"] == pytest.approx(mean, abs=1e-4)
+    assert ours_numbers["Mean Δ"] == pytest.approx(mean - reported_mean, abs=1e-4)
+
+
+def test_upstream_board_joins_the_upstream_suites(tmp_path):
+    write_records(tmp_path, "imagenet", [record(
+        "imagenet", "imagenet2012", {"accuracy": 0.8, "real_accuracy": 0.85}, ckpt="vit_b16")])
+    write_records(tmp_path, "cifar10", [
+        record("cifar10", "cifar10", 0.97, ckpt="vit_b16", lr=0.003, phase="tune"),
+        record("cifar10", "cifar10", 0.95, ckpt="vit_b16", lr=0.01, phase="tune"),
+        record("cifar10", "cifar10", 0.98, ckpt="vit_b16", lr=0.003)])
+    written = publish.write_all(tmp_path, generated=GENERATED)
+    assert sorted(path.name for path in written) == ["upstream.csv", "upstream.md"]
+    page = (tmp_path / "upstream.md").read_text()
+    assert "`runs/cifar10.jsonl` (3 records), `runs/imagenet.jsonl` (1 records)" in page or \
+        "`runs/imagenet.jsonl` (1 records), `runs/cifar10.jsonl` (3 records)" in page
+    rows = rows_by_checkpoint(page)
+    ours = rows["vit_b16"]
+    # ViT-B/16 (ImageNet-21k) in Table 5: ImageNet 83.97, ReaL 88.35, CIFAR-10 98.95
+    assert ours["ImageNet"] == "80.00 (Δ -3.97)" and ours["ImageNet ReaL"] == "85.00 (Δ -3.35)"
+    assert ours["CIFAR-10"] == "98.00 (Δ -0.95)"
+    assert ours["missing"] == "CIFAR-100, Pets, Flowers"
+    assert rows["*ViT-H/14, JFT-300M (paper Table 2)*"]["ImageNet"] == "88.55 ± 0.04"
+    assert rows["*Noisy Student (EfficientNet-L2), ImageNet+JFT-300M (paper Table 2)*"][
+        "ImageNet ReaL"] == "90.55"
+    assert "Mean" not in ours  # the paper does not average upstream tasks
+
+
+def test_leaderboard_command_and_empty_results(tmp_path, capsys):
+    from vitbench import cli
+
+    assert cli.main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
+    assert "nothing to write" in capsys.readouterr().out
+    write_records(tmp_path, "demo", [record("demo", "demo_count", 0.5)])
+    assert cli.main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
+    assert str(tmp_path / "demo.md") in capsys.readouterr().out
+    assert (tmp_path / "demo.csv").exists()

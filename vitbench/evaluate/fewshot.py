@@ -1,0 +1,133 @@
+"""Few-shot linear evaluation, as big_vision's `fewshot_lsr` evaluator and the ViT paper do it.
+
+1. Features: the frozen model's pre-logit representation (the pre-logits layer where the
+   checkpoint has one, else the pooled output: the class token after the final norm, or the
+   mean of the tokens) of every image of the task's `fit` and `test` splits, preprocessed with
+   the eval chain (the few-shot suite: `resize(256)|central_crop(224)`), in order.
+2. Sampling, for each seed s: `numpy.random.default_rng(s)` permutes the indices of each class
+   (classes in increasing order) and the first k of each are the k-shot set, so sets are
+   nested across k. A class with fewer than k examples is an error (the reference would take
+   fewer silently).
+3. Whitening with the k-shot set's per-dimension mean and std (+1e-5), applied to both sets;
+   then a constant feature of 100 (a nearly unregularised bias).
+4. Targets 2 * one_hot - 1; closed-form ridge regression with `l2_reg` (2^10 by default):
+   W = (X^T X + l2 I)^-1 X^T Y, or X^T (X X^T + l2 I)^-1 Y when there are more features than
+   examples (the same solution). Accuracy of argmax(X_test W) on the whole test split,
+   averaged over seeds.
+
+The solver runs on the accelerator through `keras.ops`. A checkpoint's features are cached on
+disk (`$VITBENCH_CACHE/features/`), keyed by checkpoint, data, preprocessing and precision, so
+evaluating it again costs no forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable, Dict, Sequence, Tuple
+
+import numpy as np
+
+from vitbench import files
+from vitbench.data import pipeline
+
+BIAS_FEATURE = 100.0
+WHITENING_EPSILON = 1e-5
+
+
+def extract_features(model, task, split: str, batch_size: int = 256, data_dir=None
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`."""
+    extractor = model.feature_extractor()
+    features, labels = [], []
+    for batch in pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
+                                                         data_dir=data_dir)):
+        output = extractor.predict_on_batch(batch["image"])
+        features.append(np.asarray(output["pre_logits"], np.float32))
+        labels.append(batch["label"])
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
+
+
+def cached(key: dict, compute: Callable[[], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """`compute()`'s arrays, stored under a hash of `key` in the cache (written atomically)."""
+    import io
+
+    from vitbench.checkpoints.download import cache_dir
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    path = cache_dir() / "features" / f"{digest[:24]}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    arrays = compute()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    files.write_atomic(path, buffer.getvalue())
+    return arrays
+
+
+def sample_shots(labels: np.ndarray, shots: int, seed: int, num_classes: int,
+                 task_name: str = "task") -> np.ndarray:
+    """Indices of `shots` examples of every class, drawn with `seed` (nested across shots)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in range(num_classes):
+        indices = np.flatnonzero(labels == label)
+        if len(indices) < shots:
+            raise ValueError(
+                f"{task_name}: class {label} has {len(indices)} training example(s), fewer "
+                f"than {shots} shots; use fewer shots (--shots) or a larger train split")
+        chosen.append(rng.permutation(indices)[:shots])
+    return np.concatenate(chosen)
+
+
+def _whiten_with_bias(x, mean, std):
+    from keras import ops
+
+    x = (x - mean) / std
+    return ops.concatenate([x, ops.full((ops.shape(x)[0], 1), BIAS_FEATURE, x.dtype)], axis=1)
+
+
+def ridge_weights(train_x, train_y, num_classes: int, l2_reg: float):
+    """(W, mean, std): the ridge solution on whitened features with a bias feature."""
+    from keras import ops
+
+    x = ops.convert_to_tensor(train_x, "float32")
+    mean, std = ops.mean(x, axis=0), ops.std(x, axis=0) + WHITENING_EPSILON
+    x = _whiten_with_bias(x, mean, std)
+    targets = 2.0 * ops.one_hot(ops.convert_to_tensor(train_y, "int32"), num_classes) - 1.0
+    examples, dimensions = x.shape
+    if examples >= dimensions:
+        gram = ops.matmul(ops.transpose(x), x) + l2_reg * ops.eye(dimensions)
+        weights = ops.solve(gram, ops.matmul(ops.transpose(x), targets))
+    else:
+        gram = ops.matmul(x, ops.transpose(x)) + l2_reg * ops.eye(examples)
+        weights = ops.matmul(ops.transpose(x), ops.solve(gram, targets))
+    return weights, mean, std
+
+
+def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: float) -> float:
+    """Accuracy on the test features of the ridge classifier fitted to the train features."""
+    from keras import ops
+
+    weights, mean, std = ridge_weights(train_x, train_y, num_classes, l2_reg)
+    test = _whiten_with_bias(ops.convert_to_tensor(test_x, "float32"), mean, std)
+    predicted = ops.argmax(ops.matmul(test, weights), axis=-1)
+    return float(np.mean(np.asarray(predicted) == np.asarray(test_y)))
+
+
+def evaluate(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray],
+             num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
+             task_name: str = "task") -> dict:
+    """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}."""
+    metrics, per_seed = {}, {}
+    for k in shots:
+        scores = []
+        for seed in range(seeds):
+            chosen = sample_shots(train[1], k, seed, num_classes, task_name)
+            scores.append(ridge_accuracy(train[0][chosen], train[1][chosen], test[0], test[1],
+                                         num_classes, l2_reg))
+        metrics[f"{k}shot"] = float(np.mean(scores))
+        per_seed[f"{k}shot"] = scores
+    return {**metrics, "seeds": per_seed, "train_examples": int(len(train[1])),
+            "test_examples": int(len(test[1]))}

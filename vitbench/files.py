@@ -1,0 +1,26 @@
+"""Writing files atomically: readers (and a process killed mid-write) see the old file or the
+new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+
+def write_atomic(path, data) -> pathlib.Path:
+    """Writes `data` (str or bytes) to a temporary file beside `path`, then renames it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

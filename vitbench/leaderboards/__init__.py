@@ -1,0 +1,1 @@
+"""Leaderboards: markdown tables (and CSVs) written from the run records, the paper beside us."""

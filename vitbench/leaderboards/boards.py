@@ -1,0 +1,144 @@
+"""Which leaderboards exist and what their columns are.
+
+- `upstream`: ImageNet, ImageNet-ReaL, CIFAR-10, CIFAR-100, Pets, Flowers, from the records
+  of the five upstream suites, as the paper's Tables 2 and 5.
+- one board per other suite (`vtab1k`, `demo`, your own): a column per task in the suite's
+  order, with a mean per group where the suite has several groups, and the mean over all its
+  tasks. A suite whose TOML is not in `tasks/` gets its columns from its records.
+- few-shot boards (`fewshot`, and `<suite>_fewshot` for a suite's `[fewshot]` probes): a
+  column per task and shot count, grouped by shot count, with each shot count's mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Dict, List, Optional, Tuple
+
+from vitbench import tasks as tasks_lib
+from vitbench.leaderboards import collect as collect_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    suite: str
+    task: str
+    title: str
+    group: str = ""
+    metric: str = "accuracy"
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        return (self.suite, self.task, self.metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    name: str  # file name: results/<name>.md and .csv
+    title: str
+    columns: Tuple[Column, ...]
+    means: bool  # group means (where several groups) and the overall mean
+    method: str = "finetune"  # which records it shows (config["method"])
+    overall_mean: bool = True
+
+    @property
+    def suites(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(column.suite for column in self.columns))
+
+    @property
+    def groups(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(column.group for column in self.columns))
+
+
+UPSTREAM = Board("upstream", "Upstream fine-tuning: ImageNet, ImageNet-ReaL, CIFAR, Pets, Flowers",
+                 columns=(
+                     Column("imagenet", "imagenet2012", "ImageNet"),
+                     Column("imagenet", "imagenet2012", "ImageNet ReaL", metric="real_accuracy"),
+                     Column("cifar10", "cifar10", "CIFAR-10"),
+                     Column("cifar100", "cifar100", "CIFAR-100"),
+                     Column("pets", "oxford_iiit_pet", "Pets"),
+                     Column("flowers", "oxford_flowers102", "Flowers"),
+                 ), means=False)
+TITLES = {"vtab1k": "VTAB-1k: 19 tasks in three groups",
+          "demo": "Demo suite (generated offline data)"}
+
+
+def suite_board(suite: tasks_lib.Suite) -> Board:
+    columns = tuple(Column(suite.name, task.name, task.display_name, task.group)
+                    for task in suite.tasks)
+    return Board(suite.name, TITLES.get(suite.name, suite.description or suite.name), columns,
+                 means=True)
+
+
+def fewshot_board(suite: str, tasks: List[Tuple[str, str]], shots: Tuple[int, ...]) -> Board:
+    """Columns per shot count, then task; `tasks` are (name, title) pairs."""
+    columns = tuple(Column(suite, name, f"{title} {k}-shot", f"{k}-shot", f"{k}shot")
+                    for k in shots for name, title in tasks)
+    name = suite if suite == "fewshot" else f"{suite}_fewshot"
+    return Board(name, f"Few-shot linear evaluation: {suite}", columns, means=True,
+                 method="fewshot", overall_mean=False)
+
+
+def board_from_records(suite: str, records: List[dict]) -> Board:
+    """A board for a suite known only from its records (a suite file outside `tasks/`)."""
+    names = dict.fromkeys(record["config"]["task"] for record in records
+                          if collect_lib.method_of(record) == "finetune")
+    return Board(suite, suite, tuple(Column(suite, name, name, "custom") for name in names),
+                 means=True)
+
+
+def fewshot_board_for(suite: str, records: List[dict]) -> Board:
+    fewshot = [r for r in records if collect_lib.method_of(r) == "fewshot"]
+    known = _known_suite(suite)
+    recorded = {r["config"]["task"] for r in fewshot}
+    if known is not None:  # the default selection, and other tasks where they have records
+        probes = [t for t in known.fewshot_tasks([t.name for t in known.tasks])
+                  if t.default or t.name in recorded]
+        tasks = [(t.name, t.display_name) for t in probes]
+        shots = probes[0].protocol.shots if probes else ()
+    else:
+        tasks = [(name, name) for name in sorted(recorded)]
+        shots = ()
+    seen = tuple(sorted({k for r in fewshot for k in r["config"].get("shots", ())}))
+    return fewshot_board(suite, tasks, tuple(sorted(set(shots) | set(seen))))
+
+
+def record_files(results_dir) -> Dict[str, pathlib.Path]:
+    """suite name -> its records file, for every `runs/*.jsonl` under `results_dir`."""
+    return {path.stem: path for path in sorted(pathlib.Path(results_dir, "runs").glob("*.jsonl"))}
+
+
+def boards_for(suites, read=lambda suite: []) -> List[Board]:
+    """The boards showing these suites' records (`read(suite)` gives them)."""
+    boards = []
+    if any(suite in UPSTREAM.suites for suite in suites):
+        boards.append(UPSTREAM)
+    for suite in suites:
+        records = read(suite)
+        methods = {collect_lib.method_of(record) for record in records}
+        if "finetune" in methods and suite not in UPSTREAM.suites:
+            known = _known_suite(suite)
+            boards.append(suite_board(known) if known else board_from_records(suite, records))
+        if "fewshot" in methods:
+            boards.append(fewshot_board_for(suite, records))
+    return boards
+
+
+def _known_suite(name: str) -> Optional[tasks_lib.Suite]:
+    return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
+
+
+def protocol_defaults(config: dict) -> Optional[dict]:
+    """The setting fields of a record's task protocol (few-shot variant for few-shot runs)."""
+    known = _known_suite(config["suite"])
+    if known is None:
+        return None
+    fewshot = config.get("method") == "fewshot"
+    candidates = known.fewshot_tasks([t.name for t in known.tasks]) if fewshot else known.tasks
+    protocol = next((t.protocol for t in candidates if t.name == config["task"]), None)
+    if protocol is None:
+        return None
+    return {"steps": protocol.steps, "batch_size": protocol.batch_size,
+            "warmup_steps": min(protocol.warmup_steps, protocol.steps),
+            "resolution": protocol.resolution, "polyak": protocol.polyak,
+            "l2_reg": protocol.l2_reg}

@@ -1,0 +1,116 @@
+"""From run records to leaderboard cells: one result per (row, task).
+
+Rules, applied in this order:
+- Records with the same config hash are the same run done again (`--force`): the one written
+  last counts.
+- A row is a checkpoint (its name, and its content hash for local files) with the protocol
+  settings that differ from the suite's defaults (steps, batch, warm-up, resolution, Polyak,
+  few-shot l2); precision and seeds are not part of the row.
+- A cell is a task's final runs (trained on `fit`, scored on `test`) of that row. Where tune
+  runs were recorded (a learning-rate sweep), the final run at the rate with the best
+  validation accuracy counts (ties: the smaller rate); otherwise the final run written last.
+  Several seeds are averaged, each selected on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Tuple
+
+# Protocol fields that make a different row when they differ from the suite's defaults.
+SETTING_FIELDS = ("steps", "batch_size", "warmup_steps", "resolution", "polyak", "l2_reg")
+SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",
+                 "resolution": "px", "polyak": "polyak", "l2_reg": "l2"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A checkpoint and the settings by which its runs differ from the suite's protocol."""
+
+    ckpt: str
+    sha256: Optional[str] = None
+    setting: Tuple[Tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        label = self.ckpt + (f" @{self.sha256[:8]}" if self.sha256 else "")
+        if self.setting:
+            label += " (" + ", ".join(f"{SETTING_NAMES[k]} {v}" for k, v in self.setting) + ")"
+        return label
+
+
+@dataclasses.dataclass
+class Cell:
+    """The selected final run of each seed of one task in one row."""
+
+    runs: Dict[int, dict] = dataclasses.field(default_factory=dict)  # seed -> final record
+    tune: Dict[int, Dict[float, Optional[float]]] = dataclasses.field(default_factory=dict)
+
+    def values(self, metric: str = "accuracy") -> List[float]:
+        """The metric in % of each seed's run (diverged runs have none)."""
+        return [100.0 * r["metrics"][metric] for r in self.runs.values()
+                if r.get("status", "finished") == "finished"
+                and r["metrics"].get(metric) is not None]
+
+    @property
+    def diverged(self) -> bool:
+        return any(r.get("status") == "diverged" for r in self.runs.values())
+
+    @property
+    def lrs(self) -> List[float]:
+        return [r["config"]["lr"] for r in self.runs.values()]
+
+
+def latest_per_config(records: Iterable[dict]) -> List[dict]:
+    """One record per config hash, the one written last, in the order of those last writes."""
+    last = {}
+    for record in records:
+        last.pop(record["config_hash"], None)
+        last[record["config_hash"]] = record
+    return list(last.values())
+
+
+def row_of(record: dict, defaults: Optional[dict] = None) -> Row:
+    """The row of a record; `defaults` maps setting fields to the suite protocol's values."""
+    config = record["config"]
+    setting = tuple((key, config[key]) for key in SETTING_FIELDS
+                    if defaults is not None and key in defaults and key in config
+                    and config[key] != defaults[key])
+    return Row(config["ckpt"], config.get("ckpt_sha256"), setting)
+
+
+def method_of(record: dict) -> str:
+    return record["config"].get("method", "finetune")
+
+
+def collect(records: Iterable[dict], defaults_of=lambda config: None
+            ) -> Dict[Row, Dict[str, Cell]]:
+    """Cells by row and task. `defaults_of(config)` gives the protocol's setting values."""
+    finals: Dict[tuple, Dict[float, dict]] = {}
+    tunes: Dict[tuple, Dict[float, Optional[float]]] = {}
+    for record in latest_per_config(records):
+        config = record["config"]
+        row = row_of(record, defaults_of(config))
+        key = (row, config["task"], config["seed"])
+        if config["phase"] == "tune":
+            tunes.setdefault(key, {})[config["lr"]] = record["metrics"].get("accuracy")
+        else:
+            runs = finals.setdefault(key, {})
+            runs.pop(config["lr"], None)  # keep the order of writing: the last one is last
+            runs[config["lr"]] = record
+    table: Dict[Row, Dict[str, Cell]] = {}
+    for (row, task, seed), runs in finals.items():
+        scores = tunes.get((row, task, seed), {})
+        best = _best_lr(scores)
+        chosen = runs[best] if best in runs else list(runs.values())[-1]
+        cell = table.setdefault(row, {}).setdefault(task, Cell())
+        cell.runs[seed] = chosen
+        if scores:
+            cell.tune[seed] = scores
+    return table
+
+
+def _best_lr(scores: Dict[float, Optional[float]]) -> Optional[float]:
+    if not scores:
+        return None
+    return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))

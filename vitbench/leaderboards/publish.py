@@ -1,0 +1,60 @@
+"""`results/<board>.md` and `.csv` from `results/runs/*.jsonl`, written atomically."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Dict, List, Optional
+
+from vitbench import files, records
+from vitbench.leaderboards import boards as boards_lib
+from vitbench.leaderboards import reference, render
+
+EXPLANATIONS = {"finetune": """\
+Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
+(mean ± std over seeds where there are several). Our rows come first, best mean first; rows
+in *italics* are numbers reported in the ViT paper. A row is a checkpoint (`@hash`: a local
+file's content) and the settings that differ from the suite's protocol.
+`(Δ ±x)`: ours minus the reported number of the paper model the checkpoint is (Table 9, else
+Table 5, else Table 2). `(partial k/n)`: a mean over the k of n tasks recorded so far, with
+the missing tasks listed. The `#` links to the hyper-parameters of each run (the learning
+rate selected per task).""", "fewshot": """\
+Few-shot linear accuracy (%) on each task's test split: a ridge-regression classifier on the
+frozen checkpoint's pre-logit features of k training images per class (mean ± std over the
+run's sampling seeds where there are several runs; each run already averages its seeds). Rows
+are ranked by the mean of their cells; `(partial k/n)` marks a shot count's mean over the k of
+n tasks recorded so far. The `#` links to the settings of each run."""}
+
+
+def page(board: boards_lib.Board, records_by_suite: Dict[str, List[dict]],
+         sources: Dict[str, pathlib.Path], results_dir, generated: Optional[str] = None):
+    """(markdown text, numeric frame) of one board."""
+    shown, numbers, details = render.frames(board, records_by_suite, reference.load())
+    generated = generated or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    origin = ", ".join(
+        f"`{path.relative_to(results_dir) if path.is_relative_to(results_dir) else path}` "
+        f"({len(records_by_suite.get(suite, []))} records)" for suite, path in sources.items())
+    text = [f"# {board.title}", "",
+            f"Generated {generated} by `vitbench leaderboard` from {origin}. "
+            "Do not edit: it is rewritten from the records.", "",
+            EXPLANATIONS[board.method], ""]
+    text.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "No runs recorded yet.")
+    if details:
+        text += ["", "## Hyper-parameters of each run", "", render.details_markdown(board,
+                                                                                    details)]
+    return "\n".join(text).rstrip() + "\n", numbers
+
+
+def write_all(results_dir="results", generated: Optional[str] = None) -> List[pathlib.Path]:
+    """Writes every board with records under `results_dir`; returns the files written."""
+    results_dir = pathlib.Path(results_dir)
+    available = boards_lib.record_files(results_dir)
+    loaded = {suite: records.read(path) for suite, path in available.items()}
+    written = []
+    for board in boards_lib.boards_for(list(available), lambda suite: loaded[suite]):
+        sources = {suite: available[suite] for suite in board.suites if suite in available}
+        text, numbers = page(board, loaded, sources, results_dir, generated)
+        written.append(files.write_atomic(results_dir / f"{board.name}.md", text))
+        written.append(files.write_atomic(results_dir / f"{board.name}.csv",
+                                          numbers.to_csv(index=False, float_format="%.4f")))
+    return written

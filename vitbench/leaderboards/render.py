@@ -1,0 +1,235 @@
+"""A board as tables: numbers (CSV) and a markdown page for readers.
+
+Accuracy is in %, two decimals. A mean over tasks is the plain mean of the task columns (for
+VTAB-1k: over all 19 tasks, as the paper); with tasks missing it is the mean of those present,
+marked `partial k/n`, and the missing tasks are listed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from vitbench.leaderboards import collect as collect_lib
+from vitbench.leaderboards import reference as reference_lib
+from vitbench.leaderboards.boards import Board
+
+MISSING = "–"
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return statistics.fmean(values) if values else None
+
+
+def _fmt(value: Optional[float]) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+class Line:
+    """One table row: a column title -> value (%), with the means and, for ours, deltas."""
+
+    def __init__(self, board: Board, values: Dict[str, Optional[float]],
+                 given_means: Optional[Dict[str, float]] = None):
+        self.board, self.values = board, values
+        self.means: Dict[str, Tuple[Optional[float], int, int]] = {}  # name -> (mean, k, n)
+        if board.means:
+            groups = board.groups if len(board.groups) > 1 else ()
+            for group in groups + (("",) if board.overall_mean else ()):
+                titles = [c.title for c in board.columns if not group or c.group == group]
+                present = [values[t] for t in titles if values.get(t) is not None]
+                self.means[group] = (_mean(present), len(present), len(titles))
+            for group, value in (given_means or {}).items():  # printed where tasks are not
+                if group in self.means and self.means[group][1] < self.means[group][2]:
+                    self.means[group] = (value, self.means[group][2], self.means[group][2])
+
+    @property
+    def missing(self) -> List[str]:
+        return [c.title for c in self.board.columns if self.values.get(c.title) is None]
+
+    def mean(self, group: str = "") -> Optional[float]:
+        value, k, n = self.means.get(group, (None, 0, 0))
+        return value
+
+    @property
+    def rank(self) -> float:
+        """What rows are sorted by (best first): the mean, else the mean of all cells."""
+        value = self.mean() if self.board.overall_mean else _mean(
+            [v for v in self.values.values() if v is not None])
+        return value or 0.0
+
+
+def mean_title(group: str) -> str:
+    return f"{group.capitalize()} mean" if group else "Mean"
+
+
+def board_lines(board: Board, records_by_suite: Dict[str, List[dict]],
+                reported: Sequence[reference_lib.Reported]):
+    """(our rows as (Row, cells, Line), reported rows as (Reported, Line)), sorted."""
+    from vitbench.leaderboards.boards import protocol_defaults
+
+    ours = {}
+    for suite in board.suites:
+        shown = [record for record in records_by_suite.get(suite, [])
+                 if collect_lib.method_of(record) == board.method]
+        table = collect_lib.collect(shown, protocol_defaults)
+        for row, cells in table.items():
+            for column in board.columns:
+                if column.suite == suite and column.task in cells:
+                    ours.setdefault(row, {})[column.key] = cells[column.task]
+    our_lines = []
+    for row, cells in ours.items():
+        values = {}
+        for column in board.columns:
+            cell = cells.get(column.key)
+            values[column.title] = _mean(cell.values(column.metric)) if cell else None
+        our_lines.append((row, cells, Line(board, values)))
+    our_lines.sort(key=lambda item: (bool(item[2].missing), -item[2].rank, item[0].label))
+    # Reported rows: those with numbers in this board's columns, and the mean-only rows (Table
+    # 2's VTAB means) of models no per-task row shows.
+    reported_lines, shown_models = [], set()
+    mean_key = (board.suites[0], "mean", "accuracy")
+    for table in sorted(reported, key=lambda t: reference_lib.SOURCE_ORDER.index(t.source)):
+        values = {c.title: table.values[c.key][0] for c in board.columns if c.key in table.values}
+        model = (table.model, table.pretrain)
+        if not values and (mean_key not in table.values or model in shown_models):
+            continue
+        shown_models.add(model)
+        given = {"": table.values[mean_key][0]} if mean_key in table.values else None
+        reported_lines.append((table, Line(board, values, given)))
+    return our_lines, reported_lines
+
+
+def _display_columns(board: Board) -> List[Tuple[str, Optional[str]]]:
+    """(header, group of a mean or None for a task column), tasks of a group before its mean."""
+    out = []
+    groups = board.groups if board.means and len(board.groups) > 1 else ()
+    for group in board.groups:
+        out += [(c.title, None) for c in board.columns if c.group == group]
+        if group in groups:
+            out.append((mean_title(group), group))
+    if board.means and board.overall_mean:
+        out.append((mean_title(""), ""))
+    return out
+
+
+def _cell_text(value, delta=None, std=None, diverged=False, partial=None) -> str:
+    if value is None:
+        return "diverged" if diverged else MISSING
+    text = _fmt(value)
+    if std is not None:
+        text += f" ± {std:.2f}"
+    if partial:
+        text += f" (partial {partial[0]}/{partial[1]})"
+    if delta is not None:
+        text += f" (Δ {delta:+.2f})"
+    return text
+
+
+def frames(board: Board, records_by_suite: Dict[str, List[dict]],
+           reported: Sequence[reference_lib.Reported]):
+    """(display frame for markdown, numeric frame for CSV, our rows for the details)."""
+    our_lines, reported_lines = board_lines(board, records_by_suite, reported)
+    shown, numbers, details = [], [], []
+    for number, (row, cells, line) in enumerate(our_lines, 1):
+        paper = reference_lib.reported_for(row.ckpt, reported)
+        paper_values = {c.title: paper[c.key][0] for c in board.columns if c.key in paper}
+        paper_line = Line(board, paper_values, {"": paper[(board.suites[0], "mean",
+                                                           "accuracy")][0]}
+                          if (board.suites[0], "mean", "accuracy") in paper else None)
+        display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
+        numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
+                   "ckpt_sha256": row.sha256, "details": number}
+        for header, group in _display_columns(board):
+            if group is None:
+                column = next(c for c in board.columns if c.title == header)
+                cell = cells.get(column.key)
+                value = line.values.get(header)
+                seeds = cell.values(column.metric) if cell else []
+                std = statistics.stdev(seeds) if len(seeds) > 1 else None
+                reported_value = paper_values.get(header)
+                delta = value - reported_value if None not in (value, reported_value) else None
+                display[header] = _cell_text(value, delta, std, cell is not None and
+                                             cell.diverged)
+                numeric[header] = value
+                numeric[f"{header} seeds"] = len(seeds)
+            else:
+                value, k, n = line.means[group]
+                reported_mean = paper_line.mean(group)
+                complete = k == n
+                delta = value - reported_mean if complete and None not in (
+                    value, reported_mean) else None
+                display[header] = _cell_text(value, delta, partial=None if complete else (k, n))
+                numeric[header] = value
+                numeric[f"{header} tasks"] = k
+            if delta is not None:
+                numeric[f"{header} Δ"] = delta
+        display["missing"] = numeric["missing"] = ", ".join(line.missing)
+        shown.append(display)
+        numbers.append(numeric)
+        details.append((number, row, cells))
+    for table, line in reported_lines:
+        display = {"#": "", "checkpoint": f"*{table.label}*"}
+        numeric = {"kind": "reported", "row": table.label, "source": table.source}
+        for header, group in _display_columns(board):
+            if group is None:
+                column = next(c for c in board.columns if c.title == header)
+                value, std = table.values.get(column.key, (None, None))
+                display[header] = _cell_text(value, std=std)
+                numeric[header] = value
+            else:
+                value, k, n = line.means[group]
+                value = value if k == n else None  # never a partial mean of reported numbers
+                display[header] = _cell_text(value)
+                numeric[header] = value
+        display["missing"] = numeric["missing"] = ""
+        shown.append(display)
+        numbers.append(numeric)
+    return pd.DataFrame(shown), pd.DataFrame(numbers), details
+
+
+def _finetune_details(column, cell, runs, config) -> dict:
+    tune = "; ".join(
+        f"seed {seed}: " + ", ".join(f"{lr:g} → {_fmt(None if acc is None else 100 * acc)}"
+                                     for lr, acc in sorted(scores.items()))
+        for seed, scores in sorted(cell.tune.items()))
+    return {"task": column.title, "lr": ", ".join(f"{lr:g}" for lr in cell.lrs),
+            "validation accuracy by lr": tune or "(fixed lr, no sweep)",
+            "seeds": ", ".join(str(s) for s in sorted(cell.runs)),
+            "steps × batch": f"{config['steps']} × {config['batch_size']}",
+            "px": config["resolution"]}
+
+
+def _fewshot_details(column, cell, runs, config) -> dict:
+    metrics = runs[0]["metrics"]
+    return {"task": column.title.rsplit(" ", 1)[0],
+            "shots": ", ".join(str(k) for k in config["shots"]),
+            "seeds": config["seeds"], "l2": f"{config['l2_reg']:g}", "px": config["resolution"],
+            "examples (train / test)": f"{metrics.get('train_examples')} / "
+                                       f"{metrics.get('test_examples')}"}
+
+
+DETAILS = {"finetune": _finetune_details, "fewshot": _fewshot_details}
+
+
+def details_markdown(board: Board, details) -> str:
+    """Per our row: the hyper-parameters of each task's selected run."""
+    parts = []
+    for number, row, cells in details:
+        parts.append(f'<a id="run-{number}"></a>\n\n### {number}. {row.label}\n')
+        lines, seen = [], set()
+        for column in board.columns:
+            cell = cells.get(column.key)
+            if cell is None or column.task in seen:
+                continue
+            seen.add(column.task)
+            runs = list(cell.runs.values())
+            line = DETAILS[board.method](column, cell, runs, runs[0]["config"])
+            line.update({
+                "precision": ", ".join(sorted({r.get("precision", "?") for r in runs})),
+                "train split": runs[0]["config"]["train_split"],
+                "records": ", ".join(r["config_hash"][:8] for r in runs)})
+            lines.append(line)
+        parts.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True) + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,49 @@
+"""Progress bars (tqdm) for training runs and whole suites: images done, images/s, time to go.
+
+A run's bar counts images (one update adds the global batch) and shows the step and the running
+loss and accuracy; reading those from the device is a host sync, so it happens at most once a
+second. A suite's bar counts the images of all runs still to do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+from tqdm.auto import tqdm
+
+
+def bar(description: str, total_images: int, done_images: int = 0, position: int = 0,
+        leave: bool = True, enabled: bool = True):
+    return tqdm(total=total_images, initial=done_images, desc=description, unit="img",
+                unit_scale=True, dynamic_ncols=True, position=position, leave=leave,
+                disable=not enabled, file=sys.stderr, smoothing=0.1)
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """Advances `run_bar` (and `suite_bar`, if any) by the global batch at every update."""
+
+    def __init__(self, run_bar, steps: int, done_steps: int, batch_size: int,
+                 accumulation: int, suite_bar=None, refresh_seconds: float = 1.0):
+        super().__init__()
+        self.run_bar, self.suite_bar = run_bar, suite_bar
+        self.steps, self.step = steps, done_steps
+        self.batch_size, self.accumulation = batch_size, accumulation
+        self.refresh_seconds, self._micro, self._shown = refresh_seconds, 0, 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._micro += 1
+        if self._micro % self.accumulation:
+            return
+        self.step += 1
+        for progress in (self.run_bar, self.suite_bar):
+            if progress is not None:
+                progress.update(self.batch_size)
+        now = time.monotonic()
+        if logs and (now - self._shown >= self.refresh_seconds or self.step == self.steps):
+            self._shown = now
+            shown = {"step": f"{self.step}/{self.steps}"}
+            shown.update({key: f"{float(value):.4f}" for key, value in logs.items()
+                          if key in ("loss", "accuracy")})
+            self.run_bar.set_postfix(shown)
