@@ -121,3 +121,18 @@ def test_fewshot_runs_are_recorded_cached_and_on_the_leaderboard(tmp_path, demo_
     assert "Shape 5-shot" in board and "5-shot mean" in board
     assert f"{100 * probe['metrics']['5shot']:.2f}" in board
     assert "Shape" in (tmp_path / "demo.md").read_text()  # the fine-tuning board as well
+
+
+def test_probes_read_the_pre_logits_layer_of_a_checkpoint_that_has_one(tmp_path,
+                                                                       demo_data_dir):
+    from vitbench import runner, tasks
+    from vitbench.checkpoints import npz
+    from vitbench.models.vit import create_model
+
+    model = create_model("vit_mu8", num_classes=10, image_size=16, representation_size=24)
+    ckpt = str(npz.save_npz(model, tmp_path / "with_pre_logits.npz"))
+    suite = tasks.load_suite("demo")
+    probe, = [run for run in runner.plan(suite, ["demo_color"], ckpt, runner.Overrides(
+        resolution=16, shots=(1,))) if run.method == "fewshot"]
+    record = runner.execute(probe, None, tmp_path, demo_data_dir)
+    assert record["features"]["dimensions"] == 24  # the tanh pre-logits, not the 64-wide pool

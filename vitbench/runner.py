@@ -197,6 +197,18 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return download.sha256_of(pathlib.Path(path))
 
 
+def load_for_features(ckpt: str, task: tasks_lib.Task):
+    """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
+    layer where it has one), at the task's resolution."""
+    from vitbench.checkpoints.loader import load_model
+    from vitbench.models.vit import create_model
+
+    size = task.protocol.resolution
+    if ckpt.startswith(SCRATCH_PREFIX):
+        return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=0, image_size=size)
+    return load_model(ckpt, num_classes=0, image_size=size, progress=False)
+
+
 def checkpoint_id(ckpt: str) -> dict:
     """Name, path and content hash of the checkpoint (for the record)."""
     if ckpt.startswith(SCRATCH_PREFIX):
@@ -282,7 +294,7 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
     def features(role):
         def compute():
             nonlocal model
-            model = model or load_for_task(run.ckpt, run.task)
+            model = model or load_for_features(run.ckpt, run.task)
             computed.append(role)
             x, y = fewshot.extract_features(model, run.task, role, run.micro_batch_size,
                                             data_dir)
