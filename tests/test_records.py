@@ -1,5 +1,6 @@
 """Run records: stable hashes, whole-line appends, torn lines skipped."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -51,7 +52,25 @@ def test_killed_writers_leave_only_whole_lines(tmp_path):
             process.kill()
             process.wait()
     lines = path.read_text().splitlines()
-    assert lines and all(json.loads(line)["pad"] == "x" * 5000 for line in lines)
+    whole = [line for line in lines if line.endswith("}")]
+    fragments = [line for line in lines if not line.endswith("}")]
+    # A kill can cut a write short (at a page boundary), at most once per process; the
+    # fragment is a line of its own, so the next record is not lost with it.
+    assert whole and len(fragments) <= 3
+    assert all(json.loads(line)["pad"] == "x" * 5000 for line in whole)
+    with pytest.warns(UserWarning, match="not a whole record") if fragments else \
+            contextlib.nullcontext():
+        assert len(records.read(path)) == len(whole)
+
+
+def test_a_record_after_a_torn_line_starts_on_its_own_line(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records.append(path, {"config_hash": "a"})
+    with open(path, "a") as f:
+        f.write('{"config_hash": "b", "pa')  # a write cut short
+    records.append(path, {"config_hash": "c"})
+    with pytest.warns(UserWarning, match=":2 is not a whole record"):
+        assert [r["config_hash"] for r in records.read(path)] == ["a", "c"]
 
 
 def pathlib_root():

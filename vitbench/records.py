@@ -1,8 +1,9 @@
 """Run records: one JSON object per line in `<results_dir>/runs/<suite>.jsonl`.
 
 A record is written once a run has finished, by a single `write` on a file opened for
-appending, then flushed to disk, so a killed process leaves whole lines only; a torn last
-line (a crash inside the write) is skipped when reading, with a warning. A run is identified
+appending, then flushed to disk. A process killed inside that write can leave a partial line;
+the next append starts on a new line, and reading skips the fragment with a warning, so every
+whole record stays readable. A run is identified
 by the hash of its configuration, which is how a second invocation knows what is done.
 """
 
@@ -31,8 +32,14 @@ def append(path, record: dict) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        # A process killed inside its write can leave a partial line (Linux stops a write to
+        # a regular file between pages when SIGKILL arrives); start on a new line so that the
+        # fragment stays alone and is skipped, and this record stays whole.
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         written = os.write(fd, line)
         if written != len(line):
             raise OSError(f"short write to {path}: {written} of {len(line)} bytes")

@@ -16,6 +16,7 @@ import math
 import keras
 from keras import layers, ops
 
+from vitbench.models.attention import MultiHeadDotProductAttention
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw
 
 LAYER_NORM_EPSILON = 1e-6
@@ -100,7 +101,7 @@ class EncoderBlock(layers.Layer):
         mlp_bias_init = keras.initializers.RandomNormal(stddev=1e-6)
         self.norm_attention = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
                                                         name="LayerNorm_0")
-        self.attention = layers.MultiHeadAttention(
+        self.attention = MultiHeadDotProductAttention(
             num_heads, hidden_size // num_heads, dropout=attention_dropout,
             kernel_initializer=attention_init, name="MultiHeadDotProductAttention_1")
         self.norm_mlp = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="LayerNorm_2")

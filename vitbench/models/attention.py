@@ -1,0 +1,74 @@
+"""Multi-head attention that keeps the fused (flash) kernel in training for any sequence length.
+
+Keras' `MultiHeadAttention` computes attention with `keras.ops.dot_product_attention`, which on
+an NVIDIA GPU under JAX runs cuDNN's fused kernel. That kernel trains (its backward pass) only
+on sequence lengths that are a multiple of 64: ViT's 197 tokens (224 px, patch 16, class
+token) are refused, and Keras then falls back, silently apart from a logged traceback, to
+unfused XLA attention, which materialises every (tokens x tokens) weight matrix.
+
+In training, where the fused kernel applies (JAX on a GPU, bf16/fp16 inputs, no attention
+dropout, no attention weights requested, flash attention not disabled), this layer pads queries, keys and
+values with zero tokens up to the next multiple of 64, masks the padded keys out and drops the
+padded queries' outputs: every real token's result is what unpadded attention gives. Elsewhere
+it is Keras' layer unchanged. Measured on an H100 (bf16, ViT-B/16, batch 256): the fused kernel
+in all 12 layers, 3176 against 2536 training images/s and 21.3 against 27.4 GB peak memory,
+gradients equal to unfused attention's within bf16 rounding.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+FUSED_SEQUENCE_MULTIPLE = 64
+FUSED_DTYPES = ("bfloat16", "float16")
+
+
+def fused_attention_available(dtype) -> bool:
+    """Whether `keras.ops.dot_product_attention` can use cuDNN's fused kernel here."""
+    if keras.backend.backend() != "jax" or keras.config.is_flash_attention_enabled() is False:
+        return False
+    if keras.backend.standardize_dtype(dtype) not in FUSED_DTYPES:
+        return False
+    import jax
+
+    return jax.devices()[0].platform == "gpu"
+
+
+def padded_attention(query, key, value, scale, multiple=FUSED_SEQUENCE_MULTIPLE,
+                     flash_attention=None):
+    """Attention over (batch, tokens, heads, dim) inputs, computed on sequences zero-padded to
+    a multiple of `multiple` with the padded keys masked out; returns the real tokens' rows."""
+    length = query.shape[1]
+    padded = -(-length // multiple) * multiple
+    if padded == length:
+        return ops.dot_product_attention(query, key, value, scale=scale,
+                                         flash_attention=flash_attention)
+    padding = [(0, 0), (0, padded - length), (0, 0), (0, 0)]
+    query, key, value = (ops.pad(t, padding) for t in (query, key, value))
+    # cuDNN takes the mask as a bias of full (query, key) extent, not a broadcast row.
+    real_keys = ops.broadcast_to(ops.reshape(ops.arange(padded) < length, (1, 1, 1, padded)),
+                                 (1, 1, padded, padded))
+    output = ops.dot_product_attention(query, key, value, mask=real_keys, scale=scale,
+                                       flash_attention=flash_attention)
+    return output[:, :length]
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class MultiHeadDotProductAttention(layers.MultiHeadAttention):
+    """Keras' multi-head attention, padded for the fused kernel where it applies."""
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, use_causal_mask=False):
+        # Inference runs fused at any length; only training (the backward pass) needs padding.
+        if (not training or return_attention_scores or attention_mask is not None
+                or use_causal_mask or self._dropout > 0.0 or len(query.shape) != 4
+                or query.shape[1] % FUSED_SEQUENCE_MULTIPLE == 0
+                or not fused_attention_available(query.dtype)):
+            return super()._compute_attention(
+                query, key, value, attention_mask=attention_mask, training=training,
+                return_attention_scores=return_attention_scores,
+                use_causal_mask=use_causal_mask)
+        output = padded_attention(query, key, value, self._inverse_sqrt_key_dim,
+                                  flash_attention=self._flash_attention)
+        return output, None
