@@ -262,6 +262,8 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
     assert cli.main(["run", "--micro_batch_size=3", "--batch_size=8"]) == 1
     assert "must divide the batch size 8" in capsys.readouterr().err
     assert cli.main(["run", "--micro_batch_size=big"]) == 1
+    assert cli.main(["run", "--shots=1,five"]) == 1
+    assert "--shots takes positive integers" in capsys.readouterr().err
 
 
 def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
