@@ -150,23 +150,34 @@ def choose_lr(run: Run, done: dict) -> Optional[float]:
     return max(scores)[2]
 
 
-def load_for_task(ckpt: str, task: tasks_lib.Task):
-    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution."""
-    import keras
-
+def _load(ckpt: str, task: tasks_lib.Task, num_classes: int):
+    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head."""
     from vitbench.checkpoints.loader import load_model
     from vitbench.models.vit import create_model
 
     size = task.protocol.resolution
     if ckpt.startswith(SCRATCH_PREFIX):
-        return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=task.num_classes,
+        return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=num_classes,
                             image_size=size)
-    model = load_model(ckpt, num_classes=task.num_classes, image_size=size, progress=False)
+    return load_model(ckpt, num_classes=num_classes, image_size=size, progress=False)
+
+
+def load_for_task(ckpt: str, task: tasks_lib.Task):
+    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution."""
+    import keras
+
+    model = _load(ckpt, task, task.num_classes)
     # The protocol always starts from a zero head, also when the checkpoint's head already has
     # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
     for variable in model.get_layer("head").weights:
         variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     return model
+
+
+def load_for_features(ckpt: str, task: tasks_lib.Task):
+    """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
+    layer where it has one), at the task's resolution."""
+    return _load(ckpt, task, 0)
 
 
 def content_key(ckpt: str) -> Optional[str]:
@@ -182,12 +193,13 @@ def content_key(ckpt: str) -> Optional[str]:
             or download.is_remote(ckpt)):
         return None
     path = pathlib.Path(ckpt).expanduser()
-    return _sha256(str(path.resolve()), *_stamp(path)) if path.is_file() else None
+    return _file_sha256(path) if path.is_file() else None
 
 
-def _stamp(path: pathlib.Path):
+def _file_sha256(path: pathlib.Path) -> str:
+    """sha256 of a file, computed once per (path, size, modification time)."""
     stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
@@ -197,18 +209,6 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return download.sha256_of(pathlib.Path(path))
 
 
-def load_for_features(ckpt: str, task: tasks_lib.Task):
-    """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
-    layer where it has one), at the task's resolution."""
-    from vitbench.checkpoints.loader import load_model
-    from vitbench.models.vit import create_model
-
-    size = task.protocol.resolution
-    if ckpt.startswith(SCRATCH_PREFIX):
-        return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=0, image_size=size)
-    return load_model(ckpt, num_classes=0, image_size=size, progress=False)
-
-
 def checkpoint_id(ckpt: str) -> dict:
     """Name, path and content hash of the checkpoint (for the record)."""
     if ckpt.startswith(SCRATCH_PREFIX):
@@ -216,8 +216,7 @@ def checkpoint_id(ckpt: str) -> dict:
     from vitbench.checkpoints.loader import resolve
 
     path = resolve(ckpt, progress=False)
-    return {"name": ckpt, "path": str(path), "sha256": _sha256(str(path.resolve()),
-                                                                *_stamp(path))}
+    return {"name": ckpt, "path": str(path), "sha256": _file_sha256(path)}
 
 
 def precision_policy() -> str:
