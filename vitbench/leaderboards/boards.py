@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Dict, List, Optional, Tuple
 
@@ -124,7 +125,9 @@ def boards_for(suites, read=lambda suite: []) -> List[Board]:
     return boards
 
 
+@functools.lru_cache(maxsize=None)
 def _known_suite(name: str) -> Optional[tasks_lib.Suite]:
+    """The suite of that name in `tasks/` (parsed once: every record asks), or None."""
     return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
 
 
