@@ -14,7 +14,7 @@ import pandas as pd
 
 from vitbench.leaderboards import collect as collect_lib
 from vitbench.leaderboards import reference as reference_lib
-from vitbench.leaderboards.boards import Board
+from vitbench.leaderboards.boards import Board, Column
 
 MISSING = "–"
 
@@ -60,6 +60,14 @@ class Line:
         return value or 0.0
 
 
+def _reported_line(board: Board, found: dict) -> Line:
+    """A row of reported numbers (`found`: key -> (value, ...)); a printed suite mean stands
+    where the per-task numbers are missing."""
+    values = {c.title: found[c.key][0] for c in board.columns if c.key in found}
+    mean_key = (board.suites[0], "mean", "accuracy")
+    return Line(board, values, {"": found[mean_key][0]} if mean_key in found else None)
+
+
 def mean_title(group: str) -> str:
     return f"{group.capitalize()} mean" if group else "Mean"
 
@@ -91,26 +99,26 @@ def board_lines(board: Board, records_by_suite: Dict[str, List[dict]],
     reported_lines, shown_models = [], set()
     mean_key = (board.suites[0], "mean", "accuracy")
     for table in sorted(reported, key=lambda t: reference_lib.SOURCE_ORDER.index(t.source)):
-        values = {c.title: table.values[c.key][0] for c in board.columns if c.key in table.values}
+        line = _reported_line(board, table.values)
         model = (table.model, table.pretrain)
-        if not values and (mean_key not in table.values or model in shown_models):
+        if not line.values and (mean_key not in table.values or model in shown_models):
             continue
         shown_models.add(model)
-        given = {"": table.values[mean_key][0]} if mean_key in table.values else None
-        reported_lines.append((table, Line(board, values, given)))
+        reported_lines.append((table, line))
     return our_lines, reported_lines
 
 
-def _display_columns(board: Board) -> List[Tuple[str, Optional[str]]]:
-    """(header, group of a mean or None for a task column), tasks of a group before its mean."""
+def _display_columns(board: Board) -> List[Tuple[str, Optional[Column], Optional[str]]]:
+    """(header, task column or None, group of a mean or None), tasks of a group before its
+    mean."""
     out = []
     groups = board.groups if board.means and len(board.groups) > 1 else ()
     for group in board.groups:
-        out += [(c.title, None) for c in board.columns if c.group == group]
+        out += [(c.title, c, None) for c in board.columns if c.group == group]
         if group in groups:
-            out.append((mean_title(group), group))
+            out.append((mean_title(group), None, group))
     if board.means and board.overall_mean:
-        out.append((mean_title(""), ""))
+        out.append((mean_title(""), None, ""))
     return out
 
 
@@ -133,22 +141,17 @@ def frames(board: Board, records_by_suite: Dict[str, List[dict]],
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)
     shown, numbers, details = [], [], []
     for number, (row, cells, line) in enumerate(our_lines, 1):
-        paper = reference_lib.reported_for(row.ckpt, reported)
-        paper_values = {c.title: paper[c.key][0] for c in board.columns if c.key in paper}
-        paper_line = Line(board, paper_values, {"": paper[(board.suites[0], "mean",
-                                                           "accuracy")][0]}
-                          if (board.suites[0], "mean", "accuracy") in paper else None)
+        paper_line = _reported_line(board, reference_lib.reported_for(row.ckpt, reported))
         display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
         numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
                    "ckpt_sha256": row.sha256, "details": number}
-        for header, group in _display_columns(board):
-            if group is None:
-                column = next(c for c in board.columns if c.title == header)
+        for header, column, group in _display_columns(board):
+            if column is not None:
                 cell = cells.get(column.key)
                 value = line.values.get(header)
                 seeds = cell.values(column.metric) if cell else []
                 std = statistics.stdev(seeds) if len(seeds) > 1 else None
-                reported_value = paper_values.get(header)
+                reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
                 display[header] = _cell_text(value, delta, std, cell is not None and
                                              cell.diverged)
@@ -172,9 +175,8 @@ def frames(board: Board, records_by_suite: Dict[str, List[dict]],
     for table, line in reported_lines:
         display = {"#": "", "checkpoint": f"*{table.label}*"}
         numeric = {"kind": "reported", "row": table.label, "source": table.source}
-        for header, group in _display_columns(board):
-            if group is None:
-                column = next(c for c in board.columns if c.title == header)
+        for header, column, group in _display_columns(board):
+            if column is not None:
                 value, std = table.values.get(column.key, (None, None))
                 display[header] = _cell_text(value, std=std)
                 numeric[header] = value
