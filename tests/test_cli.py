@@ -62,7 +62,7 @@ def test_checkpoints_filtered_by_model(capsys):
 
 def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "fly")
-    assert status == 2 and "commands: run, leaderboard, models, checkpoints, tasks, bench" in err
+    assert status == 2 and "commands: demo, run, pretrain, leaderboard, models, checkpoints, tasks, bench" in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")

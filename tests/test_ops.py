@@ -130,3 +130,16 @@ def test_multi_hot_for_real_labels():
     np.testing.assert_array_equal(out["labels"], [0, 1, 0, 1, 0])
     empty = run_both_ways("multi_hot('real_label', 5)", {"real_label": np.zeros(0, np.int64)})
     np.testing.assert_array_equal(empty["labels"], [0, 0, 0, 0, 0])
+
+
+
+
+@pytest.mark.parametrize("shape,color,expected", [(0, 0, 0), (0, 3, 3), (1, 0, 4), (2, 3, 11)])
+def test_joint_label_numbers_combinations_row_major(shape, color, expected):
+    example = {"shape": np.int64(shape), "color": np.int64(color)}
+    assert label("joint_label(['shape', 'color'], [3, 4])", example) == expected
+
+
+def test_joint_label_needs_a_size_per_key():
+    with pytest.raises(ValueError, match="2 keys but 1 sizes"):
+        registry.chain("joint_label(['shape', 'color'], [3])")

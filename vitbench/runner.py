@@ -192,8 +192,10 @@ def content_key(ckpt: str) -> Optional[str]:
     if (ckpt.startswith(SCRATCH_PREFIX) or registry.find_checkpoint(ckpt) is not None
             or download.is_remote(ckpt)):
         return None
+    from vitbench.checkpoints.loader import resolve
+
     path = pathlib.Path(ckpt).expanduser()
-    return _file_sha256(path) if path.is_file() else None
+    return _file_sha256(resolve(ckpt, progress=False)) if path.exists() else None
 
 
 def _file_sha256(path: pathlib.Path) -> str:
@@ -437,6 +439,17 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
             log(f"{label}: {run.eval_split} {_result(record)}"
                 + (f" ({speed:.1f} images/s)" if speed else ""))
     return finished
+
+
+def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
+             fewshot: bool = True) -> List[dict]:
+    """The records of the planned runs that are recorded (the latest of each config)."""
+    done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
+    found = []
+    for run in plan(suite, task_names, ckpt, overrides, sweep, fewshot):
+        if _is_done(run, done):
+            found.append(done[records.config_hash(run.config(choose_lr(run, done)))])
+    return found
 
 
 def _images(run: Run) -> int:

@@ -25,9 +25,25 @@ def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
     path = pathlib.Path(ckpt).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        return _pretrained(path)
     raise FileNotFoundError(
         f"checkpoint {str(ckpt)!r} is not a known name, an existing file or a URL. Known names: "
         f"{', '.join(known_checkpoints())} (see `vitbench checkpoints`).")
+
+
+def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
+    """The exported weights of a `vitbench pretrain` workdir."""
+    from vitbench.train import pretrain
+
+    final = workdir / pretrain.FINAL
+    if final.is_file():
+        return final
+    if (workdir / pretrain.CONFIG).is_file():
+        raise FileNotFoundError(f"pretraining in {workdir} has not finished (no {final.name}); "
+                                "run the same `vitbench pretrain` command again to resume it")
+    raise FileNotFoundError(f"{workdir} is a folder, not a checkpoint file or a `vitbench "
+                            f"pretrain` workdir (no {pretrain.FINAL})")
 
 
 def read_arrays(path: pathlib.Path):
@@ -46,7 +62,8 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
     """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
 
     ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official layout) or
-        `.keras` file, or an http(s):// or gs:// URL (downloaded into the cache).
+        `.keras` file, a `vitbench pretrain` workdir (its `final.npz`), or an http(s):// or
+        gs:// URL (downloaded into the cache).
     num_classes: None keeps the checkpoint's head. A different number starts a new zero head
         and, as the official fine-tuning code does, drops the pre-logits layer. 0 removes the
         head and keeps the pre-logits layer: the model then returns the features.

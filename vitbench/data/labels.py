@@ -92,3 +92,20 @@ def multi_hot(key, num_classes, output="labels"):
         return {**example, output: tf.minimum(counts, 1.0)}
 
     return op
+
+
+
+@register("joint_label")
+def joint_label(keys, sizes):
+    """label = the combination of several class features, numbered in row-major order:
+    `joint_label(['shape', 'color'], [3, 4])` gives shape * 4 + color (12 classes)."""
+    if len(keys) != len(sizes):
+        raise ValueError(f"joint_label: {len(keys)} keys but {len(sizes)} sizes")
+
+    def op(example):
+        label = tf.constant(0, tf.int64)
+        for key, size in zip(keys, sizes):
+            label = label * size + tf.cast(feature(example, key), tf.int64)
+        return _set_label(example, label)
+
+    return op

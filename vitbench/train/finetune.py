@@ -78,13 +78,21 @@ def compile_for_finetuning(model, config: TrainConfig):
     return model
 
 
+def _seed_states(model):
+    """The random-number states of the dropout and drop-path layers (Keras does not save
+    them with the model), in the model's variable order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
-    """Writes the checkpoint, then the state file that names its step; both atomically."""
+    """Writes the checkpoint, then the state file that names its step and holds the random
+    states; both atomically."""
     workdir.mkdir(parents=True, exist_ok=True)
     temporary = workdir / f".{CHECKPOINT}.tmp.keras"
     model.save(temporary)
     os.replace(temporary, workdir / CHECKPOINT)
-    state = {"step": step, "logs": {k: float(v) for k, v in logs.items()}}
+    state = {"step": step, "logs": {k: float(v) for k, v in logs.items()},
+             "seed_states": [np.asarray(v).tolist() for v in _seed_states(model)]}
     files.write_atomic(workdir / STATE, json.dumps(state))
 
 
@@ -92,8 +100,11 @@ def load_state(workdir: Optional[pathlib.Path]):
     """(model, step) saved in `workdir`, or (None, 0)."""
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
-    step = json.loads((workdir / STATE).read_text())["step"]
-    return keras.saving.load_model(workdir / CHECKPOINT), step
+    state = json.loads((workdir / STATE).read_text())
+    model = keras.saving.load_model(workdir / CHECKPOINT)
+    for variable, value in zip(_seed_states(model), state.get("seed_states", [])):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return model, state["step"]
 
 
 class _SaveAtEpochEnd(keras.callbacks.Callback):
@@ -109,7 +120,7 @@ class _SaveAtEpochEnd(keras.callbacks.Callback):
             save_state(self.model, self.workdir, step, logs)
 
 
-class _StopAfter(keras.callbacks.Callback):
+class StopAfter(keras.callbacks.Callback):
     """Ends training after `batches` batches (the last epoch may be shorter than the others)."""
 
     def __init__(self, batches: int):
@@ -157,7 +168,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     run_bar = progress.bar(f"{task.name} {split}", config.steps * config.batch_size,
                            done * config.batch_size, position=1 if suite_bar else 0,
                            leave=suite_bar is None, enabled=bool(verbose))
-    callbacks = [keras.callbacks.TerminateOnNaN(), _StopAfter(remaining),
+    callbacks = [keras.callbacks.TerminateOnNaN(), StopAfter(remaining),
                  progress.TrainingProgress(run_bar, config.steps, done, config.batch_size,
                                            config.accumulation, suite_bar)]
     if saving:

@@ -4,6 +4,8 @@ Each 32x32 image shows 1 to 4 objects of one shape (square, circle, triangle) an
 (red, green, blue, yellow) on a noisy dark background, each object in its own quadrant.
 Labels: `count` (objects - 1), `shape`, `color`, and `x_position` (which quarter of the
 width the first object's centre falls in); `objects/{x,y,size}` list the objects as CLEVR does.
+Splits: `train`, `validation` and `test` for the transfer tasks, and a ten times larger
+`upstream` split of other draws for pretraining (`vitbench pretrain --dataset demo`).
 Generation needs no download and is deterministic: example i of a split is drawn from a random
 generator seeded with (split, i), so a rebuilt dataset is identical.
 """
@@ -20,7 +22,7 @@ SHAPES = ("square", "circle", "triangle")
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230),
           "yellow": (230, 210, 40)}
 MAX_OBJECTS = 4
-SPLIT_SIZES = {"train": 2000, "validation": 500, "test": 500}
+SPLIT_SIZES = {"train": 2000, "validation": 500, "test": 500, "upstream": 20000}
 BACKGROUND_MAX = 40  # background pixels stay below this value in every channel
 
 
@@ -66,8 +68,10 @@ def render(rng: np.random.Generator):
 class VitbenchDemo(tfds.core.GeneratorBasedBuilder):
     """Rendered shapes for offline demos and tests (count, shape, colour, position)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "An `upstream` split of 20000 images for pretraining; the other "
+                              "splits are unchanged."}
     GENERATED_LOCALLY = True  # nothing is downloaded
 
     def _info(self):

@@ -1,0 +1,317 @@
+"""Pretraining: recipes, losses, the training loop on the demo data, resume, export, transfer,
+and data / model parallel training on 2 virtual CPU devices matching one device."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from vitbench.train import losses, pretrain, recipes
+
+QUICK = dict(steps=40, batch_size=32, warmup_steps=5, log_every=10, checkpoint_every=10,
+             eval_every=20, fewshot=(), eval_split="test[:64]")
+
+
+def test_recipes_hold_the_papers_table_3():
+    i21k = recipes.load("imagenet21k")
+    assert (i21k.recipe.model, i21k.recipe.batch_size, i21k.recipe.warmup_steps) == \
+        ("vit_b16", 4096, 10_000)
+    assert (i21k.recipe.lr, i21k.recipe.lr_decay, i21k.recipe.weight_decay,
+            i21k.recipe.dropout, i21k.recipe.epochs) == (1e-3, "linear", 0.03, 0.1, 90)
+    assert (i21k.recipe.b1, i21k.recipe.b2, i21k.recipe.resolution) == (0.9, 0.999, 224)
+    assert recipes.loss_of(i21k) == "sigmoid" and i21k.task.num_classes == 21843
+    assert i21k.task.split("fit") == "full[51200:]" and i21k.task.split("test") == "full[:25600]"
+    assert i21k.task.pp("train").startswith("decode|inception_crop(224)|flip_lr")
+    imagenet = recipes.load("imagenet2012", "vit_l16")
+    assert (imagenet.recipe.model, imagenet.recipe.lr, imagenet.recipe.lr_decay,
+            imagenet.recipe.weight_decay, imagenet.recipe.grad_clip_norm,
+            imagenet.recipe.epochs) == ("vit_l16", 3e-3, "cosine", 0.3, 1.0, 300)
+    assert recipes.loss_of(imagenet) == "softmax"
+    # epochs -> steps: 90 epochs of ImageNet-21k's 14,197,122 - 51,200 training images
+    assert i21k.recipe.total_steps(14_197_122 - 51_200) == 310_824  # ceil(90 * 14,145,922 / 4096)
+    assert recipes.load("imagenet21k", steps=10).recipe.total_steps(None) == 10
+
+
+def test_any_tfds_dataset_gets_its_classes_and_loss_from_its_labels():
+    cifar = recipes.load("cifar100")
+    assert cifar.task.num_classes == 100 and recipes.loss_of(cifar) == "softmax"
+    assert cifar.recipe.lr == 3e-3 and cifar.task.split("test") == "test"
+    other = recipes.load("cifar100", train_split="train[:90%]", eval_split="train[90%:]")
+    assert (other.task.split("fit"), other.task.split("test")) == ("train[:90%]", "train[90%:]")
+    assert losses.loss_for_labels(tfds.features.ClassLabel(num_classes=3)) == "softmax"
+
+
+def test_a_dataset_listing_several_classes_per_image_gets_sigmoid(monkeypatch):
+    listed = tfds.features.Sequence(tfds.features.ClassLabel(num_classes=5))
+    assert losses.loss_for_labels(listed) == "sigmoid"
+    monkeypatch.setattr(recipes, "_tfds_label", lambda dataset: listed)
+    multi = recipes.load("some_multilabel_dataset", "vit_mu8")
+    assert multi.task.num_classes == 5 and recipes.loss_of(multi) == "sigmoid"
+    assert multi.task.label == "multi_hot('label', 5)" and recipes.label_key(multi.task) == "labels"
+    assert recipes.loss_of(recipes.load("some_multilabel_dataset", loss="softmax")) == "softmax"
+
+
+def test_bad_recipe_input_is_a_clear_error():
+    with pytest.raises(KeyError, match="no recipe .*demo, imagenet2012, imagenet21k.* TFDS"):
+        recipes.load("no_such_dataset_anywhere")
+    with pytest.raises(ValueError, match="unknown recipe field.*'momentum'"):
+        recipes.load("demo", momentum=0.9)
+    with pytest.raises(ValueError, match="must be a multiple of log_every"):
+        recipes.load("demo", checkpoint_every=7)
+    with pytest.raises(ValueError, match="lr_decay 'step' is not one of"):
+        recipes.load("demo", lr_decay="step")
+
+
+def test_per_model_overrides(tmp_path, monkeypatch):
+    (tmp_path / "mine.toml").write_text(textwrap.dedent("""
+        [data]
+        dataset = "vitbench_demo"
+        num_classes = 4
+        splits = { train = "upstream", test = "test" }
+        label = "label_from('count')"
+        [recipe]
+        lr = 0.001
+        [model.vit_l16]
+        lr = 0.0004
+        epochs = 30
+        """))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path)
+    assert recipes.load("mine", "vit_b16").recipe.lr == 0.001
+    large = recipes.load("mine", "vit_l16")
+    assert (large.recipe.lr, large.recipe.epochs) == (0.0004, 30)
+    assert recipes.load("mine", "vit_l16", lr=0.1).recipe.lr == 0.1  # flags win
+
+
+def test_sigmoid_cross_entropy_sums_over_classes():
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], np.float32)
+    multi_hot = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+    p = 1 / (1 + np.exp(-logits))
+    expected = -(multi_hot * np.log(p) + (1 - multi_hot) * np.log(1 - p)).sum(1).mean()
+    loss = losses.SigmoidCrossEntropy()
+    np.testing.assert_allclose(float(loss(multi_hot, logits)), expected, rtol=1e-5)
+    one_hot_ids = np.array([0, 1])  # integer labels are one-hot encoded
+    np.testing.assert_allclose(float(loss(one_hot_ids, logits)),
+                               float(loss(np.eye(3, dtype=np.float32)[one_hot_ids], logits)),
+                               rtol=1e-6)
+    top1 = losses.top1_accuracy
+    np.testing.assert_array_equal(np.asarray(top1(np.array([0, 2]), logits)), [1, 0])
+    np.testing.assert_array_equal(np.asarray(top1(multi_hot, logits)), [1, 1])
+
+
+def test_missing_imagenet21k_says_which_file_goes_where(tmp_path):
+    from vitbench.data.sources import ManualDownloadError
+
+    with pytest.raises(ManualDownloadError, match=r"fall11_whole\.tar.*|downloads/manual") as info:
+        pretrain.pretrain(recipes.load("imagenet21k"), tmp_path / "work",
+                          results_dir=tmp_path, data_dir=str(tmp_path / "tfds"), verbose=0)
+    assert "fall11_whole.tar" in str(info.value)
+    assert str(tmp_path / "tfds" / "downloads" / "manual") in str(info.value)
+
+
+def _metrics(workdir):
+    lines = [json.loads(line) for line in (pathlib.Path(workdir) / pretrain.METRICS)
+             .read_text().splitlines()]
+    return [line for line in lines if "loss" in line], [line for line in lines if "eval" in line]
+
+
+def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir):
+    from vitbench import runner, tasks
+    from vitbench.checkpoints.loader import load_model
+
+    workdir, messages = tmp_path / "work", []
+    setup = recipes.load("demo", **{**QUICK, "steps": 200, "batch_size": 64, "log_every": 25,
+                                    "checkpoint_every": 100, "eval_every": 100,
+                                    "fewshot": ("demo/demo_color",)})
+    record = pretrain.pretrain(setup, workdir, results_dir=tmp_path, data_dir=demo_data_dir,
+                               verbose=0, log=messages.append)
+    train, evals = _metrics(workdir)
+    assert [line["step"] for line in train] == [25, 50, 75, 100, 125, 150, 175, 200]
+    assert train[-1]["loss"] < 0.7 * train[0]["loss"]  # 48 classes: ln 48 = 3.87 at the start
+    assert train[-1]["accuracy"] > 0.15 and train[-1]["lr"] == 0.0
+    assert [line["step"] for line in evals] == [100, 200]
+    assert evals[-1]["eval"]["held_out"]["examples"] == 64
+    assert evals[-1]["eval"]["held_out"]["accuracy"] > 0.15  # chance: 1/48
+    assert evals[-1]["eval"]["fewshot"]["demo_color/10shot"] > 0.5  # chance: 1/4
+    assert record["metrics"] == evals[-1]["eval"]
+    assert any("step 200: held-out top-1" in message for message in messages)
+    # The record, and a second invocation that does nothing.
+    stored = [json.loads(line) for line in pretrain.records_path(tmp_path).read_text()
+              .splitlines()]
+    assert len(stored) == 1 and stored[0]["config"]["steps"] == 200
+    again = pretrain.pretrain(setup, workdir, results_dir=tmp_path, data_dir=demo_data_dir,
+                              verbose=0, log=messages.append)
+    assert again["config_hash"] == record["config_hash"] and "nothing to do" in messages[-1]
+    assert len(pretrain.records_path(tmp_path).read_text().splitlines()) == 1
+    # The exported official-layout weights equal the trained model's.
+    model = load_model(str(workdir))
+    assert model.config.representation_size == 64 and model.num_classes == 48
+    import keras
+
+    trained = keras.saving.load_model(workdir / "checkpoint.keras", compile=False)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict_on_batch(images),
+                               trained.predict_on_batch(images), atol=1e-5)
+    # The runner transfers it, identified by the exported file's content.
+    suite = tasks.load_suite("demo")
+    done = runner.run_suite(suite, ["demo_shape"], str(workdir), runner.Overrides(steps=5),
+                            tmp_path, data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    assert [r["checkpoint"]["sha256"] for r in done] == [record["checkpoint"]["sha256"]] * 2
+    assert {r["config"]["method"] for r in done} == {"finetune", "fewshot"}
+
+
+def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
+    workdir = tmp_path / "work"
+    pretrain.pretrain(recipes.load("demo", **{**QUICK, "steps": 10}), workdir,
+                      results_dir=tmp_path, data_dir=demo_data_dir, verbose=0, log=print)
+    with pytest.raises(ValueError, match=r"other settings \(recipe.lr: 0.003 there, 0.002 now"):
+        pretrain.pretrain(recipes.load("demo", **{**QUICK, "steps": 10, "lr": 0.002}), workdir,
+                          results_dir=tmp_path, data_dir=demo_data_dir, verbose=0, log=print)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
+    setup = recipes.load("demo", **{**QUICK, "dropout": 0.1})  # dropout: its RNG state resumes too
+    pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
+                      data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    original = pretrain._Periodic.on_epoch_end
+
+    def killed_after_step_20(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if (epoch + 1) * 10 == 30:
+            raise _Killed()
+
+    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", killed_after_step_20)
+    with pytest.raises(_Killed):
+        pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
+                          data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", original)
+    assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 30
+    with pytest.raises(ValueError, match="pass --resume"):
+        pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
+                          data_dir=demo_data_dir, verbose=0, resume=False)
+    messages = []
+    record = pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
+                               data_dir=demo_data_dir, verbose=0, log=messages.append)
+    assert record["train"]["resumed_from_step"] == 30 and "resuming at step 30" in messages[0]
+    with np.load(tmp_path / "whole" / "final.npz") as whole, \
+            np.load(tmp_path / "broken" / "final.npz") as resumed:
+        assert sorted(whole.files) == sorted(resumed.files)
+        for key in whole.files:
+            np.testing.assert_array_equal(whole[key], resumed[key], err_msg=key)
+
+
+def test_gradient_accumulation_gives_the_same_update(tmp_path, demo_data_dir):
+    setup = recipes.load("demo", **{**QUICK, "steps": 3, "log_every": 1, "checkpoint_every": 1,
+                                    "eval_every": 3})
+    for micro, name in [(None, "full"), (8, "split")]:
+        pretrain.pretrain(setup, tmp_path / name, results_dir=tmp_path, data_dir=demo_data_dir,
+                          micro_batch_size=micro, verbose=0, log=lambda _: None)
+    with np.load(tmp_path / "full" / "final.npz") as full, \
+            np.load(tmp_path / "split" / "final.npz") as split:
+        for key in full.files:
+            np.testing.assert_allclose(full[key], split[key], atol=2e-5, err_msg=key)
+
+
+def test_multi_label_data_trains_with_sigmoid_loss(tmp_path, monkeypatch):
+    from conftest import mock_tfds
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "real.toml").write_text(textwrap.dedent("""
+        [data]
+        dataset = "imagenet2012_real"
+        num_classes = 1000
+        splits = { train = "validation", test = "validation" }
+        label = "multi_hot('real_label', 1000)"
+        """))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "recipes")
+    setup = recipes.load("real", "vit_mu8", resolution=32,
+                         **{**QUICK, "steps": 2, "batch_size": 4, "log_every": 1,
+                            "checkpoint_every": 1, "eval_every": 2, "eval_split": ""})
+    assert recipes.loss_of(setup) == "sigmoid"
+    with mock_tfds(num_examples=8):
+        record = pretrain.pretrain(setup, tmp_path / "work", results_dir=tmp_path, verbose=0,
+                                   log=lambda _: None)
+    assert record["config"]["loss"] == "sigmoid"
+    assert np.isfinite(record["train"]["train_loss"]) and record["train"]["train_loss"] > 0
+    assert record["metrics"]["held_out"]["examples"] == 8
+
+
+PARALLEL_SCRIPT = """
+import json, sys
+from vitbench.train import pretrain, recipes
+import keras
+args = json.loads(sys.argv[1])
+print(json.dumps({"devices": len(keras.distribution.list_devices())}))
+for name, model_parallel in args["runs"]:
+    pretrain.pretrain(recipes.load("demo", **args["recipe"]), args["root"] + "/" + name,
+                      results_dir=args["root"], data_dir=args["data_dir"],
+                      model_parallel=model_parallel, verbose=0, log=print)
+"""
+
+
+def test_two_devices_data_and_model_parallel_match_one_device(tmp_path, demo_data_dir):
+    recipe = {**QUICK, "steps": 20, "batch_size": 16, "log_every": 5, "checkpoint_every": 10,
+              "eval_every": 20, "dropout": 0.1}
+    args = {"recipe": recipe, "root": str(tmp_path), "data_dir": demo_data_dir,
+            "runs": [["data_parallel", 1], ["model_parallel", 2]]}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT, json.dumps(args)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '{"devices": 2}' in result.stdout
+    assert "DataParallel over 2 devices (batch 2)" in result.stdout
+    assert "ModelParallel over 2 devices (batch 1, model 2)" in result.stdout
+    pretrain.pretrain(recipes.load("demo", **recipe), tmp_path / "one", results_dir=tmp_path,
+                      data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    one, _ = _metrics(tmp_path / "one")
+    for name in ("data_parallel", "model_parallel"):
+        many, _ = _metrics(tmp_path / name)
+        np.testing.assert_allclose([line["loss"] for line in many],
+                                   [line["loss"] for line in one], rtol=1e-4, err_msg=name)
+        with np.load(tmp_path / "one" / "final.npz") as a, \
+                np.load(tmp_path / name / "final.npz") as b:
+            for key in a.files:
+                np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=f"{name} {key}")
+
+
+def test_pretrain_command_errors_name_the_fix(tmp_path, capsys):
+    from vitbench import cli
+
+    assert cli.main(["pretrain", "--dataset=no_such_dataset_anywhere",
+                     f"--results_dir={tmp_path}"]) == 1
+    assert "no recipe (demo, imagenet2012, imagenet21k)" in capsys.readouterr().err
+    assert cli.main(["pretrain", "--model_parallel=3", f"--results_dir={tmp_path}"]) == 1
+    assert "--model_parallel 3 does not divide the 1 devices" in capsys.readouterr().err
+    assert cli.main(["pretrain", "--dataset=imagenet21k", f"--data_dir={tmp_path / 'tfds'}",
+                     f"--results_dir={tmp_path}"]) == 1
+    assert "fall11_whole.tar" in capsys.readouterr().err
+
+
+def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, capsys):
+    from vitbench import cli
+
+    flags = [f"--results_dir={tmp_path}", f"--data_dir={demo_data_dir}", "--pretrain_steps=30",
+             "--steps=10", "--tasks=demo_color", "--shots=1,5"]
+    assert cli.main(["demo"] + flags) == 0
+    out = capsys.readouterr().out
+    workdir = tmp_path / "pretrain" / "demo_vit_mu8"
+    assert (workdir / "final.npz").is_file()
+    table = out[out.index("Test accuracy, pretrained vs from scratch"):]
+    for row in ("demo_color | fine-tuned", "demo_color | 1-shot", "demo_color | 5-shot"):
+        assert row in table.replace("  ", " ").replace("  ", " ")
+    board = (tmp_path / "demo.md").read_text()
+    assert str(workdir) in board and "scratch:vit_mu8" in board
+    assert str(workdir) in (tmp_path / "demo_fewshot.md").read_text()
+    assert cli.main(["demo"] + flags) == 0  # everything is recorded: nothing runs again
+    again = capsys.readouterr().out
+    assert "nothing to do" in again and again.count("skipped") == 4

@@ -1,0 +1,333 @@
+"""Pretraining a ViT from random initialisation, as the paper does (see `recipes` for the
+settings), on one device or many (`distribute`).
+
+The model is the zoo model with a representation (pre-logits) layer and a head for the
+dataset's classes, trained with AdamW (decoupled weight decay, multiplied by the learning rate
+as flax.optim.Adam does), warm-up then linear or cosine decay, optional global-norm clipping
+and gradient accumulation for batches larger than one pass can hold (`micro_batch_size`).
+Precision: bf16 compute with float32 weights on GPU and TPU, float32 on CPU.
+
+A run lives in its workdir:
+- `pretrain.json`: the run's config; a workdir holding another config is refused.
+- `checkpoint.keras` + `state.json`: model, optimizer state and step, written atomically every
+  `checkpoint_every` steps. The input pipeline is a deterministic function of the seed and the
+  step, so a run started again continues from the last save to the same weights as an unbroken
+  run (bit for bit on CPU).
+- `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
+  them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split, k-shot
+  linear accuracy of the recipe's few-shot probes); `tensorboard/` has the training curves
+  (one point per `log_every` steps) when the `tensorboard` package is installed.
+- `final.npz`: the trained weights in the official `.npz` layout, written at the end; that is
+  what `vitbench run --ckpt <workdir>` transfers.
+When a run finishes, a record (config, metrics, the checkpoint's sha256) is appended to
+`<results_dir>/pretrain/records.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import pathlib
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+
+from vitbench import files, records
+from vitbench.data import pipeline
+from vitbench.train import distribute, finetune, losses, progress, recipes
+from vitbench.train.schedules import SCHEDULES
+
+CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
+
+
+def records_path(results_dir) -> pathlib.Path:
+    return pathlib.Path(results_dir) / "pretrain" / "records.jsonl"
+
+
+def default_workdir(results_dir, recipe: recipes.Recipe) -> pathlib.Path:
+    return pathlib.Path(results_dir) / "pretrain" / f"{recipe.dataset}_{recipe.model}"
+
+
+def is_finished(workdir) -> bool:
+    return (pathlib.Path(workdir) / FINAL).is_file()
+
+
+def build_model(pretraining: recipes.Pretraining):
+    """The zoo model with the recipe's dropout, a representation layer and the dataset's head."""
+    from vitbench.models.vit import create_model
+    from vitbench.models.zoo import get_config
+
+    recipe = pretraining.recipe
+    width = get_config(recipe.model).hidden_size
+    return create_model(recipe.model, num_classes=pretraining.task.num_classes,
+                        image_size=recipe.resolution, dropout=recipe.dropout,
+                        representation_size=width if recipe.representation else None)
+
+
+def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
+    schedule = SCHEDULES[recipe.lr_decay](recipe.lr, total_steps,
+                                          min(recipe.warmup_steps, total_steps), accumulation)
+    return keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=recipe.weight_decay, beta_1=recipe.b1,
+        beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None)
+
+
+def run_config(pretraining: recipes.Pretraining, total_steps: int, precision: str) -> dict:
+    """What decides the numbers: the recipe, the data and preprocessing, steps, precision."""
+    task = pretraining.task
+    return {"recipe": pretraining.recipe.fields(), "steps": total_steps, "precision": precision,
+            "loss": recipes.loss_of(pretraining),
+            "data": {"dataset": task.tfds_spec, "source": task.source, "splits": task.splits,
+                     "num_classes": task.num_classes, "train_pp": task.pp("train"),
+                     "eval_pp": task.pp("eval")}}
+
+
+def _check_workdir(workdir: pathlib.Path, config: dict, resume: bool) -> None:
+    """Writes the config into a new workdir; refuses one that holds another run."""
+    path, config = workdir / CONFIG, json.loads(json.dumps(config))  # tuples as lists
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(path, json.dumps(config, indent=1, sort_keys=True))
+        return
+    stored = json.loads(path.read_text())
+    if stored != config:
+        differ = sorted(_differences(stored, config))
+        raise ValueError(f"{workdir} holds a pretraining run with other settings "
+                         f"({'; '.join(differ)}); pass another --workdir, or delete that one")
+    if not resume and (workdir / finetune.STATE).exists():
+        step = json.loads((workdir / finetune.STATE).read_text())["step"]
+        raise ValueError(f"{workdir} holds this run's checkpoint at step {step}; pass --resume "
+                         "to continue it, or another --workdir")
+
+
+def _differences(old, new, prefix=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            yield from _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+    elif old != new:
+        yield f"{prefix.rstrip('.')}: {old} there, {new} now"
+
+
+def _append_line(path: pathlib.Path, line: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def held_out_accuracy(model, task, batch_size: int, data_dir=None) -> dict:
+    """Top-1 accuracy on the task's eval split: the top class is the label (class ids) or one
+    of the labels (multi-hot), as big_vision's `prec@1`."""
+    from vitbench.evaluate import classification
+
+    predicted, labels = classification.predictions(model, task, "test", batch_size, data_dir,
+                                                   key=recipes.label_key(task))
+    hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
+        else predicted == labels
+    return {"accuracy": float(np.mean(hits)), "examples": int(len(hits))}
+
+
+def few_shot_probes(model, pretraining: recipes.Pretraining, batch_size: int,
+                    data_dir=None) -> dict:
+    """k-shot linear accuracy of the model's pre-logits on each of the recipe's probes
+    ("suite/task"), at the pretraining resolution: {"<task>/<k>shot": accuracy}."""
+    from vitbench import tasks as tasks_lib
+    from vitbench.evaluate import fewshot
+
+    recipe, results = pretraining.recipe, {}
+    for name in recipe.fewshot:
+        suite_name, _, task_name = name.partition("/")
+        probes = tasks_lib.load_suite(suite_name).fewshot_tasks([task_name])
+        if not probes:
+            raise ValueError(f"few-shot probe {name}: suite {suite_name} has no few-shot "
+                             f"variant of {task_name} (a [fewshot] table or method=fewshot)")
+        task = probes[0]
+        task = dataclasses.replace(task, protocol=dataclasses.replace(
+            task.protocol, resolution=recipe.resolution))
+        train = fewshot.extract_features(model, task, "fit", batch_size, data_dir)
+        test = fewshot.extract_features(model, task, "test", batch_size, data_dir)
+        scores = fewshot.evaluate(train, test, task.num_classes, recipe.fewshot_shots,
+                                  recipe.fewshot_seeds, task.protocol.l2_reg, task.name)
+        results.update({f"{task.name}/{k}shot": scores[f"{k}shot"]
+                        for k in recipe.fewshot_shots})
+    return results
+
+
+class _Periodic(keras.callbacks.Callback):
+    """At the end of each fit epoch (`log_every` steps): a metrics line; every
+    `checkpoint_every` steps a save and every `eval_every` steps an evaluation (the last step's
+    are done after training)."""
+
+    def __init__(self, trainer: "_Trainer"):
+        super().__init__()
+        self.trainer, self.started = trainer, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        trainer, recipe = self.trainer, self.trainer.recipe
+        step = min((epoch + 1) * recipe.log_every, trainer.total_steps)
+        now = time.perf_counter()
+        done_steps = step - max(epoch * recipe.log_every, trainer.start_step)
+        trainer.log_metrics({
+            "step": step, **{key: float(value) for key, value in (logs or {}).items()},
+            "lr": trainer.lr(step),
+            "images_per_second": done_steps * recipe.batch_size / (now - self.started)})
+        self.started = now
+        if step == trainer.total_steps or not np.isfinite((logs or {}).get("loss", np.nan)):
+            return
+        if step % recipe.checkpoint_every == 0:
+            trainer.save(self.model, step, logs)
+        if step % recipe.eval_every == 0:
+            trainer.evaluate(self.model, step)
+        self.started = time.perf_counter()  # evaluation and saving are not training time
+
+
+@dataclasses.dataclass
+class _Trainer:
+    pretraining: recipes.Pretraining
+    workdir: pathlib.Path
+    total_steps: int
+    accumulation: int
+    micro_batch_size: int
+    start_step: int
+    data_dir: Optional[str]
+    is_main: bool
+    log: object
+
+    @property
+    def recipe(self):
+        return self.pretraining.recipe
+
+    def lr(self, step: int) -> float:
+        """The learning rate of update `step`."""
+        recipe = self.recipe
+        schedule = SCHEDULES[recipe.lr_decay](recipe.lr, self.total_steps,
+                                              min(recipe.warmup_steps, self.total_steps))
+        return float(schedule(step))
+
+    def log_metrics(self, line: dict) -> None:
+        if self.is_main:
+            _append_line(self.workdir / METRICS, {**line, "time": time.time()})
+
+    def save(self, model, step: int, logs) -> None:
+        if self.is_main:
+            finetune.save_state(model, self.workdir, step, logs or {})
+
+    def evaluate(self, model, step: int) -> dict:
+        metrics = {"held_out": held_out_accuracy(model, self.pretraining.task,
+                                                 self.micro_batch_size, self.data_dir),
+                   "fewshot": few_shot_probes(model, self.pretraining, self.micro_batch_size,
+                                              self.data_dir)}
+        self.log_metrics({"step": step, "eval": metrics})
+        shown = ", ".join([f"held-out top-1 {metrics['held_out']['accuracy']:.4f}"] +
+                          [f"{name} {value:.4f}" for name, value in metrics["fewshot"].items()])
+        self.log(f"step {step}: {shown}")
+        return metrics
+
+
+def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results",
+             micro_batch_size: Optional[int] = None, data_dir=None, model_parallel: int = 1,
+             resume: bool = True, verbose: int = 1, log=print) -> dict:
+    """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record."""
+    from vitbench import runner
+    from vitbench.checkpoints import npz
+    from vitbench.data import sources
+
+    recipe, task = pretraining.recipe, pretraining.task
+    workdir = pathlib.Path(workdir)
+    distribution = distribute.configure(model_parallel)
+    process_index, process_count = distribute.process_index_and_count()
+    replicas = distribute.data_parallel_size(distribution)
+    micro = micro_batch_size or recipe.batch_size
+    if recipe.batch_size % micro or micro % replicas or micro % process_count:
+        raise ValueError(f"the batch ({recipe.batch_size}) must be a multiple of the micro-batch "
+                         f"({micro}), and the micro-batch of the {replicas} data-parallel "
+                         f"replicas and {process_count} processes")
+    accumulation = recipe.batch_size // micro
+    sources.check_ready([task], data_dir)
+    total = recipe.total_steps(sources.num_examples(task, task.split("fit"), data_dir))
+    precision = runner.precision_policy()
+    config = run_config(pretraining, total, precision)
+    _check_workdir(workdir, config, resume)
+    if is_finished(workdir):
+        log(f"{workdir}: pretraining finished ({total} steps); nothing to do")
+        return _last_record(results_dir, records.config_hash(config))
+
+    keras.utils.set_random_seed(recipe.seed)
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(precision)
+    try:
+        restored, done = finetune.load_state(workdir)
+        model = restored or build_model(pretraining)
+        if restored is None:
+            model.compile(optimizer=make_optimizer(recipe, total, accumulation),
+                          loss=losses.get_loss(config["loss"]),
+                          metrics=[keras.metrics.MeanMetricWrapper(losses.top1_accuracy,
+                                                                   name="accuracy")])
+        trainer = _Trainer(pretraining, workdir, total, accumulation, micro, done, data_dir,
+                           process_index == 0, log)
+        log(f"pretraining {recipe.model} on {pretraining.name}: {total} steps of "
+            f"{recipe.batch_size} images ({accumulation} passes of {micro}) on "
+            f"{distribute.describe(distribution)}, {precision}"
+            + (f"; resuming at step {done}" if done else ""))
+        summary = _fit(model, trainer, process_index, process_count, verbose)
+        trainer.save(model, total, summary["logs"])
+        final = trainer.evaluate(model, total)
+        if process_index == 0:
+            npz.save_npz(model, workdir / FINAL)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    record = {"config_hash": records.config_hash(config), "config": config,
+              "checkpoint": {"workdir": str(workdir), "path": str(workdir / FINAL),
+                             "sha256": runner._file_sha256(workdir / FINAL)},
+              "metrics": final, "train": {key: value for key, value in summary.items()
+                                          if key != "logs"},
+              "environment": runner.environment(), "distribution": distribute.describe(
+                  distribution), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if process_index == 0:
+        records.append(records_path(results_dir), record)
+    return record
+
+
+def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbose: int):
+    recipe, done, total = trainer.recipe, trainer.start_step, trainer.total_steps
+    per_process = trainer.micro_batch_size // process_count
+    remaining = (total - done) * trainer.accumulation
+    batches = pipeline.as_numpy(pipeline.train_dataset(
+        trainer.pretraining.task, "fit", per_process, seed=recipe.seed,
+        data_dir=trainer.data_dir, process_index=process_index, process_count=process_count,
+        start_batch=done * trainer.accumulation))
+    key = recipes.label_key(trainer.pretraining.task)
+    feed = ((batch["image"], batch[key]) for batch, _ in zip(batches, range(remaining)))
+    run_bar = progress.bar(f"pretrain {recipe.model} on {recipe.dataset}",
+                           total * recipe.batch_size, done * recipe.batch_size,
+                           enabled=bool(verbose) and process_index == 0)
+    callbacks = [keras.callbacks.TerminateOnNaN(), finetune.StopAfter(remaining),
+                 progress.TrainingProgress(run_bar, total, done, recipe.batch_size,
+                                           trainer.accumulation),
+                 _Periodic(trainer)]
+    if process_index == 0 and importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(trainer.workdir / "tensorboard"),
+                                                     update_freq="epoch"))
+    start, logs = time.perf_counter(), {}
+    with run_bar:
+        if remaining:
+            history = model.fit(feed, initial_epoch=done // recipe.log_every,
+                                epochs=math.ceil(total / recipe.log_every),
+                                steps_per_epoch=recipe.log_every * trainer.accumulation,
+                                verbose=0, shuffle=False, callbacks=callbacks)
+            logs = {key: values[-1] for key, values in history.history.items()}
+    if remaining and not np.isfinite(logs.get("loss", np.nan)):
+        raise finetune.DivergedError(f"pretraining diverged: the loss became {logs.get('loss')}"
+                                     f" (lr {recipe.lr}); try a smaller learning rate")
+    seconds = time.perf_counter() - start
+    return {"steps": total, "resumed_from_step": done, "train_loss": logs.get("loss"),
+            "train_accuracy": logs.get("accuracy"), "seconds": seconds,
+            "images_per_second": (total - done) * recipe.batch_size / seconds
+            if total > done else None, "logs": logs}
+
+
+def _last_record(results_dir, digest: str) -> Optional[dict]:
+    return records.by_hash(records.read(records_path(results_dir))).get(digest)

@@ -1,0 +1,180 @@
+"""Pretraining recipes: which data, and how to train a ViT on it, read from `tasks/pretrain/`.
+
+A recipe file (`tasks/pretrain/<dataset>.toml`) has a `[data]` table (a task as in the suite
+files: dataset, version, classes, splits, label op) and a `[recipe]` table of `Recipe` fields;
+a `[model.<zoo name>]` table overrides fields for one model. `tfds.toml` serves every TFDS
+dataset without a file of its own. `Recipe`'s defaults are the paper's pretraining settings
+(Sec. 4.1, Appendix B.1): Adam (0.9, 0.999), batch 4096, 10k warm-up steps, 224 px, inception
+crop and flip, a representation layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import tomllib
+from typing import Optional, Tuple
+
+from vitbench import tasks as tasks_lib
+
+RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
+ANY_TFDS = "tfds"  # the recipe file of TFDS datasets that have none of their own
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a pretraining run's numbers, with the paper's defaults."""
+
+    dataset: str
+    model: str = "vit_b16"
+    epochs: float = 90.0
+    steps: int = 0  # 0: epochs x train examples / batch size
+    batch_size: int = 4096
+    lr: float = 0.001
+    warmup_steps: int = 10_000
+    lr_decay: str = "linear"  # a key of vitbench.train.schedules.SCHEDULES
+    # Decoupled weight decay, multiplied by the learning rate as flax.optim.Adam and Keras'
+    # AdamW apply it; on every weight, as the paper's code did.
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.999
+    epsilon: float = 1e-8  # flax's default (Keras' is 1e-7)
+    grad_clip_norm: float = 0.0  # global-norm clipping; 0: none
+    dropout: float = 0.0
+    resolution: int = 224
+    representation: bool = True  # a pre-logits layer (Dense + tanh) of the model's width
+    loss: str = ""  # "softmax" or "sigmoid"; "": from the label feature (losses.loss_for_labels)
+    train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
+    eval_pp: str = "resize({resolution})|value_range(-1, 1)"
+    # TFDS split expressions; "": the `train` / `test` split of the recipe's [data] table.
+    train_split: str = ""
+    eval_split: str = ""
+    seed: int = 0
+    log_every: int = 100  # steps between metric lines (and the fit epochs' length)
+    checkpoint_every: int = 1000  # a multiple of log_every
+    eval_every: int = 5000  # held-out top-1 and few-shot probes; a multiple of log_every
+    fewshot: Tuple[str, ...] = ()  # "suite/task" probes of the pre-logit features
+    fewshot_shots: Tuple[int, ...] = (10,)
+    fewshot_seeds: int = 1
+
+    def __post_init__(self):
+        from vitbench.train.losses import LOSSES
+        from vitbench.train.schedules import SCHEDULES
+
+        if self.lr_decay not in SCHEDULES:
+            raise ValueError(f"lr_decay {self.lr_decay!r} is not one of {sorted(SCHEDULES)}")
+        if self.loss and self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
+        for name in ("checkpoint_every", "eval_every"):
+            if getattr(self, name) % self.log_every:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of "
+                                 f"log_every ({self.log_every})")
+
+    def total_steps(self, train_examples: Optional[int]) -> int:
+        if self.steps:
+            return self.steps
+        if not train_examples:
+            raise ValueError(f"{self.dataset}: the size of split {self.train_split!r} is not "
+                             "known, so epochs cannot be turned into steps; pass --steps")
+        return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+
+    def fields(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretraining:
+    """A recipe with its data: `task` reads the splits with the recipe's preprocessing."""
+
+    name: str
+    description: str
+    recipe: Recipe
+    task: tasks_lib.Task
+    path: pathlib.Path
+
+
+def recipe_names():
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.toml") if path.stem != ANY_TFDS)
+
+
+def load(dataset: str, model: Optional[str] = None, **overrides) -> Pretraining:
+    """The recipe of `dataset` (a recipe file's name, or any TFDS dataset), for `model` (default:
+    the recipe's), with `overrides` (Recipe fields; None values are ignored) applied last."""
+    path = RECIPES_DIR / f"{dataset}.toml"
+    if not path.is_file():
+        path = RECIPES_DIR / f"{ANY_TFDS}.toml"
+    try:
+        data = tomllib.loads(path.read_text().replace("{dataset}", dataset))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    values = dict(data.get("recipe", {}))
+    model = model or values.get("model", Recipe.model)
+    values.update(data.get("model", {}).get(model, {}))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    values = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in {**values, "model": model, "dataset": dataset}.items()}
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe field(s) {unknown}; valid: {sorted(fields)}")
+    recipe = Recipe(**values)
+    task = _task(data.get("data", {}), recipe, path)
+    return Pretraining(dataset, data.get("description", ""), recipe, task, path)
+
+
+def _task(row: dict, recipe: Recipe, path: pathlib.Path) -> tasks_lib.Task:
+    protocol = tasks_lib.Protocol(resolution=recipe.resolution, train_pp=recipe.train_pp,
+                                  eval_pp=recipe.eval_pp, fit_split="train", test_split="test")
+    row = {"name": recipe.dataset, "group": "upstream", **row}
+    splits = dict(row.get("splits", {}))
+    splits.update({role: split for role, split in [("train", recipe.train_split),
+                                                   ("test", recipe.eval_split)] if split})
+    if not {"train", "test"} <= set(splits):
+        raise ValueError(f"{path}, [data]: splits must name `train` and `test` (the held-out "
+                         f"split), not only {sorted(splits)}")
+    row["splits"] = splits
+    if not row.get("num_classes"):  # any TFDS dataset: its label feature says
+        from vitbench.train.losses import loss_for_labels
+
+        feature = _tfds_label(row["dataset"])
+        multi_label = loss_for_labels(feature) == "sigmoid"
+        row["num_classes"] = (feature.feature if multi_label else feature).num_classes
+        if multi_label:
+            row["label"] = f"multi_hot('label', {row['num_classes']})"
+    try:
+        return tasks_lib.Task(**row, protocol=protocol)
+    except TypeError as error:
+        raise ValueError(f"{path}, [data]: {error}") from None
+
+
+def _tfds_label(dataset: str):
+    """The `label` feature of a TFDS dataset (read from its builder: no data is needed)."""
+    import tensorflow_datasets as tfds
+
+    from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets)
+
+    try:
+        builder = tfds.builder(dataset)
+    except Exception as error:  # TFDS raises DatasetNotFoundError and others
+        names = ", ".join(recipe_names())
+        raise KeyError(f"unknown pretraining dataset {dataset!r}: it has no recipe ({names}) "
+                       f"and TFDS does not know it ({str(error).splitlines()[0]})") from None
+    features = builder.info.features
+    if "label" not in features:
+        raise ValueError(f"TFDS dataset {dataset} has no `label` feature (it has "
+                         f"{', '.join(features.keys())}); write a recipe file in "
+                         f"{RECIPES_DIR} with a `label` op")
+    return features["label"]
+
+
+def loss_of(pretraining: Pretraining) -> str:
+    """The recipe's loss, else sigmoid for multi-hot labels and softmax for class ids."""
+    if pretraining.recipe.loss:
+        return pretraining.recipe.loss
+    return "sigmoid" if pretraining.task.label.startswith("multi_hot") else "softmax"
+
+
+def label_key(task: tasks_lib.Task) -> str:
+    """The batch key of the training targets (multi-hot vectors are `labels`)."""
+    return "labels" if task.label.startswith("multi_hot") else "label"
