@@ -126,7 +126,7 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
 
     workdir, messages = tmp_path / "work", []
     setup = recipes.load("demo", **{**QUICK, "steps": 200, "batch_size": 64, "log_every": 25,
-                                    "checkpoint_every": 100, "eval_every": 100,
+                                    "checkpoint_every": 100, "eval_every": 200,
                                     "fewshot": ("demo/demo_color",)})
     record = pretrain.pretrain(setup, workdir, results_dir=tmp_path, data_dir=demo_data_dir,
                                verbose=0, log=messages.append)
@@ -134,7 +134,7 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     assert [line["step"] for line in train] == [25, 50, 75, 100, 125, 150, 175, 200]
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]  # 48 classes: ln 48 = 3.87 at the start
     assert train[-1]["accuracy"] > 0.15 and train[-1]["lr"] == 0.0
-    assert [line["step"] for line in evals] == [100, 200]
+    assert [line["step"] for line in evals] == [200]
     assert evals[-1]["eval"]["held_out"]["examples"] == 64
     assert evals[-1]["eval"]["held_out"]["accuracy"] > 0.15  # chance: 1/48
     assert evals[-1]["eval"]["fewshot"]["demo_color/10shot"] > 0.5  # chance: 1/4
@@ -160,9 +160,10 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     # The runner transfers it, identified by the exported file's content.
     suite = tasks.load_suite("demo")
     done = runner.run_suite(suite, ["demo_shape"], str(workdir), runner.Overrides(steps=5),
-                            tmp_path, data_dir=demo_data_dir, verbose=0, log=lambda _: None)
-    assert [r["checkpoint"]["sha256"] for r in done] == [record["checkpoint"]["sha256"]] * 2
-    assert {r["config"]["method"] for r in done} == {"finetune", "fewshot"}
+                            tmp_path, data_dir=demo_data_dir, verbose=0, log=lambda _: None,
+                            fewshot=False)
+    assert [r["checkpoint"]["sha256"] for r in done] == [record["checkpoint"]["sha256"]]
+    assert done[0]["config"]["ckpt_sha256"] == record["checkpoint"]["sha256"]
 
 
 def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
@@ -179,29 +180,30 @@ class _Killed(Exception):
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
-    setup = recipes.load("demo", **{**QUICK, "dropout": 0.1})  # dropout: its RNG state resumes too
+    setup = recipes.load("demo", **{**QUICK, "steps": 20, "log_every": 5, "checkpoint_every": 5,
+                                    "eval_every": 20, "dropout": 0.1})  # dropout: its RNG state resumes too
     pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
                       data_dir=demo_data_dir, verbose=0, log=lambda _: None)
     original = pretrain._Periodic.on_epoch_end
 
-    def killed_after_step_20(self, epoch, logs=None):
+    def killed_after_step_15(self, epoch, logs=None):
         original(self, epoch, logs)
-        if (epoch + 1) * 10 == 30:
+        if (epoch + 1) * 5 == 15:
             raise _Killed()
 
-    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", killed_after_step_20)
+    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", killed_after_step_15)
     with pytest.raises(_Killed):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, log=lambda _: None)
     monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", original)
-    assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 30
+    assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 15
     with pytest.raises(ValueError, match="pass --resume"):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, resume=False)
     messages = []
     record = pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                                data_dir=demo_data_dir, verbose=0, log=messages.append)
-    assert record["train"]["resumed_from_step"] == 30 and "resuming at step 30" in messages[0]
+    assert record["train"]["resumed_from_step"] == 15 and "resuming at step 15" in messages[0]
     with np.load(tmp_path / "whole" / "final.npz") as whole, \
             np.load(tmp_path / "broken" / "final.npz") as resumed:
         assert sorted(whole.files) == sorted(resumed.files)
@@ -315,3 +317,43 @@ def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, 
     assert cli.main(["demo"] + flags) == 0  # everything is recorded: nothing runs again
     again = capsys.readouterr().out
     assert "nothing to do" in again and again.count("skipped") == 4
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir):
+    """Two processes on 127.0.0.1 joined with --multihost (jax.distributed): each reads its
+    shard and feeds half of every batch; the first writes checkpoints, metrics and the record."""
+    workdir, port = tmp_path / "work", _free_port()
+    command = [sys.executable, "-c", "from vitbench.cli import run; run()", "pretrain", "--multihost",
+               f"--workdir={workdir}", f"--results_dir={tmp_path}", f"--data_dir={demo_data_dir}",
+               "--steps=10", "--batch_size=16", "--warmup_steps=2", "--log_every=5",
+               "--checkpoint_every=5",
+               "--eval_every=10", "--eval_split=test[:64]"]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+               "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert "DataParallel over 2 devices (batch 2)" in outputs[0][0]
+    assert "final weights:" in outputs[0][0] and "final weights:" not in outputs[1][0]
+    train, evals = _metrics(workdir)
+    assert [line["step"] for line in train] == [5, 10]
+    assert [line["step"] for line in evals] == [10]
+    assert train[-1]["loss"] < train[0]["loss"]
+    [record] = [json.loads(line) for line in pretrain.records_path(tmp_path).read_text()
+                .splitlines()]
+    assert record["processes"] == 2 and record["metrics"]["held_out"]["examples"] == 64
+    assert (workdir / "final.npz").is_file()

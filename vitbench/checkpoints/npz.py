@@ -65,9 +65,13 @@ def model_to_arrays(model) -> Dict[str, np.ndarray]:
 
 def save_npz(model, path) -> pathlib.Path:
     """Writes the model's weights in the official `.npz` layout, atomically."""
+    return write_npz(model_to_arrays(model), path)
+
+
+def write_npz(arrays: Dict[str, np.ndarray], path) -> pathlib.Path:
+    """Writes official-layout arrays to an `.npz` file, atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = model_to_arrays(model)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -8,12 +8,16 @@
   encoder block are split over "model" as in Megatron (query/key/value by heads, the attention
   output by heads, the MLP's hidden units), everything else replicated, and the batch split
   over "batch" (`keras.distribution.ModelParallel` with the layout map below). For models whose
-  weights and optimizer state do not fit one device (ViT-H/14).
+  weights and optimizer state do not fit one device (ViT-H/14); within one host.
 - Several hosts: `keras.distribution.initialize()` first (JAX's `jax.distributed`; the
   coordinator address, process count and id come from the environment variables
   `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `..._NUM_PROCESSES`, `..._PROCESS_ID`, or from the TPU
-  runtime), then the above over the devices of all hosts. Each process reads its own shard of
-  the data and feeds its share of the global batch.
+  runtime), then data parallel over the devices of all hosts. Each process reads its own shard
+  of the data and feeds its share of the global batch. Reading the weights is a collective
+  operation, so every process takes part in each save (the others into a scratch folder that
+  is deleted) and reads the weights for each evaluation, which the first process then runs on
+  a copy on its own device while the others wait at the next step. The first process writes
+  the workdir, which must be on a file system every host sees.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ MEGATRON_LAYOUT = {
 
 def initialize_hosts() -> None:
     """Joins the multi-host job (before anything touches a device)."""
+    import jax
     import keras
 
+    # CPU processes (tests, CPU clusters) need a collectives library; GPUs and TPUs have theirs.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     keras.distribution.initialize()
 
 
@@ -47,13 +54,18 @@ def configure(model_parallel: int = 1):
             raise ValueError("model parallelism needs the JAX backend (KERAS_BACKEND=jax)")
         return None
     devices = keras.distribution.list_devices()
+    if model_parallel > 1 and process_index_and_count()[1] > 1:
+        raise ValueError("--model_parallel with several processes is not supported: checkpoints "
+                         "and evaluations read the weights on the first host, which then holds "
+                         "only its shards. Use data parallelism across hosts")
     if model_parallel < 1 or len(devices) % model_parallel:
         raise ValueError(f"--model_parallel {model_parallel} does not divide the "
                          f"{len(devices)} devices")
     if len(devices) == 1:
         return None
     if model_parallel == 1:
-        distribution = keras.distribution.DataParallel(devices=devices)
+        # vitbench's input pipeline reads each process's shard itself.
+        distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
     else:
         mesh = keras.distribution.DeviceMesh((len(devices) // model_parallel, model_parallel),
                                              ("batch", "model"), devices)
@@ -83,6 +95,22 @@ def process_index_and_count():
     import jax
 
     return jax.process_index(), jax.process_count()
+
+
+def local_copy(weights, build):
+    """`build()` outside any distribution (on this process's default device), holding
+    `weights` (from `model.get_weights()`, which every process must call: reading weights
+    spread over several processes is a collective operation)."""
+    import keras
+
+    current = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        copy = build()
+        copy.set_weights(weights)
+    finally:
+        keras.distribution.set_distribution(current)
+    return copy
 
 
 def describe(distribution: Optional[object]) -> str:

@@ -30,6 +30,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import tempfile
 import time
 from typing import Optional
 
@@ -87,12 +88,14 @@ def run_config(pretraining: recipes.Pretraining, total_steps: int, precision: st
                      "eval_pp": task.pp("eval")}}
 
 
-def _check_workdir(workdir: pathlib.Path, config: dict, resume: bool) -> None:
-    """Writes the config into a new workdir; refuses one that holds another run."""
+def _check_workdir(workdir: pathlib.Path, config: dict, resume: bool, is_main: bool) -> None:
+    """Writes the config into a new workdir (the first process); refuses one that holds
+    another run."""
     path, config = workdir / CONFIG, json.loads(json.dumps(config))  # tuples as lists
     if not path.exists():
-        workdir.mkdir(parents=True, exist_ok=True)
-        files.write_atomic(path, json.dumps(config, indent=1, sort_keys=True))
+        if is_main:
+            workdir.mkdir(parents=True, exist_ok=True)
+            files.write_atomic(path, json.dumps(config, indent=1, sort_keys=True))
         return
     stored = json.loads(path.read_text())
     if stored != config:
@@ -193,6 +196,7 @@ class _Trainer:
     micro_batch_size: int
     start_step: int
     data_dir: Optional[str]
+    process_count: int
     is_main: bool
     log: object
 
@@ -214,8 +218,18 @@ class _Trainer:
     def save(self, model, step: int, logs) -> None:
         if self.is_main:
             finetune.save_state(model, self.workdir, step, logs or {})
+        elif self.process_count > 1:  # reading the weights is collective: every process saves
+            with tempfile.TemporaryDirectory() as scratch:
+                finetune.save_state(model, pathlib.Path(scratch), step, logs or {})
 
-    def evaluate(self, model, step: int) -> dict:
+    def evaluate(self, model, step: int) -> Optional[dict]:
+        """Held-out top-1 and few-shot probes, logged; with several processes the first one
+        evaluates a copy of the weights on its own device and the others go on (None)."""
+        if self.process_count > 1:
+            weights = model.get_weights()  # every process takes part
+            if not self.is_main:
+                return None
+            model = distribute.local_copy(weights, lambda: build_model(self.pretraining))
         metrics = {"held_out": held_out_accuracy(model, self.pretraining.task,
                                                  self.micro_batch_size, self.data_dir),
                    "fewshot": few_shot_probes(model, self.pretraining, self.micro_batch_size,
@@ -250,7 +264,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     total = recipe.total_steps(sources.num_examples(task, task.split("fit"), data_dir))
     precision = runner.precision_policy()
     config = run_config(pretraining, total, precision)
-    _check_workdir(workdir, config, resume)
+    _check_workdir(workdir, config, resume, process_index == 0)
     if is_finished(workdir):
         log(f"{workdir}: pretraining finished ({total} steps); nothing to do")
         return _last_record(results_dir, records.config_hash(config))
@@ -267,7 +281,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
                           metrics=[keras.metrics.MeanMetricWrapper(losses.top1_accuracy,
                                                                    name="accuracy")])
         trainer = _Trainer(pretraining, workdir, total, accumulation, micro, done, data_dir,
-                           process_index == 0, log)
+                           process_count, process_index == 0, log)
         log(f"pretraining {recipe.model} on {pretraining.name}: {total} steps of "
             f"{recipe.batch_size} images ({accumulation} passes of {micro}) on "
             f"{distribute.describe(distribution)}, {precision}"
@@ -275,19 +289,22 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
         summary = _fit(model, trainer, process_index, process_count, verbose)
         trainer.save(model, total, summary["logs"])
         final = trainer.evaluate(model, total)
+        arrays = npz.model_to_arrays(model)  # every process takes part
         if process_index == 0:
-            npz.save_npz(model, workdir / FINAL)
+            npz.write_npz(arrays, workdir / FINAL)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    if process_index != 0:
+        return None  # the first process records the run
     record = {"config_hash": records.config_hash(config), "config": config,
               "checkpoint": {"workdir": str(workdir), "path": str(workdir / FINAL),
                              "sha256": runner._file_sha256(workdir / FINAL)},
               "metrics": final, "train": {key: value for key, value in summary.items()
                                           if key != "logs"},
-              "environment": runner.environment(), "distribution": distribute.describe(
-                  distribution), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if process_index == 0:
-        records.append(records_path(results_dir), record)
+              "environment": runner.environment(), "processes": process_count,
+              "distribution": distribute.describe(distribution),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    records.append(records_path(results_dir), record)
     return record
 
 
