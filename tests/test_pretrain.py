@@ -140,6 +140,7 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     assert evals[-1]["eval"]["fewshot"]["demo_color/10shot"] > 0.5  # chance: 1/4
     assert record["metrics"] == evals[-1]["eval"]
     assert any("step 200: held-out top-1" in message for message in messages)
+    assert list((workdir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     # The record, and a second invocation that does nothing.
     stored = [json.loads(line) for line in pretrain.records_path(tmp_path).read_text()
               .splitlines()]

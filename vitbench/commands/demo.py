@@ -35,14 +35,14 @@ def comparison(pretrained: list, scratch: list):
                 continue
             for metric, value in record["metrics"].items():
                 if metric == "accuracy" or metric.endswith("shot"):
-                    method = "fine-tuned" if metric == "accuracy" else f"{metric[:-4]}-shot"
-                    table[(config["task"], method)] = value
+                    shots = 0 if metric == "accuracy" else int(metric[:-4])  # 0: fine-tuned
+                    table[(config["task"], shots)] = value
         return table
 
     base, ours = scores(scratch), scores(pretrained)
-    rows = [{"task": task, "evaluation": method, "from scratch": base[key],
-             "pretrained": ours[key], "gain": ours[key] - base[key]}
-            for key in sorted(base.keys() & ours.keys()) for task, method in [key]]
+    rows = [{"task": task, "evaluation": f"{shots}-shot" if shots else "fine-tuned",
+             "from scratch": base[key], "pretrained": ours[key], "gain": ours[key] - base[key]}
+            for key in sorted(base.keys() & ours.keys()) for task, shots in [key]]
     return pd.DataFrame(rows)
 
 

@@ -243,14 +243,17 @@ class _Trainer:
 
 def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results",
              micro_batch_size: Optional[int] = None, data_dir=None, model_parallel: int = 1,
-             resume: bool = True, verbose: int = 1, log=print) -> dict:
-    """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record."""
+             resume: bool = True, verbose: int = 1, log=None) -> Optional[dict]:
+    """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record (on
+    the first process). `log` takes the messages (default: printed above the progress bar)."""
+    from tqdm.auto import tqdm
+
     from vitbench import runner
     from vitbench.checkpoints import npz
     from vitbench.data import sources
 
     recipe, task = pretraining.recipe, pretraining.task
-    workdir = pathlib.Path(workdir)
+    workdir, log = pathlib.Path(workdir), log or tqdm.write
     distribution = distribute.configure(model_parallel)
     process_index, process_count = distribute.process_index_and_count()
     replicas = distribute.data_parallel_size(distribution)
@@ -283,8 +286,8 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
         trainer = _Trainer(pretraining, workdir, total, accumulation, micro, done, data_dir,
                            process_count, process_index == 0, log)
         log(f"pretraining {recipe.model} on {pretraining.name}: {total} steps of "
-            f"{recipe.batch_size} images ({accumulation} passes of {micro}) on "
-            f"{distribute.describe(distribution)}, {precision}"
+            f"{recipe.batch_size} images ({accumulation} pass{'es' * (accumulation > 1)} of "
+            f"{micro}) on {distribute.describe(distribution)}, {precision}"
             + (f"; resuming at step {done}" if done else ""))
         summary = _fit(model, trainer, process_index, process_count, verbose)
         trainer.save(model, total, summary["logs"])
