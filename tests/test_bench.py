@@ -28,3 +28,67 @@ def test_bench_command(capsys):
     out = capsys.readouterr().out
     assert status == 0
     assert "demo/demo_shape at 16 px, batch 4" in out and "train pipeline" in out
+
+
+@pytest.mark.parametrize("mode,factor", [("infer", 1), ("train", 3)])
+def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor):
+    import json
+
+    from vitbench.models import zoo
+
+    assert cli.main(["bench", f"--mode={mode}", "--model=vit_mu8", "--batch_size=4",
+                     "--resolution=32", "--batches=2", "--warmup=1", "--peak_tflops=2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    flops = zoo.count_flops(zoo.get_config("vit_mu8"), 32, 1000) * factor
+    assert (line["implementation"], line["mode"], line["batch_size"], line["steps"]) == \
+        ("vitbench", mode, 4, 2)
+    assert line["images_per_second"] > 0
+    assert line["step_seconds"] == pytest.approx(4 / line["images_per_second"])
+    assert line["gflops_per_image"] == pytest.approx(flops / 1e9)
+    assert line["tflops"] == pytest.approx(line["images_per_second"] * flops / 1e12)
+    assert line["mfu"] == pytest.approx(line["tflops"] / 2)
+    assert line["device"] == "cpu" and line["peak_memory_gb"] is None
+    assert line["software"].startswith("keras 3.")
+
+
+def test_spec_sheet_peaks_by_device_and_precision():
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert bench.peak_tflops("NVIDIA A100-SXM4-40GB", "fp32") == 19.5
+    assert bench.peak_tflops("cpu", "fp32") is None
+
+
+def test_peers_script_times_timm_on_the_same_model():
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("timm")
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    result = subprocess.run([sys.executable, str(script), "--model=vit_mu8", "--mode=train",
+                             "--batch_size=4", "--resolution=32", "--steps=2", "--warmup=1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    ours, peer = json.loads(lines[0]), json.loads(lines[1])
+    assert (ours["implementation"], peer["implementation"]) == ("vitbench", "timm eager")
+    assert peer["gflops_per_image"] == pytest.approx(ours["gflops_per_image"])
+    ratio = ours["images_per_second"] / peer["images_per_second"]
+    assert lines[2].startswith(f"vitbench / timm eager: {ratio:.2f}x")
+
+
+def test_the_timm_peer_has_our_architecture():
+    import importlib.util
+    import pathlib
+
+    from vitbench.models import zoo
+
+    pytest.importorskip("timm")
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("peers", script)
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    for name, size in [("vit_mu8", 32), ("vit_s16", 224)]:
+        peer = peers.timm_model(name, size, 1000)
+        assert sum(p.numel() for p in peer.parameters()) == \
+            zoo.count_params(zoo.get_config(name), size, 1000)

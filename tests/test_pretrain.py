@@ -174,6 +174,13 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
     with pytest.raises(ValueError, match=r"other settings \(recipe.lr: 0.003 there, 0.002 now"):
         pretrain.pretrain(recipes.load("demo", **{**QUICK, "steps": 10, "lr": 0.002}), workdir,
                           results_dir=tmp_path, data_dir=demo_data_dir, verbose=0, log=print)
+    # What is measured along the way may change: the same run, finished.
+    messages = []
+    pretrain.pretrain(recipes.load("demo", **{**QUICK, "steps": 10, "eval_every": 10,
+                                              "fewshot": ("demo/demo_color",)}), workdir,
+                      results_dir=tmp_path, data_dir=demo_data_dir, verbose=0,
+                      log=messages.append)
+    assert "nothing to do" in messages[-1]
 
 
 class _Killed(Exception):
@@ -307,7 +314,7 @@ def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, 
              "--steps=10", "--tasks=demo_color", "--shots=1,5"]
     assert cli.main(["demo"] + flags) == 0
     out = capsys.readouterr().out
-    workdir = tmp_path / "pretrain" / "demo_vit_mu8"
+    workdir = tmp_path / "pretrain" / "demo_vit_mu8_steps30"
     assert (workdir / "final.npz").is_file()
     table = out[out.index("Test accuracy, pretrained vs from scratch"):]
     for row in ("demo_color | fine-tuned", "demo_color | 1-shot", "demo_color | 5-shot"):

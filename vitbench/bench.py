@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import os
 import time
-from typing import Callable, Dict
+from typing import Optional
 
 import tensorflow as tf
 
@@ -70,4 +70,116 @@ def report(measurements, cores=None) -> str:
     return tabulate(rows, headers="keys", floatfmt=".2f")
 
 
-MODES: Dict[str, Callable] = {"pipeline": pipeline_throughput}
+
+# --- Model throughput: one training step or one forward pass at a time --------------------------
+
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+# Dense peaks from the vendors' spec sheets (TFLOP/s), by device kind and precision: the
+# denominator of the model-FLOP utilisation. Elsewhere pass --peak_tflops.
+PEAK_TFLOPS = {("H100", "bf16"): 989.4, ("H100", "fp32"): 66.9,
+               ("H200", "bf16"): 989.4, ("H200", "fp32"): 66.9,
+               ("A100", "bf16"): 312.0, ("A100", "fp32"): 19.5}
+TRAIN_FLOPS_PER_FORWARD = 3  # forward, plus a backward pass of about twice the forward
+
+
+def device_kind() -> str:
+    """The first accelerator's name (e.g. 'NVIDIA H100 80GB HBM3'), or 'cpu'."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def peak_tflops(kind: str, precision: str) -> Optional[float]:
+    for (name, peak_precision), peak in PEAK_TFLOPS.items():
+        if name in kind and peak_precision == precision:
+            return peak
+    return None
+
+
+def peak_memory_gb() -> Optional[float]:
+    """Peak bytes the first device has held (JAX on GPU/TPU); None where not reported."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
+
+
+def model_throughput(model_name: str, mode: str, batch_size: int, resolution: int,
+                     precision: str = "fp32", steps: int = 10, warmup: int = 2,
+                     num_classes: int = 1000, peak: Optional[float] = None) -> dict:
+    """Steady-state images/s of the Keras ViT as vitbench trains (`train`: `train_on_batch`,
+    SGD with momentum, the step XLA-compiled by Keras) or evaluates it (`infer`:
+    `predict_on_batch`), on one batch of random images already on the device; the `warmup`
+    steps (compilation) are not timed. Returns one JSON-able measurement with step time,
+    achieved TFLOP/s from the analytic FLOP count (`zoo.count_flops`; 3x for training) and the
+    model-FLOP utilisation against `peak` TFLOP/s (default: the device's spec-sheet peak)."""
+    import keras
+    import numpy as np
+
+    from vitbench.models.vit import create_model
+
+    if mode not in ("train", "infer"):
+        raise ValueError(f"mode {mode!r} is not one of train, infer")
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        model = create_model(model_name, num_classes=num_classes, image_size=resolution)
+        rng = np.random.default_rng(0)
+        images = keras.ops.convert_to_tensor(
+            rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32"))
+        labels = keras.ops.convert_to_tensor(rng.integers(0, num_classes, batch_size))
+        if mode == "train":
+            model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+            def step():
+                return model.train_on_batch(images, labels)
+        else:
+            def step():
+                return model.predict_on_batch(images)
+        for _ in range(warmup):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()  # returns host values: every step ends with the device done
+        seconds = time.perf_counter() - start
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return measurement("vitbench", model_name, mode, batch_size, resolution, precision,
+                       steps, warmup, seconds, device_kind(), peak_memory_gb(),
+                       f"keras {keras.__version__} ({keras.backend.backend()})", peak,
+                       num_classes)
+
+
+def measurement(implementation: str, model_name: str, mode: str, batch_size: int,
+                resolution: int, precision: str, steps: int, warmup: int, seconds: float,
+                device: str, memory_gb: Optional[float], software: str,
+                peak: Optional[float] = None, num_classes: int = 1000) -> dict:
+    """One JSON-able throughput measurement of `steps` timed steps of `batch_size` images:
+    images/s, step time, the analytic FLOPs per image (3x the forward for training), achieved
+    TFLOP/s and the model-FLOP utilisation against `peak` (default: the device's)."""
+    from vitbench.models import zoo
+
+    flops = zoo.count_flops(zoo.get_config(model_name), resolution, num_classes) * (
+        TRAIN_FLOPS_PER_FORWARD if mode == "train" else 1)
+    images_per_second = steps * batch_size / seconds
+    achieved = images_per_second * flops / 1e12
+    peak = peak or peak_tflops(device, precision)
+    return {"implementation": implementation, "model": model_name, "mode": mode,
+            "batch_size": batch_size, "resolution": resolution, "precision": precision,
+            "images_per_second": images_per_second, "step_seconds": seconds / steps,
+            "gflops_per_image": flops / 1e9, "tflops": achieved,
+            "mfu": achieved / peak if peak else None, "peak_tflops": peak,
+            "peak_memory_gb": memory_gb, "steps": steps, "warmup": warmup,
+            "software": software, "device": device,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

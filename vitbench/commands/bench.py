@@ -4,31 +4,38 @@ from __future__ import annotations
 
 from vitbench.commands import command
 
+MODES = ("pipeline", "train", "infer")
+
 
 def _define(fv):
     from absl import flags
 
-    flags.DEFINE_enum("mode", "pipeline", ["pipeline"],
+    flags.DEFINE_enum("mode", "pipeline", list(MODES),
                       "What to measure. pipeline: images/s of a task's train and eval "
-                      "preprocessing, against the raw read of the same data.", flag_values=fv)
-    flags.DEFINE_string("suite", "demo", "Suite name or suite TOML path.", flag_values=fv)
-    flags.DEFINE_string("task", None, "Task of the suite (default: its first).", flag_values=fv)
-    flags.DEFINE_integer("resolution", None, "Override the protocol's resolution.",
-                         flag_values=fv)
+                      "preprocessing, against the raw read of the same data. train / infer: "
+                      "images/s of a model's training step / forward pass (one JSON line; "
+                      "benchmarks/peers.py times timm beside it).", flag_values=fv)
+    flags.DEFINE_string("suite", "demo", "pipeline: suite name or suite TOML path.",
+                        flag_values=fv)
+    flags.DEFINE_string("task", None, "pipeline: task of the suite (default: its first).",
+                        flag_values=fv)
+    flags.DEFINE_string("model", "vit_b16", "train / infer: zoo model.", flag_values=fv)
+    flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "train / infer: float32, or bf16 "
+                      "compute with float32 weights.", flag_values=fv)
+    flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
+                       "model-FLOP utilisation (default: known for H100, H200, A100).",
+                       flag_values=fv)
+    flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
+                         "train / infer: default 224).", flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=fv)
-    flags.DEFINE_integer("batches", 20, "Batches timed per stage (after 3 warm-up batches).",
+    flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
                          flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir.", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
+                         flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "pipeline: TFDS data dir.", flag_values=fv)
 
 
-@command("bench", _define)
-def run(fv):
-    """Measure throughput (see --mode), reported next to a peer measured in the same run.
-
-    `--mode pipeline` times reading and decoding a task's data, its eval pipeline and
-    its train pipeline (augmentation included) at the protocol's resolution, and prints
-    images/s, images/s per CPU core and each stage's ratio to that read.
-    """
+def _pipeline(fv):
     import dataclasses
 
     from vitbench import bench, tasks
@@ -38,8 +45,39 @@ def run(fv):
     if fv.resolution:
         task = dataclasses.replace(task, protocol=dataclasses.replace(
             task.protocol, resolution=fv.resolution))
-    measurements = bench.MODES[fv.mode](task, fv.batch_size, fv.batches, fv.data_dir)
+    measurements = bench.pipeline_throughput(task, fv.batch_size, fv.batches, fv.data_dir,
+                                             fv.warmup)
     print(f"{fv.mode} throughput: {suite.name}/{task.name} at {task.protocol.resolution} px, "
           f"batch {fv.batch_size}\n")
     print(bench.report(measurements))
+
+
+def _model(fv):
+    import json
+
+    from vitbench import bench
+
+    measurement = bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
+                                         fv.precision, fv.batches, fv.warmup,
+                                         peak=fv.peak_tflops)
+    print(json.dumps(measurement))
+
+
+RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
+
+
+@command("bench", _define)
+def run(fv):
+    """Measure throughput (see --mode), reported so that runs can be compared.
+
+    `--mode pipeline` times reading and decoding a task's data, its eval pipeline and
+    its train pipeline (augmentation included) at the protocol's resolution, and prints
+    images/s, images/s per CPU core and each stage's ratio to that read.
+    `--mode train` / `--mode infer` time a zoo model's training step (train_on_batch, as
+    vitbench fine-tunes) or forward pass (predict_on_batch) on a batch already on the device,
+    after `--warmup` untimed steps, and print one JSON line: images/s, step time, achieved
+    TFLOP/s and model-FLOP utilisation from the analytic FLOP count (`vitbench models`),
+    peak device memory. `python benchmarks/peers.py` runs the same measurement next to timm.
+    """
+    RUNNERS[fv.mode](fv)
     return 0

@@ -11,7 +11,8 @@ def _define(fv):
     from absl import flags
 
     flags.DEFINE_string("results_dir", "results", "Where records, the pretraining workdir "
-                        "(pretrain/demo_vit_mu8) and the leaderboards go.", flag_values=fv)
+                        "(pretrain/demo_vit_mu8[_steps<N>]) and the leaderboards go.",
+                        flag_values=fv)
     flags.DEFINE_string("data_dir", None, "TFDS data dir for the generated demo dataset "
                         "(default $TFDS_DATA_DIR or ~/tensorflow_datasets).", flag_values=fv)
     flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (default: the demo "
@@ -51,7 +52,7 @@ def demo(fv):
     """The ViT study in miniature, offline: pretrain, transfer, compare with no pretraining.
 
     1. Pretrains vit_mu8 on the `upstream` split of the generated demo dataset (20000 images
-       tagged with shape, colour and count; tasks/pretrain/demo.toml).
+       named by shape, colour and object count together: 48 classes; tasks/pretrain/demo.toml).
     2. Transfers it to the demo suite (count, shape, colour, position): fine-tuning and
        few-shot linear probes, recorded as `vitbench run` records them.
     3. Does the same from random initialisation (scratch:vit_mu8).
@@ -60,16 +61,18 @@ def demo(fv):
     Finished steps are skipped when it runs again.
     """
     from vitbench import runner, tasks
-    from vitbench.commands.run import _positive_integers
+    from vitbench.commands.run import positive_integers
     from vitbench.leaderboards import publish
     from vitbench.train import pretrain as pretrain_lib, recipes
 
     setup = recipes.load("demo", steps=fv.pretrain_steps)
     workdir = pretrain_lib.default_workdir(fv.results_dir, setup.recipe)
+    if fv.pretrain_steps:  # a shorter pretraining is another checkpoint
+        workdir = workdir.with_name(f"{workdir.name}_steps{fv.pretrain_steps}")
     print(f"1/3 pretraining {setup.recipe.model} on the demo upstream split")
     pretrain_lib.pretrain(setup, workdir, results_dir=fv.results_dir, data_dir=fv.data_dir)
     suite = tasks.load_suite("demo")
-    overrides = runner.Overrides(steps=fv.steps, shots=_positive_integers(
+    overrides = runner.Overrides(steps=fv.steps, shots=positive_integers(
         "--shots", fv.shots) if fv.shots else None)
     finished = {}
     for number, (label, ckpt) in enumerate([("pretrained", str(workdir)),

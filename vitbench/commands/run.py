@@ -65,11 +65,11 @@ def overrides_from(fv):
                      micro_batch_size=int(micro) if micro and micro != "auto" else None,
                      lrs=tuple(float(lr) for lr in fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, polyak=fv.polyak,
-                     shots=_positive_integers("--shots", fv.shots) if fv.shots else None,
+                     shots=positive_integers("--shots", fv.shots) if fv.shots else None,
                      seed=fv.seed)
 
 
-def _positive_integers(flag, values):
+def positive_integers(flag, values):
     if not all(value.isdigit() and int(value) > 0 for value in values):
         raise ValueError(f"{flag} takes positive integers, e.g. 1,5,10,25; got {','.join(values)}")
     return tuple(int(value) for value in values)

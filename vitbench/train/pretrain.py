@@ -79,10 +79,11 @@ def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
 
 
 def run_config(pretraining: recipes.Pretraining, total_steps: int, precision: str) -> dict:
-    """What decides the numbers: the recipe, the data and preprocessing, steps, precision."""
+    """What decides the trained weights: the recipe's training fields, the data and
+    preprocessing, steps, precision."""
     task = pretraining.task
-    return {"recipe": pretraining.recipe.fields(), "steps": total_steps, "precision": precision,
-            "loss": recipes.loss_of(pretraining),
+    return {"recipe": pretraining.recipe.training_fields(), "steps": total_steps,
+            "precision": precision, "loss": recipes.loss_of(pretraining),
             "data": {"dataset": task.tfds_spec, "source": task.source, "splits": task.splits,
                      "num_classes": task.num_classes, "train_pp": task.pp("train"),
                      "eval_pp": task.pp("eval")}}
@@ -302,8 +303,9 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     record = {"config_hash": records.config_hash(config), "config": config,
               "checkpoint": {"workdir": str(workdir), "path": str(workdir / FINAL),
                              "sha256": runner._file_sha256(workdir / FINAL)},
-              "metrics": final, "train": {key: value for key, value in summary.items()
-                                          if key != "logs"},
+              "metrics": final, "evaluation": {name: getattr(recipe, name)
+                                               for name in recipes.EVALUATION_FIELDS},
+              "train": {key: value for key, value in summary.items() if key != "logs"},
               "environment": runner.environment(), "processes": process_count,
               "distribution": distribute.describe(distribution),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

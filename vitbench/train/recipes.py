@@ -19,6 +19,9 @@ from typing import Optional, Tuple
 from vitbench import tasks as tasks_lib
 
 RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
+# Fields that only decide what is measured along the way, not the trained weights: a run may
+# resume with other values.
+EVALUATION_FIELDS = ("eval_every", "fewshot", "fewshot_shots", "fewshot_seeds")
 ANY_TFDS = "tfds"  # the recipe file of TFDS datasets that have none of their own
 
 
@@ -75,12 +78,14 @@ class Recipe:
         if self.steps:
             return self.steps
         if not train_examples:
-            raise ValueError(f"{self.dataset}: the size of split {self.train_split!r} is not "
-                             "known, so epochs cannot be turned into steps; pass --steps")
+            raise ValueError(f"{self.dataset}: the size of the train split is not known, so "
+                             "epochs cannot be turned into steps; pass --steps")
         return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
 
-    def fields(self) -> dict:
-        return dataclasses.asdict(self)
+    def training_fields(self) -> dict:
+        """The fields that decide the trained weights (all but EVALUATION_FIELDS)."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if key not in EVALUATION_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""vitbench's ViT against timm's, on the same model, batch, resolution and precision, in one
+command, so the ratio holds on a shared, noisy machine:
+
+    python benchmarks/peers.py --model vit_b16 --mode train --batch_size 256 --precision bf16
+    python benchmarks/peers.py --model vit_b16 --mode infer --batch_size 32   # CPU, fp32
+
+Prints one JSON line per measurement (`vitbench.bench.measurement`, for both)
+and then each peer's ratio: vitbench's images/s over the peer's. The peers are timm eager and,
+with --compile (default on a GPU), timm under torch.compile. timm builds the zoo model's exact
+architecture (width, depth, heads, MLP, patch, class token), so any zoo model, vit_mu8
+included, has a peer. Needs torch and timm (`pip install -e ".[test]"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timm_model(model_name: str, resolution: int, num_classes: int):
+    """timm's VisionTransformer with the zoo model's architecture."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vitbench.models import zoo
+
+    config = zoo.get_config(model_name)
+    return VisionTransformer(img_size=resolution, patch_size=config.patch_size,
+                             num_classes=num_classes, embed_dim=config.hidden_size,
+                             depth=config.num_layers, num_heads=config.num_heads,
+                             mlp_ratio=config.mlp_dim / config.hidden_size, qkv_bias=True,
+                             class_token=True, global_pool="token")
+
+
+def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, warmup,
+                    compiled, num_classes=1000) -> dict:
+    """timm's images/s measured as `vitbench.bench.model_throughput` measures ours."""
+    import timm
+    import torch
+
+    from vitbench import bench
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = timm_model(model_name, resolution, num_classes).to(device)
+    images = torch.rand(batch_size, 3, resolution, resolution, device=device) * 2 - 1
+    labels = torch.randint(0, num_classes, (batch_size,), device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    runner = torch.compile(model) if compiled else model
+    if mode == "train":
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(runner(images), labels)
+            loss.backward()
+            optimizer.step()
+            return loss.item()  # to the host, as train_on_batch returns the loss
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), autocast:
+                return runner(images).float().cpu()
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    return bench.measurement(
+        "timm" + (" + torch.compile" if compiled else " eager"), model_name, mode, batch_size,
+        resolution, precision, steps, warmup, seconds,
+        torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        f"torch {torch.__version__}, timm {timm.__version__}", num_classes=num_classes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="vit_b16")
+    parser.add_argument("--mode", choices=["train", "infer"], default="infer")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time timm under torch.compile (default: on a GPU)")
+    args = parser.parse_args(argv)
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    # torch and timm (whose triton crashes a process that loaded TensorFlow first) before
+    # vitbench, which imports TensorFlow; see tests/conftest.py.
+    import timm  # noqa: F401
+    import torch
+
+    from vitbench import bench
+
+    common = (args.model, args.mode, args.batch_size, args.resolution, args.precision,
+              args.steps, args.warmup)
+    ours = bench.model_throughput(*common)
+    print(json.dumps(ours), flush=True)
+    compile_too = torch.cuda.is_available() if args.compile is None else args.compile
+    peers = [timm_throughput(*common, compiled=False)]
+    if compile_too:
+        peers.append(timm_throughput(*common, compiled=True))
+    for peer in peers:
+        print(json.dumps(peer), flush=True)
+    for peer in peers:
+        ratio = ours["images_per_second"] / peer["images_per_second"]
+        print(f"vitbench / {peer['implementation']}: {ratio:.2f}x "
+              f"({ours['images_per_second']:.1f} vs {peer['images_per_second']:.1f} images/s, "
+              f"{args.model} {args.mode}, batch {args.batch_size}, {args.resolution} px, "
+              f"{args.precision}, {ours['device']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
