@@ -195,10 +195,10 @@ def content_key(ckpt: str) -> Optional[str]:
     from vitbench.checkpoints.loader import resolve
 
     path = pathlib.Path(ckpt).expanduser()
-    return _file_sha256(resolve(ckpt, progress=False)) if path.exists() else None
+    return file_sha256(resolve(ckpt, progress=False)) if path.exists() else None
 
 
-def _file_sha256(path: pathlib.Path) -> str:
+def file_sha256(path: pathlib.Path) -> str:
     """sha256 of a file, computed once per (path, size, modification time)."""
     stat = path.stat()
     return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -218,7 +218,7 @@ def checkpoint_id(ckpt: str) -> dict:
     from vitbench.checkpoints.loader import resolve
 
     path = resolve(ckpt, progress=False)
-    return {"name": ckpt, "path": str(path), "sha256": _file_sha256(path)}
+    return {"name": ckpt, "path": str(path), "sha256": file_sha256(path)}
 
 
 def precision_policy() -> str:

@@ -8,7 +8,8 @@ and gradient accumulation for batches larger than one pass can hold (`micro_batc
 Precision: bf16 compute with float32 weights on GPU and TPU, float32 on CPU.
 
 A run lives in its workdir:
-- `pretrain.json`: the run's config; a workdir holding another config is refused.
+- `pretrain.json`: the run's config (what decides the weights); a workdir holding another is
+  refused, while evaluation settings may change between runs.
 - `checkpoint.keras` + `state.json`: model, optimizer state and step, written atomically every
   `checkpoint_every` steps. The input pipeline is a deterministic function of the seed and the
   step, so a run started again continues from the last save to the same weights as an unbroken
@@ -302,7 +303,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
         return None  # the first process records the run
     record = {"config_hash": records.config_hash(config), "config": config,
               "checkpoint": {"workdir": str(workdir), "path": str(workdir / FINAL),
-                             "sha256": runner._file_sha256(workdir / FINAL)},
+                             "sha256": runner.file_sha256(workdir / FINAL)},
               "metrics": final, "evaluation": {name: getattr(recipe, name)
                                                for name in recipes.EVALUATION_FIELDS},
               "train": {key: value for key, value in summary.items() if key != "logs"},
