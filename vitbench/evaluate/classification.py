@@ -31,10 +31,14 @@ def predictions(model, task, split: str, batch_size: int, data_dir=None, key="la
     return np.concatenate(predicted), np.concatenate(labels)
 
 
-def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None) -> dict:
-    """{'accuracy', 'examples'} of `model` on `split`."""
-    predicted, labels = predictions(model, task, split, batch_size, data_dir)
-    return {"accuracy": float(np.mean(predicted == labels)), "examples": int(len(labels))}
+def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None,
+                  key="label") -> dict:
+    """{'accuracy', 'examples'} of `model` on `split`: the top class is the `key` target (class
+    ids), or one of the targets (multi-hot vectors: big_vision's `prec@1`)."""
+    predicted, labels = predictions(model, task, split, batch_size, data_dir, key)
+    hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
+        else predicted == labels
+    return {"accuracy": float(np.mean(hits)), "examples": int(len(labels))}
 
 
 def real_accuracy_of(model, task, batch_size: int, data_dir=None) -> dict:

@@ -15,7 +15,8 @@ A run lives in its workdir:
   step, so a run started again continues from the last save to the same weights as an unbroken
   run (bit for bit on CPU).
 - `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
-  them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split, k-shot
+  them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split,
+  precision@1 for multi-hot labels, as `classification.top1_accuracy` scores it; k-shot
   linear accuracy of the recipe's few-shot probes); `tensorboard/` has the training curves
   (one point per `log_every` steps) when the `tensorboard` package is installed.
 - `final.npz`: the trained weights in the official `.npz` layout, written at the end; that is
@@ -40,6 +41,7 @@ import numpy as np
 
 from vitbench import files, records
 from vitbench.data import pipeline
+from vitbench.evaluate import classification
 from vitbench.train import distribute, finetune, losses, progress, recipes
 from vitbench.train.schedules import SCHEDULES
 
@@ -70,11 +72,15 @@ def build_model(pretraining: recipes.Pretraining):
                         representation_size=width if recipe.representation else None)
 
 
+def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 1):
+    """The recipe's learning-rate schedule over `total_steps` updates."""
+    return SCHEDULES[recipe.lr_decay](recipe.lr, total_steps,
+                                      min(recipe.warmup_steps, total_steps), accumulation)
+
+
 def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
-    schedule = SCHEDULES[recipe.lr_decay](recipe.lr, total_steps,
-                                          min(recipe.warmup_steps, total_steps), accumulation)
     return keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=recipe.weight_decay, beta_1=recipe.b1,
+        learning_rate=make_schedule(recipe, total_steps, accumulation), weight_decay=recipe.weight_decay, beta_1=recipe.b1,
         beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None)
 
@@ -121,18 +127,6 @@ def _differences(old, new, prefix=""):
 def _append_line(path: pathlib.Path, line: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
-
-
-def held_out_accuracy(model, task, batch_size: int, data_dir=None) -> dict:
-    """Top-1 accuracy on the task's eval split: the top class is the label (class ids) or one
-    of the labels (multi-hot), as big_vision's `prec@1`."""
-    from vitbench.evaluate import classification
-
-    predicted, labels = classification.predictions(model, task, "test", batch_size, data_dir,
-                                                   key=recipes.label_key(task))
-    hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
-        else predicted == labels
-    return {"accuracy": float(np.mean(hits)), "examples": int(len(hits))}
 
 
 def few_shot_probes(model, pretraining: recipes.Pretraining, batch_size: int,
@@ -208,10 +202,7 @@ class _Trainer:
 
     def lr(self, step: int) -> float:
         """The learning rate of update `step`."""
-        recipe = self.recipe
-        schedule = SCHEDULES[recipe.lr_decay](recipe.lr, self.total_steps,
-                                              min(recipe.warmup_steps, self.total_steps))
-        return float(schedule(step))
+        return float(make_schedule(self.recipe, self.total_steps)(step))
 
     def log_metrics(self, line: dict) -> None:
         if self.is_main:
@@ -232,8 +223,10 @@ class _Trainer:
             if not self.is_main:
                 return None
             model = distribute.local_copy(weights, lambda: build_model(self.pretraining))
-        metrics = {"held_out": held_out_accuracy(model, self.pretraining.task,
-                                                 self.micro_batch_size, self.data_dir),
+        task = self.pretraining.task
+        metrics = {"held_out": classification.top1_accuracy(
+                       model, task, "test", self.micro_batch_size, self.data_dir,
+                       key=recipes.label_key(task)),
                    "fewshot": few_shot_probes(model, self.pretraining, self.micro_batch_size,
                                               self.data_dir)}
         self.log_metrics({"step": step, "eval": metrics})
