@@ -1,4 +1,4 @@
-"""`vitbench bench --mode pipeline`: measures each stage and reports ratios to the peer."""
+"""`vitbench bench` and `benchmarks/peers.py`: measurements as JSON lines, ratios to a peer."""
 
 import pytest
 
@@ -15,33 +15,45 @@ def test_pipeline_benchmark_measures_three_stages():
     # 10 examples in batches of 4: eval passes end on a batch of 2 (4 | 4, 2, 4 timed).
     assert [m.images for m in measurements] == [12, 10, 12]
     assert all(m.seconds > 0 for m in measurements)
-    table = bench.report(measurements, cores=2)
-    first_row = table.splitlines()[2].split()
-    assert first_row[-1] == "1.00"  # the peer's ratio to itself
-    assert float(first_row[-2]) * 2 == pytest.approx(float(first_row[-3]), abs=0.02)
+    records = bench.pipeline_records(task, measurements, batch_size=4, cores=2)
+    assert [r["ratio_to_peer"] for r in records][0] == 1.0  # the peer's ratio to itself
+    for record, measurement in zip(records, measurements):
+        assert record["images_per_second"] == pytest.approx(measurement.images
+                                                            / measurement.seconds)
+        assert record["images_per_second_per_core"] == record["images_per_second"] / 2
+        assert record["ratio_to_peer"] == pytest.approx(
+            record["images_per_second"] / records[0]["images_per_second"])
 
 
-def test_bench_command(capsys):
+def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
+    import json
+
     with mock_tfds(num_examples=10):
         status = cli.main(["bench", "--suite=demo", "--task=demo_shape", "--batch_size=4",
                            "--batches=2", "--resolution=16"])
-    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert status == 0
-    assert "demo/demo_shape at 16 px, batch 4" in out and "train pipeline" in out
+    assert [line["stage"] for line in lines] == ["read and decode", "eval pipeline",
+                                                 "train pipeline"]
+    assert {(line["mode"], line["task"], line["resolution"], line["batch_size"],
+             line["peer"], line["cores"]) for line in lines} == \
+        {("pipeline", "demo_shape", 16, 4, "read and decode", bench.cpu_cores())}
 
 
-@pytest.mark.parametrize("mode,factor", [("infer", 1), ("train", 3)])
-def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor):
+@pytest.mark.parametrize("mode,factor,remat", [("infer", 1, False), ("train", 3, False),
+                                               ("train", 3, True)])
+def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor, remat):
     import json
 
     from vitbench.models import zoo
 
     assert cli.main(["bench", f"--mode={mode}", "--model=vit_mu8", "--batch_size=4",
-                     "--resolution=32", "--batches=2", "--warmup=1", "--peak_tflops=2"]) == 0
+                     "--resolution=32", "--batches=2", "--warmup=1", "--peak_tflops=2",
+                     f"--{'' if remat else 'no'}remat"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     flops = zoo.count_flops(zoo.get_config("vit_mu8"), 32, 1000) * factor
-    assert (line["implementation"], line["mode"], line["batch_size"], line["steps"]) == \
-        ("vitbench", mode, 4, 2)
+    assert (line["implementation"], line["mode"], line["batch_size"], line["steps"],
+            line["remat"]) == ("vitbench", mode, 4, 2, remat)
     assert line["images_per_second"] > 0
     assert line["step_seconds"] == pytest.approx(4 / line["images_per_second"])
     assert line["gflops_per_image"] == pytest.approx(flops / 1e9)

@@ -127,3 +127,49 @@ def test_real_accuracy_leaves_out_images_without_real_labels():
     real = np.array([[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
     result = classification.real_accuracy(np.array([2, 3, 1, 3]), real)
     assert result == {"real_accuracy": pytest.approx(2 / 3), "real_examples": 3}
+
+
+def test_steps_per_call_divide_every_epoch_and_the_batches_left():
+    assert finetune.batches_per_call(12, 12) == 6
+    assert finetune.batches_per_call(16, 40) == 8
+    assert finetune.batches_per_call(10, 4) == 2
+    assert finetune.batches_per_call(7, 5) == 1
+
+
+def test_several_steps_per_call_train_the_same_weights(monkeypatch):
+    task = demo_task()
+    # 6 updates of 2 micro-batches, saved every 3 updates: epochs of 6 batches, 12 in all.
+    config = finetune.TrainConfig(lr=0.1, steps=6, batch_size=4, micro_batch_size=2,
+                                  warmup_steps=1)
+    results = {}
+    with mock_tfds(num_examples=16):
+        for limit in (1, 8):
+            monkeypatch.setattr(finetune, "MAX_BATCHES_PER_CALL", limit)
+            model, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
+            results[limit] = model.steps_per_execution, model.get_weights(), summary
+    (one, weights_one, summary_one), (six, weights_six, summary_six) = results[1], results[8]
+    assert (one, six) == (1, 6)
+    assert summary_six["train_loss"] == pytest.approx(summary_one["train_loss"], rel=1e-5)
+    for a, b in zip(weights_one, weights_six):  # the same 12 batches, no more, no fewer
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_the_progress_bar_counts_updates_when_keras_runs_several_batches_per_call():
+    from vitbench.train import progress
+
+    class Bar:
+        images = 0
+
+        def update(self, images):
+            self.images += images
+
+        def set_postfix(self, shown):
+            self.shown = shown
+
+    bar = Bar()
+    callback = progress.TrainingProgress(bar, steps=10, done_steps=4, batch_size=32,
+                                         accumulation=2, batches_per_call=3)
+    for _ in range(4):  # 12 micro-batches: 6 updates
+        callback.on_train_batch_end(0, {"loss": 1.5})
+    assert (callback.step, bar.images) == (10, 6 * 32)
+    assert bar.shown["step"] == "10/10"

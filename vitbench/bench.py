@@ -57,18 +57,24 @@ def pipeline_throughput(task, batch_size=64, batches=20, data_dir=None, warmup=3
     ]
 
 
-def report(measurements, cores=None) -> str:
-    """A table of images/s, per core, and the ratio to the first (the peer)."""
-    from tabulate import tabulate
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (what tf.data's thread pools use)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
-    cores = cores or os.cpu_count() or 1
-    peer = measurements[0].images_per_second
-    rows = [{"stage": m.name, "images": m.images, "images/s": m.images_per_second,
-             "images/s per core": m.images_per_second / cores,
-             f"ratio to {measurements[0].name}": m.images_per_second / peer}
+
+def pipeline_records(task, measurements, batch_size: int, cores: Optional[int] = None):
+    """One JSON-able record per stage: images/s, images/s per CPU core and the ratio to the
+    first stage (the peer), with the task, resolution and batch size they were measured at."""
+    cores = cores or cpu_cores()
+    peer = measurements[0]
+    return [{"mode": "pipeline", "stage": m.name, "task": task.name,
+             "resolution": task.protocol.resolution, "batch_size": batch_size,
+             "images": m.images, "seconds": m.seconds,
+             "images_per_second": m.images_per_second,
+             "images_per_second_per_core": m.images_per_second / cores, "cores": cores,
+             "peer": peer.name, "ratio_to_peer": m.images_per_second / peer.images_per_second,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             for m in measurements]
-    return tabulate(rows, headers="keys", floatfmt=".2f")
-
 
 
 # --- Model throughput: one training step or one forward pass at a time --------------------------
@@ -116,13 +122,16 @@ def peak_memory_gb() -> Optional[float]:
 
 def model_throughput(model_name: str, mode: str, batch_size: int, resolution: int,
                      precision: str = "fp32", steps: int = 10, warmup: int = 2,
-                     num_classes: int = 1000, peak: Optional[float] = None) -> dict:
+                     num_classes: int = 1000, peak: Optional[float] = None,
+                     remat: bool = False) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains (`train`: `train_on_batch`,
     SGD with momentum, the step XLA-compiled by Keras) or evaluates it (`infer`:
     `predict_on_batch`), on one batch of random images already on the device; the `warmup`
     steps (compilation) are not timed. Returns one JSON-able measurement with step time,
     achieved TFLOP/s from the analytic FLOP count (`zoo.count_flops`; 3x for training) and the
-    model-FLOP utilisation against `peak` TFLOP/s (default: the device's spec-sheet peak)."""
+    model-FLOP utilisation against `peak` TFLOP/s (default: the device's spec-sheet peak).
+    `remat` rematerialises the encoder blocks (the FLOP count stays the model's, so MFU then
+    leaves out the recomputation)."""
     import keras
     import numpy as np
 
@@ -133,7 +142,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(PRECISIONS[precision])
     try:
-        model = create_model(model_name, num_classes=num_classes, image_size=resolution)
+        model = create_model(model_name, num_classes=num_classes, image_size=resolution,
+                             remat=remat)
         rng = np.random.default_rng(0)
         images = keras.ops.convert_to_tensor(
             rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32"))
@@ -155,10 +165,10 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
         seconds = time.perf_counter() - start
     finally:
         keras.config.set_dtype_policy(previous)
-    return measurement("vitbench", model_name, mode, batch_size, resolution, precision,
-                       steps, warmup, seconds, device_kind(), peak_memory_gb(),
-                       f"keras {keras.__version__} ({keras.backend.backend()})", peak,
-                       num_classes)
+    return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,
+                          steps, warmup, seconds, device_kind(), peak_memory_gb(),
+                          f"keras {keras.__version__} ({keras.backend.backend()})", peak,
+                          num_classes), "remat": remat}
 
 
 def measurement(implementation: str, model_name: str, mode: str, batch_size: int,

@@ -38,6 +38,7 @@ class Overrides:
     polyak: Optional[float] = None
     shots: Optional[Tuple[int, ...]] = None
     seed: int = 0
+    remat: bool = False  # rematerialise each block's activations (memory, not numbers)
 
     def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
         changes = {key: value for key, value in [
@@ -60,6 +61,7 @@ class Run:
     seed: int
     precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
     ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
+    remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
 
     @property
     def method(self) -> str:
@@ -118,7 +120,8 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             raise ValueError(f"micro-batch size {micro} must divide the batch size "
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
-                      seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256)
+                      seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256,
+                      remat=overrides.remat)
         if len(grid) > 1:
             runs += [Run(phase="tune", lr=lr, **common) for lr in grid]
             runs.append(Run(phase="final", lr=None, **common))
@@ -150,23 +153,26 @@ def choose_lr(run: Run, done: dict) -> Optional[float]:
     return max(scores)[2]
 
 
-def _load(ckpt: str, task: tasks_lib.Task, num_classes: int):
-    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head."""
+def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, **options):
+    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head;
+    `options` are ViTConfig fields to override (e.g. remat=True)."""
     from vitbench.checkpoints.loader import load_model
     from vitbench.models.vit import create_model
 
     size = task.protocol.resolution
     if ckpt.startswith(SCRATCH_PREFIX):
         return create_model(ckpt[len(SCRATCH_PREFIX):], num_classes=num_classes,
-                            image_size=size)
-    return load_model(ckpt, num_classes=num_classes, image_size=size, progress=False)
+                            image_size=size, **options)
+    return load_model(ckpt, num_classes=num_classes, image_size=size, progress=False,
+                      **options)
 
 
-def load_for_task(ckpt: str, task: tasks_lib.Task):
-    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution."""
+def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False):
+    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution
+    (with `remat`, each block's activations are recomputed in the backward pass)."""
     import keras
 
-    model = _load(ckpt, task, task.num_classes)
+    model = _load(ckpt, task, task.num_classes, remat=remat)
     # The protocol always starts from a zero head, also when the checkpoint's head already has
     # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
     for variable in model.get_layer("head").weights:
@@ -260,7 +266,7 @@ def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
                                         micro_batch_size=run.micro_batch_size,
                                         warmup_steps=min(p.warmup_steps, p.steps),
                                         seed=run.seed, polyak=p.polyak)
-    model = load_for_task(run.ckpt, run.task)
+    model = load_for_task(run.ckpt, run.task, run.remat)
     outcome = {"status": "finished", "error": None, "micro_batch_size": run.micro_batch_size,
                "accumulation_steps": train_config.accumulation}
     try:
@@ -352,13 +358,14 @@ def _is_out_of_memory(error: Exception) -> bool:
     return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
 
 
-def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None) -> int:
+def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
+                        remat: bool = False) -> int:
     """The largest micro-batch (the batch, halved until it divides it) whose training step fits.
 
     `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
-    default it builds the model and trains on zeros.
+    default it builds the model (rematerialised with `remat`) and trains on zeros.
     """
-    try_step = try_step or (lambda micro: _zero_batch_trainer(ckpt, task, micro)())
+    try_step = try_step or (lambda micro: _zero_batch_trainer(ckpt, task, micro, remat)())
     micro = task.protocol.batch_size
     while True:
         try:
@@ -370,13 +377,13 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None) -> int:
             micro //= 2
 
 
-def _zero_batch_trainer(ckpt: str, task: tasks_lib.Task, micro: int):
+def _zero_batch_trainer(ckpt: str, task: tasks_lib.Task, micro: int, remat: bool = False):
     """A function running one training step of the task's model on a batch of zeros."""
     import numpy as np
 
     from vitbench.train import finetune
 
-    model = load_for_task(ckpt, task)
+    model = load_for_task(ckpt, task, remat)
     finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
     size = task.protocol.resolution
     images = np.zeros((micro, size, size, 3), np.float32)
@@ -385,10 +392,10 @@ def _zero_batch_trainer(ckpt: str, task: tasks_lib.Task, micro: int):
 
 
 def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
-                       probe_steps: int = 3) -> float:
+                       probe_steps: int = 3, remat: bool = False) -> float:
     """Training images/s of this model at the task's resolution on this machine (zero data)."""
     batch = min(micro_batch_size, 8)
-    step = _zero_batch_trainer(ckpt, task, batch)
+    step = _zero_batch_trainer(ckpt, task, batch, remat)
     step()  # compile
     start = time.perf_counter()
     for _ in range(probe_steps):

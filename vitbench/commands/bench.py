@@ -11,10 +11,10 @@ def _define(fv):
     from absl import flags
 
     flags.DEFINE_enum("mode", "pipeline", list(MODES),
-                      "What to measure. pipeline: images/s of a task's train and eval "
-                      "preprocessing, against the raw read of the same data. train / infer: "
-                      "images/s of a model's training step / forward pass (one JSON line; "
-                      "benchmarks/peers.py times timm beside it).", flag_values=fv)
+                      "What to measure (one JSON line per measurement). pipeline: images/s of a "
+                      "task's train and eval preprocessing, against the raw read of the same "
+                      "data. train / infer: images/s of a model's training step / forward pass "
+                      "(benchmarks/peers.py times timm beside it).", flag_values=fv)
     flags.DEFINE_string("suite", "demo", "pipeline: suite name or suite TOML path.",
                         flag_values=fv)
     flags.DEFINE_string("task", None, "pipeline: task of the suite (default: its first).",
@@ -22,6 +22,8 @@ def _define(fv):
     flags.DEFINE_string("model", "vit_b16", "train / infer: zoo model.", flag_values=fv)
     flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "train / infer: float32, or bf16 "
                       "compute with float32 weights.", flag_values=fv)
+    flags.DEFINE_boolean("remat", False, "train: rematerialise the encoder blocks (peak "
+                         "memory against compute; see `vitbench run --remat`).", flag_values=fv)
     flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
                        "model-FLOP utilisation (default: known for H100, H200, A100).",
                        flag_values=fv)
@@ -47,20 +49,15 @@ def _pipeline(fv):
             task.protocol, resolution=fv.resolution))
     measurements = bench.pipeline_throughput(task, fv.batch_size, fv.batches, fv.data_dir,
                                              fv.warmup)
-    print(f"{fv.mode} throughput: {suite.name}/{task.name} at {task.protocol.resolution} px, "
-          f"batch {fv.batch_size}\n")
-    print(bench.report(measurements))
+    return bench.pipeline_records(task, measurements, fv.batch_size)
 
 
 def _model(fv):
-    import json
-
     from vitbench import bench
 
-    measurement = bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
-                                         fv.precision, fv.batches, fv.warmup,
-                                         peak=fv.peak_tflops)
-    print(json.dumps(measurement))
+    return [bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
+                                   fv.precision, fv.batches, fv.warmup, peak=fv.peak_tflops,
+                                   remat=fv.remat)]
 
 
 RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
@@ -70,14 +67,18 @@ RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
 def run(fv):
     """Measure throughput (see --mode), reported so that runs can be compared.
 
+    Every measurement is printed as one JSON line.
     `--mode pipeline` times reading and decoding a task's data, its eval pipeline and
-    its train pipeline (augmentation included) at the protocol's resolution, and prints
-    images/s, images/s per CPU core and each stage's ratio to that read.
+    its train pipeline (augmentation included) at the protocol's resolution: images/s,
+    images/s per CPU core and each stage's ratio to that read.
     `--mode train` / `--mode infer` time a zoo model's training step (train_on_batch, as
     vitbench fine-tunes) or forward pass (predict_on_batch) on a batch already on the device,
-    after `--warmup` untimed steps, and print one JSON line: images/s, step time, achieved
+    after `--warmup` untimed steps: images/s, step time, achieved
     TFLOP/s and model-FLOP utilisation from the analytic FLOP count (`vitbench models`),
     peak device memory. `python benchmarks/peers.py` runs the same measurement next to timm.
     """
-    RUNNERS[fv.mode](fv)
+    import json
+
+    for record in RUNNERS[fv.mode](fv):
+        print(json.dumps(record))
     return 0

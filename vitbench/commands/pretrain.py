@@ -52,6 +52,9 @@ def _define(fv):
                          "(keras.distribution.initialize: coordinator address, process count "
                          "and id from KERAS_DISTRIBUTION_* variables or the TPU runtime).",
                          flag_values=fv)
+    flags.DEFINE_boolean("remat", False, "Rematerialise: recompute each encoder block's "
+                         "activations in the backward pass (less memory, about a third more "
+                         "compute, the same numbers).", flag_values=fv)
     flags.DEFINE_boolean("resume", True, "Continue the run saved in the workdir (--noresume "
                          "refuses to touch a workdir that holds a checkpoint).", flag_values=fv)
     for name, (kind, help_text) in RECIPE_FLAGS.items():
@@ -79,7 +82,8 @@ def pretrain(fv):
     workdir = fv.workdir or pretrain_lib.default_workdir(fv.results_dir, pretraining.recipe)
     record = pretrain_lib.pretrain(pretraining, workdir, results_dir=fv.results_dir,
                                    micro_batch_size=fv.micro_batch_size, data_dir=fv.data_dir,
-                                   model_parallel=fv.model_parallel, resume=fv.resume)
+                                   model_parallel=fv.model_parallel, resume=fv.resume,
+                                   remat=fv.remat)
     if record is not None:
         print(f"final weights: {record['checkpoint']['path']} (transfer them with "
               f"`vitbench run --ckpt {workdir}`)")

@@ -13,6 +13,14 @@ padded queries' outputs: every real token's result is what unpadded attention gi
 it is Keras' layer unchanged. Measured on an H100 (bf16, ViT-B/16, batch 256): the fused kernel
 in all 12 layers, 3176 against 2536 training images/s and 21.3 against 27.4 GB peak memory,
 gradients equal to unfused attention's within bf16 rounding.
+
+On a CPU, where no fused kernel exists, it computes attention heads-first and normalises late:
+exp(scores - max) multiplies the values and the sum of the exponentials divides the
+(tokens x head_dim) result, instead of normalising the (tokens x tokens) weights first. XLA's
+CPU backend then makes one pass fewer over the largest tensor of the layer and no strided
+(batch, tokens, heads) matmuls. Measured on the 2-core CPU (ViT-B/16 shapes, batch 32, fp32,
+one layer): 52 ms against 236 ms for `keras.ops.dot_product_attention`; PyTorch's fused CPU
+kernel takes 50 ms. The numbers are those of plain attention within float32 rounding.
 """
 
 from __future__ import annotations
@@ -54,21 +62,48 @@ def padded_attention(query, key, value, scale, multiple=FUSED_SEQUENCE_MULTIPLE,
     return output[:, :length]
 
 
+def on_cpu() -> bool:
+    """Whether the backend computes on the CPU (no GPU or TPU in use)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return False
+
+
+def late_normalised_attention(query, key, value, scale):
+    """Softmax attention over (batch, tokens, heads, dim) inputs, heads-first, normalised after
+    the weighted sum of the values (see the module docstring). Exponentials and their sums are
+    float32 whatever the input dtype."""
+    query, key, value = (ops.swapaxes(t, 1, 2) for t in (query, key, value))
+    scores = ops.cast(ops.einsum("bnqd,bnkd->bnqk", query * ops.cast(scale, query.dtype), key),
+                      "float32")
+    exponentials = ops.exp(scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True)))
+    totals = ops.sum(exponentials, axis=-1, keepdims=True)
+    output = ops.einsum("bnqk,bnkd->bnqd", ops.cast(exponentials, value.dtype), value)
+    return ops.swapaxes(output / ops.cast(totals, value.dtype), 1, 2)
+
+
 @keras.saving.register_keras_serializable(package="vitbench")
 class MultiHeadDotProductAttention(layers.MultiHeadAttention):
-    """Keras' multi-head attention, padded for the fused kernel where it applies."""
+    """Keras' multi-head attention, padded for the fused kernel where it applies and
+    normalised late on a CPU."""
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False, use_causal_mask=False):
+        plain = not (return_attention_scores or attention_mask is not None or use_causal_mask
+                     or self._dropout > 0.0 or len(query.shape) != 4)
+        if plain and on_cpu():
+            return late_normalised_attention(query, key, value, self._inverse_sqrt_key_dim), None
         # Inference runs fused at any length; only training (the backward pass) needs padding.
-        if (not training or return_attention_scores or attention_mask is not None
-                or use_causal_mask or self._dropout > 0.0 or len(query.shape) != 4
-                or query.shape[1] % FUSED_SEQUENCE_MULTIPLE == 0
-                or not fused_attention_available(query.dtype)):
-            return super()._compute_attention(
-                query, key, value, attention_mask=attention_mask, training=training,
-                return_attention_scores=return_attention_scores,
-                use_causal_mask=use_causal_mask)
-        output = padded_attention(query, key, value, self._inverse_sqrt_key_dim,
-                                  flash_attention=self._flash_attention)
-        return output, None
+        if (plain and training and query.shape[1] % FUSED_SEQUENCE_MULTIPLE != 0
+                and fused_attention_available(query.dtype)):
+            return padded_attention(query, key, value, self._inverse_sqrt_key_dim,
+                                    flash_attention=self._flash_attention), None
+        return super()._compute_attention(
+            query, key, value, attention_mask=attention_mask, training=training,
+            return_attention_scores=return_attention_scores, use_causal_mask=use_causal_mask)

@@ -92,8 +92,12 @@ class EncoderBlock(layers.Layer):
     """
 
     def __init__(self, hidden_size, mlp_dim, num_heads, dropout=0.0, attention_dropout=0.0,
-                 drop_path=0.0, gelu="tanh", **kwargs):
+                 drop_path=0.0, gelu="tanh", remat=False, **kwargs):
         super().__init__(**kwargs)
+        if remat and attention_dropout > 0:
+            raise ValueError("remat needs attention_dropout 0: Keras' attention layer draws "
+                             "its dropout seeds inside the rematerialised computation")
+        self.remat = remat
         self.hidden_size, self.mlp_dim, self.num_heads = hidden_size, mlp_dim, num_heads
         self.dropout, self.attention_dropout = dropout, attention_dropout
         self.drop_path, self.gelu = drop_path, gelu
@@ -121,22 +125,46 @@ class EncoderBlock(layers.Layer):
         self.mlp_out.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x, training=None, return_attention=False):
+        if return_attention or not (self.remat and training):
+            return self._forward(x, training, return_attention)
+        # Rematerialised (jax.checkpoint on JAX): only x is kept for the backward pass. The
+        # dropout seeds are drawn here, outside, in the order the layers would draw them, so
+        # the recomputation repeats the same masks and the random stream is the one without
+        # remat; `training` stays a Python value.
+        seeds = {layer.name: [layer.seed_generator.next() for _ in range(calls)]
+                 for layer, calls in ((self.dropout_layer, 3), (self.drop_path_layer, 2))
+                 if layer.rate > 0}
+        return keras.remat(lambda x, seeds: self._forward(x, training, seeds=seeds))(x, seeds)
+
+    def _forward(self, x, training=None, return_attention=False, seeds=None):
+        dropout, drop_path = (self._dropper(layer, training, seeds)
+                              for layer in (self.dropout_layer, self.drop_path_layer))
         y = self.norm_attention(x)
         y, scores = self.attention(y, y, return_attention_scores=True, training=training) \
             if return_attention else (self.attention(y, y, training=training), None)
-        x = x + self.drop_path_layer(self.dropout_layer(y, training=training), training=training)
+        x = x + drop_path(dropout(y))
         y = self.norm_mlp(x)
         y = ops.gelu(self.mlp_in(y), approximate=self.gelu == "tanh")
-        y = self.dropout_layer(y, training=training)
-        y = self.dropout_layer(self.mlp_out(y), training=training)
-        x = x + self.drop_path_layer(y, training=training)
+        y = dropout(self.mlp_out(dropout(y)))
+        x = x + drop_path(y)
         return (x, scores) if return_attention else x
+
+    @staticmethod
+    def _dropper(layer, training, seeds=None):
+        """`layer` applied in `training` mode; with `seeds` (pre-drawn, by layer name) the same
+        dropout as a stateless op that takes the layer's next pre-drawn seed at each call."""
+        if seeds is None:
+            return lambda y: layer(y, training=training)
+        if layer.name not in seeds:  # rate 0
+            return lambda y: y
+        draws = iter(seeds[layer.name])
+        return lambda y: keras.random.dropout(y, layer.rate, layer.noise_shape, seed=next(draws))
 
     def get_config(self):
         return {**super().get_config(), "hidden_size": self.hidden_size, "mlp_dim": self.mlp_dim,
                 "num_heads": self.num_heads, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "drop_path": self.drop_path,
-                "gelu": self.gelu}
+                "gelu": self.gelu, "remat": self.remat}
 
 
 def _drop_path_rates(config: ViTConfig):
@@ -172,7 +200,8 @@ class VisionTransformer(keras.Model):
                  layers.Dropout(config.dropout, name="embedding_dropout")]
         blocks = [
             EncoderBlock(config.hidden_size, config.mlp_dim, config.num_heads, config.dropout,
-                         config.attention_dropout, rate, config.gelu, name=f"encoderblock_{i}")
+                         config.attention_dropout, rate, config.gelu, config.remat,
+                         name=f"encoderblock_{i}")
             for i, rate in enumerate(_drop_path_rates(config))
         ]
         head = [layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm"),
@@ -201,6 +230,14 @@ class VisionTransformer(keras.Model):
         if self.num_classes:
             outputs["logits"] = self.output
         return keras.Model(self.input, outputs, name=f"{self.name}_features")
+
+    def set_remat(self, remat: bool) -> "VisionTransformer":
+        """Turns rematerialisation of the encoder blocks on or off (e.g. for a model restored
+        from a checkpoint saved without it); takes effect at the next compilation."""
+        self.config = self.config.replace(remat=remat)
+        for block in self._blocks:
+            block.remat = remat
+        return self
 
     def attention_maps(self, images):
         """Runs the model eagerly and returns (outputs, attention weights of every layer).

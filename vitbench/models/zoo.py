@@ -47,6 +47,10 @@ class ViTConfig:
     attention_dropout: float = 0.0
     stochastic_depth: float = 0.0  # drop-path rate of the last block; linear from 0 at the first
     gelu: str = "tanh"  # "tanh" as the official JAX code (flax default); "exact" (erf) as timm
+    # Rematerialisation: keep only each encoder block's input for the backward pass and recompute
+    # the rest (jax.checkpoint per block); same numbers, about one more forward pass of compute
+    # for much less activation memory (e.g. ViT-H/14 at 384 px on one GPU).
+    remat: bool = False
 
     def __post_init__(self):
         if self.classifier not in CLASSIFIERS:

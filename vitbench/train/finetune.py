@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import pathlib
 import time
@@ -28,6 +29,7 @@ import numpy as np
 
 from vitbench import files
 from vitbench.data import pipeline
+from vitbench.train import progress
 from vitbench.train.schedules import WarmupCosine
 
 CHECKPOINT, STATE = "checkpoint.keras", "state.json"
@@ -121,16 +123,42 @@ class _SaveAtEpochEnd(keras.callbacks.Callback):
 
 
 class StopAfter(keras.callbacks.Callback):
-    """Ends training after `batches` batches (the last epoch may be shorter than the others)."""
+    """Ends training after `batches` batches (the last epoch may be shorter than the others);
+    Keras calls it once per `batches_per_call` batches (its `steps_per_execution`)."""
 
-    def __init__(self, batches: int):
+    def __init__(self, batches: int, batches_per_call: int = 1):
         super().__init__()
-        self.batches, self.seen = batches, 0
+        self.batches, self.batches_per_call, self.seen = batches, batches_per_call, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
+        self.seen += self.batches_per_call
         if self.seen >= self.batches:
             self.model.stop_training = True
+
+
+# Micro-batches Keras runs per call of its train function at most: the host reads results
+# (the loss for TerminateOnNaN, the progress bar) once per call, not after every step.
+MAX_BATCHES_PER_CALL = 8
+
+
+def batches_per_call(epoch_batches: int, remaining: int) -> int:
+    """Keras' `steps_per_execution` for a fit of `remaining` batches in epochs of
+    `epoch_batches`: the largest number up to MAX_BATCHES_PER_CALL that divides both, so that
+    every epoch end (a save, a metrics line) and the stop fall on a call boundary."""
+    common = math.gcd(epoch_batches, remaining)
+    return max(k for k in range(1, MAX_BATCHES_PER_CALL + 1) if common % k == 0)
+
+
+def training_callbacks(model, epoch_batches: int, remaining: int, run_bar, steps: int,
+                       done: int, batch_size: int, accumulation: int, suite_bar=None):
+    """Sets the model's steps per execution for this fit (see `batches_per_call`) and returns
+    the callbacks every training loop uses: stop on a NaN loss, stop after `remaining`
+    batches, advance the progress bars."""
+    per_call = batches_per_call(epoch_batches, remaining)
+    model.steps_per_execution = per_call  # read when fit builds its train function
+    return [keras.callbacks.TerminateOnNaN(), StopAfter(remaining, per_call),
+            progress.TrainingProgress(run_bar, steps, done, batch_size, accumulation,
+                                      suite_bar, batches_per_call=per_call)]
 
 
 def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
@@ -145,14 +173,12 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     dict with the training loss and accuracy (means over the last stretch between saves),
     steps and images/s.
     """
-    from vitbench.train import progress
-
     # The run's randomness (TF's shuffle seeds mix in the global seed, Keras' generators) is a
     # function of its seed alone, so a resumed run sees the same data as an unbroken one.
     keras.utils.set_random_seed(config.seed)
     restored, done = load_state(workdir)
     if restored is not None:
-        model = restored
+        model = restored.set_remat(model.config.remat)  # this run's memory setting
     else:
         compile_for_finetuning(model, config)
     saving = bool(workdir and checkpoint_every)
@@ -168,9 +194,9 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     run_bar = progress.bar(f"{task.name} {split}", config.steps * config.batch_size,
                            done * config.batch_size, position=1 if suite_bar else 0,
                            leave=suite_bar is None, enabled=bool(verbose))
-    callbacks = [keras.callbacks.TerminateOnNaN(), StopAfter(remaining),
-                 progress.TrainingProgress(run_bar, config.steps, done, config.batch_size,
-                                           config.accumulation, suite_bar)]
+    callbacks = training_callbacks(model, chunk * config.accumulation, remaining, run_bar,
+                                   config.steps, done, config.batch_size, config.accumulation,
+                                   suite_bar)
     if saving:
         callbacks.append(_SaveAtEpochEnd(workdir, chunk, config.steps))
     with run_bar:

@@ -60,8 +60,9 @@ def is_finished(workdir) -> bool:
     return (pathlib.Path(workdir) / FINAL).is_file()
 
 
-def build_model(pretraining: recipes.Pretraining):
-    """The zoo model with the recipe's dropout, a representation layer and the dataset's head."""
+def build_model(pretraining: recipes.Pretraining, remat: bool = False):
+    """The zoo model with the recipe's dropout, a representation layer and the dataset's head
+    (with `remat`, each block's activations are recomputed in the backward pass)."""
     from vitbench.models.vit import create_model
     from vitbench.models.zoo import get_config
 
@@ -69,7 +70,8 @@ def build_model(pretraining: recipes.Pretraining):
     width = get_config(recipe.model).hidden_size
     return create_model(recipe.model, num_classes=pretraining.task.num_classes,
                         image_size=recipe.resolution, dropout=recipe.dropout,
-                        representation_size=width if recipe.representation else None)
+                        representation_size=width if recipe.representation else None,
+                        remat=remat)
 
 
 def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 1):
@@ -238,9 +240,12 @@ class _Trainer:
 
 def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results",
              micro_batch_size: Optional[int] = None, data_dir=None, model_parallel: int = 1,
-             resume: bool = True, verbose: int = 1, log=None) -> Optional[dict]:
+             resume: bool = True, verbose: int = 1, log=None,
+             remat: bool = False) -> Optional[dict]:
     """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record (on
-    the first process). `log` takes the messages (default: printed above the progress bar)."""
+    the first process). `log` takes the messages (default: printed above the progress bar).
+    `remat` recomputes each block's activations in the backward pass (same numbers, less
+    memory; it may change between a run and its resumption)."""
     from tqdm.auto import tqdm
 
     from vitbench import runner
@@ -272,7 +277,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     keras.config.set_dtype_policy(precision)
     try:
         restored, done = finetune.load_state(workdir)
-        model = restored or build_model(pretraining)
+        model = restored.set_remat(remat) if restored else build_model(pretraining, remat)
         if restored is None:
             model.compile(optimizer=make_optimizer(recipe, total, accumulation),
                           loss=losses.get_loss(config["loss"]),
@@ -320,10 +325,9 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
     run_bar = progress.bar(f"pretrain {recipe.model} on {recipe.dataset}",
                            total * recipe.batch_size, done * recipe.batch_size,
                            enabled=bool(verbose) and process_index == 0)
-    callbacks = [keras.callbacks.TerminateOnNaN(), finetune.StopAfter(remaining),
-                 progress.TrainingProgress(run_bar, total, done, recipe.batch_size,
-                                           trainer.accumulation),
-                 _Periodic(trainer)]
+    callbacks = finetune.training_callbacks(
+        model, recipe.log_every * trainer.accumulation, remaining, run_bar, total, done,
+        recipe.batch_size, trainer.accumulation) + [_Periodic(trainer)]
     if process_index == 0 and importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(trainer.workdir / "tensorboard"),
                                                      update_freq="epoch"))

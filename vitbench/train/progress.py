@@ -22,24 +22,29 @@ def bar(description: str, total_images: int, done_images: int = 0, position: int
 
 
 class TrainingProgress(keras.callbacks.Callback):
-    """Advances `run_bar` (and `suite_bar`, if any) by the global batch at every update."""
+    """Advances `run_bar` (and `suite_bar`, if any) by the global batch at every update.
+
+    Keras calls it once per `batches_per_call` micro-batches (its `steps_per_execution`)."""
 
     def __init__(self, run_bar, steps: int, done_steps: int, batch_size: int,
-                 accumulation: int, suite_bar=None, refresh_seconds: float = 1.0):
+                 accumulation: int, suite_bar=None, refresh_seconds: float = 1.0,
+                 batches_per_call: int = 1):
         super().__init__()
         self.run_bar, self.suite_bar = run_bar, suite_bar
-        self.steps, self.step = steps, done_steps
+        self.steps, self.step, self._first_step = steps, done_steps, done_steps
         self.batch_size, self.accumulation = batch_size, accumulation
+        self.batches_per_call = batches_per_call
         self.refresh_seconds, self._micro, self._shown = refresh_seconds, 0, 0.0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._micro += 1
-        if self._micro % self.accumulation:
+        self._micro += self.batches_per_call
+        step = self._first_step + self._micro // self.accumulation
+        if step == self.step:
             return
-        self.step += 1
         for progress in (self.run_bar, self.suite_bar):
             if progress is not None:
-                progress.update(self.batch_size)
+                progress.update((step - self.step) * self.batch_size)
+        self.step = step
         now = time.monotonic()
         if logs and (now - self._shown >= self.refresh_seconds or self.step == self.steps):
             self._shown = now
