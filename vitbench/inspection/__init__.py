@@ -1,0 +1,1 @@
+"""Pictures of what a ViT learned, as the paper draws them (`vitbench inspect`)."""
