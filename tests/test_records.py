@@ -77,3 +77,12 @@ def pathlib_root():
     import pathlib
 
     return pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_atomically_written_files_get_the_permissions_open_gives(tmp_path):
+    from vitbench import files
+
+    written = files.write_atomic(tmp_path / "table.md", "| a |\n")
+    (tmp_path / "plain.md").write_text("| a |\n")
+    assert written.read_text() == "| a |\n"
+    assert written.stat().st_mode == (tmp_path / "plain.md").stat().st_mode

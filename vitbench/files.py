@@ -8,13 +8,21 @@ import pathlib
 import tempfile
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path, data) -> pathlib.Path:
-    """Writes `data` (str or bytes) to a temporary file beside `path`, then renames it."""
+    """Writes `data` (str or bytes) to a temporary file beside `path`, then renames it. The file
+    gets the permissions `open` would give it (mkstemp's are owner-only)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
