@@ -322,6 +322,14 @@ def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, 
     board = (tmp_path / "demo.md").read_text()
     assert str(workdir) in board and "scratch:vit_mu8" in board
     assert str(workdir) in (tmp_path / "demo_fewshot.md").read_text()
+    # The hint it prints works: inspect draws the pretrained demo checkpoint.
+    assert f"vitbench inspect --ckpt {workdir}\n" in out
+    assert cli.main(["inspect", f"--ckpt={workdir}", f"--data_dir={demo_data_dir}",
+                     f"--results_dir={tmp_path}", "--num_images=4", "--rollout_images=2"]) == 0
+    figures = tmp_path / "figures" / "demo_vit_mu8_steps30"
+    assert all((figures / name).stat().st_size > 0 for name in (
+        "embedding_filters.png", "position_similarity.png", "attention_distance.png",
+        "attention_rollout.png", "index.md"))
     assert cli.main(["demo"] + flags) == 0  # everything is recorded: nothing runs again
     again = capsys.readouterr().out
     assert "nothing to do" in again and again.count("skipped") == 4

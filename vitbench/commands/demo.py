@@ -86,4 +86,5 @@ def demo(fv):
     print("\nTest accuracy, pretrained vs from scratch:\n")
     print(frame.to_markdown(index=False, floatfmt=".3f"))
     print("\nleaderboards: " + ", ".join(str(path) for path in tables))
+    print(f"what the pretrained model learned: vitbench inspect --ckpt {workdir}")
     return 0
