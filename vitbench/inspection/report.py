@@ -40,20 +40,19 @@ def default_out_dir(ckpt: str, results_dir="results") -> pathlib.Path:
 
 
 def read_image_dir(directory, size, count: int) -> np.ndarray:
-    """Up to `count` images of `directory` (sorted by name), resized to `size` (h, w), as floats
-    in [-1, 1]."""
+    """Up to `count` images of `directory` (sorted by name), preprocessed as evaluation does
+    (`decode|resize|value_range(-1, 1)`, the eval pipeline's ops) at `size` (h, w)."""
     import tensorflow as tf
+
+    from vitbench.data import registry
 
     paths = sorted(p for p in pathlib.Path(directory).iterdir()
                    if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
-    images = []
-    for path in paths:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
-        images.append(image.numpy() / 127.5 - 1.0)
-    return np.clip(np.stack(images), -1.0, 1.0).astype(np.float32)
+    preprocess = registry.chain(f"decode|resize({tuple(size)})|value_range(-1, 1)")
+    return np.stack([preprocess({"image": tf.io.read_file(str(path))})["image"].numpy()
+                     for path in paths]).astype(np.float32)
 
 
 def demo_images(size, count: int, data_dir=None) -> np.ndarray:
