@@ -17,6 +17,7 @@ import keras
 from keras import layers, ops
 
 from vitbench.models.attention import MultiHeadDotProductAttention
+from vitbench.models.gradient_fence import fence_gradient
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw
 
 LAYER_NORM_EPSILON = 1e-6
@@ -142,11 +143,11 @@ class EncoderBlock(layers.Layer):
         y = self.norm_attention(x)
         y, scores = self.attention(y, y, return_attention_scores=True, training=training) \
             if return_attention else (self.attention(y, y, training=training), None)
-        x = x + drop_path(dropout(y))
+        x = fence_gradient(x + drop_path(dropout(y)))
         y = self.norm_mlp(x)
         y = ops.gelu(self.mlp_in(y), approximate=self.gelu == "tanh")
         y = dropout(self.mlp_out(dropout(y)))
-        x = x + drop_path(y)
+        x = fence_gradient(x + drop_path(y))
         return (x, scores) if return_attention else x
 
     @staticmethod
