@@ -59,7 +59,8 @@ def largest_fusion(monkeypatch, depth, fenced):
 def test_no_fused_computation_grows_with_depth_on_xla_cpu(monkeypatch):
     if keras.backend.backend() != "jax" or not gradient_fence.on_cpu():
         pytest.skip("XLA:CPU under JAX")
-    shallow, deep = (largest_fusion(monkeypatch, depth, True) for depth in (2, 8))
-    assert deep == shallow
-    # Without the fence the gradient's running sum is fused, whole, into each block's consumers.
-    assert largest_fusion(monkeypatch, 8, False) > 2 * largest_fusion(monkeypatch, 2, False)
+    shallow, deep = (largest_fusion(monkeypatch, depth, True) for depth in (2, 4))
+    assert deep == shallow  # measured: 13 operands at depths 2, 4, 6 and 8
+    # Without the fence the gradient's running sum is fused, whole, into each block's consumers
+    # (measured: 50, 91, 131 and 173 operands at depths 2, 4, 6 and 8).
+    assert largest_fusion(monkeypatch, 4, False) > 1.5 * largest_fusion(monkeypatch, 2, False)
