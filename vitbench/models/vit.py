@@ -89,7 +89,9 @@ class EncoderBlock(layers.Layer):
     """Pre-LN Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)), with dropout and drop-path.
 
     Sub-layer names are the official ones (LayerNorm_0, MultiHeadDotProductAttention_1,
-    LayerNorm_2, MlpBlock_3/Dense_0, MlpBlock_3/Dense_1).
+    LayerNorm_2, MlpBlock_3/Dense_0, MlpBlock_3/Dense_1). On a CPU each residual sum passes
+    through `fence_gradient`, which keeps XLA from recomputing the residual stream's gradient
+    in every consumer (see `vitbench.models.gradient_fence`); values are unchanged.
     """
 
     def __init__(self, hidden_size, mlp_dim, num_heads, dropout=0.0, attention_dropout=0.0,
