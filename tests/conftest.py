@@ -34,6 +34,22 @@ def images(batch=2, height=32, width=32, seed=1):
     return np.random.default_rng(seed).uniform(-1, 1, (batch, height, width, 3)).astype("float32")
 
 
+def logits_gradient(model, images):
+    """(step, weights): `jax.grad` over the trainable `weights` of a weighted sum of the model's
+    training-mode logits, with the updated non-trainable state as its auxiliary output."""
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    weights = np.arange(model.num_classes, dtype="float32")
+
+    def loss(trainable):
+        logits, updated = model.stateless_call(trainable, non_trainable, images, training=True)
+        return (logits * weights).sum(), updated
+
+    return jax.grad(loss, has_aux=True), trainable
+
+
 @pytest.fixture
 def tiny():
     return TINY

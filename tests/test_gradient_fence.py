@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY, images, randomize
+from conftest import TINY, images, logits_gradient, randomize
 from vitbench.models import gradient_fence
 from vitbench.models.vit import create_model
 
@@ -44,14 +44,8 @@ def largest_fusion(monkeypatch, depth, fenced):
 
     monkeypatch.setattr(gradient_fence, "on_cpu", lambda: fenced)
     model = create_model(TINY.replace(num_layers=depth), num_classes=3, image_size=24)
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def loss(trainable, batch):
-        logits, _ = model.stateless_call(trainable, non_trainable, batch, training=True)
-        return (logits ** 2).sum()
-
-    compiled = jax.jit(jax.grad(loss)).lower(
-        [v.value for v in model.trainable_variables], images(2, 24, 24)).compile().as_text()
+    step, trainable = logits_gradient(model, images(2, 24, 24))
+    compiled = jax.jit(step).lower(trainable).compile().as_text()
     return max(match.group(1).count("%") for match in
                re.finditer(r"= \S+ fusion\((.*?)\), kind", compiled))
 

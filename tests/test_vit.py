@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY, images, randomize
+from conftest import TINY, images, logits_gradient, randomize
 from vitbench.models import zoo
 from vitbench.models.vit import VisionTransformer, create_model
 
@@ -115,15 +115,7 @@ def test_image_size_not_divisible_by_patch_is_a_clear_error():
 def _gradients_and_seed_states(model, images):
     import jax
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    weights = np.arange(model.num_classes, dtype="float32")
-
-    def loss(trainable):
-        logits, updated = model.stateless_call(trainable, non_trainable, images, training=True)
-        return (logits * weights).sum(), updated
-
-    step = jax.grad(loss, has_aux=True)
+    step, trainable = logits_gradient(model, images)
     return jax.jit(step)(trainable), str(jax.make_jaxpr(step)(trainable))
 
 
