@@ -38,8 +38,10 @@ def timm_model(model_name: str, resolution: int, num_classes: int):
 
 
 def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, warmup,
-                    compiled, num_classes=1000) -> dict:
-    """timm's images/s measured as `vitbench.bench.model_throughput` measures ours."""
+                    compiled, input="host", num_classes=1000) -> dict:
+    """timm's images/s measured as `vitbench.bench.model_throughput` measures ours: with
+    `input="host"` every step first copies the batch from (pinned) host memory to the device,
+    asynchronously, as a PyTorch loader with `pin_memory` does."""
     import timm
     import torch
 
@@ -48,8 +50,18 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = timm_model(model_name, resolution, num_classes).to(device)
-    images = torch.rand(batch_size, 3, resolution, resolution, device=device) * 2 - 1
-    labels = torch.randint(0, num_classes, (batch_size,), device=device)
+    host_images = torch.rand(batch_size, 3, resolution, resolution) * 2 - 1
+    host_labels = torch.randint(0, num_classes, (batch_size,))
+    if device == "cuda":
+        host_images, host_labels = host_images.pin_memory(), host_labels.pin_memory()
+
+    def batch():
+        if input == "device":
+            return device_images, device_labels
+        return (host_images.to(device, non_blocking=True),
+                host_labels.to(device, non_blocking=True))
+
+    device_images, device_labels = host_images.to(device), host_labels.to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     runner = torch.compile(model) if compiled else model
     if mode == "train":
@@ -57,6 +69,7 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
         optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
 
         def step():
+            images, labels = batch()
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 loss = torch.nn.functional.cross_entropy(runner(images), labels)
@@ -67,6 +80,7 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
         model.eval()
 
         def step():
+            images, _ = batch()
             with torch.inference_mode(), autocast:
                 return runner(images).float().cpu()
     for _ in range(warmup):
@@ -80,7 +94,8 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
         resolution, precision, steps, warmup, seconds,
         torch.cuda.get_device_name() if device == "cuda" else "cpu",
         torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-        f"torch {torch.__version__}, timm {timm.__version__}", num_classes=num_classes)
+        f"torch {torch.__version__}, timm {timm.__version__}", num_classes=num_classes) | {
+            "input": input}
 
 
 def main(argv=None) -> int:
@@ -90,6 +105,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--input", choices=["host", "device"], default="host",
+                        help="batches handed over from host memory (as training loops do) or "
+                             "already on the device")
+    parser.add_argument("--remat", action="store_true",
+                        help="rematerialise vitbench's encoder blocks (timm's as it is)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -106,12 +126,12 @@ def main(argv=None) -> int:
 
     common = (args.model, args.mode, args.batch_size, args.resolution, args.precision,
               args.steps, args.warmup)
-    ours = bench.model_throughput(*common)
+    ours = bench.model_throughput(*common, remat=args.remat, input=args.input)
     print(json.dumps(ours), flush=True)
     compile_too = torch.cuda.is_available() if args.compile is None else args.compile
-    peers = [timm_throughput(*common, compiled=False)]
+    peers = [timm_throughput(*common, compiled=False, input=args.input)]
     if compile_too:
-        peers.append(timm_throughput(*common, compiled=True))
+        peers.append(timm_throughput(*common, compiled=True, input=args.input))
     for peer in peers:
         print(json.dumps(peer), flush=True)
     for peer in peers:

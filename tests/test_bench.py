@@ -40,20 +40,24 @@ def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
         {("pipeline", "demo_shape", 16, 4, "read and decode", bench.cpu_cores())}
 
 
-@pytest.mark.parametrize("mode,factor,remat", [("infer", 1, False), ("train", 3, False),
-                                               ("train", 3, True)])
-def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor, remat):
+# Training runs whole calls of up to 8 steps (execution.MAX_BATCHES_PER_CALL): 10 -> 16.
+@pytest.mark.parametrize("mode,factor,remat,feed,batches,steps", [
+    ("infer", 1, False, "host", 2, 2), ("infer", 1, False, "device", 3, 3),
+    ("train", 3, False, "device", 10, 16), ("train", 3, True, "host", 2, 2)])
+def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor, remat,
+                                                                  feed, batches, steps):
     import json
 
     from vitbench.models import zoo
 
     assert cli.main(["bench", f"--mode={mode}", "--model=vit_mu8", "--batch_size=4",
-                     "--resolution=32", "--batches=2", "--warmup=1", "--peak_tflops=2",
-                     f"--{'' if remat else 'no'}remat"]) == 0
+                     "--resolution=32", f"--batches={batches}", "--warmup=1",
+                     "--peak_tflops=2", f"--{'' if remat else 'no'}remat",
+                     f"--input={feed}"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     flops = zoo.count_flops(zoo.get_config("vit_mu8"), 32, 1000) * factor
     assert (line["implementation"], line["mode"], line["batch_size"], line["steps"],
-            line["remat"]) == ("vitbench", mode, 4, 2, remat)
+            line["remat"], line["input"]) == ("vitbench", mode, 4, steps, remat, feed)
     assert line["images_per_second"] > 0
     assert line["step_seconds"] == pytest.approx(4 / line["images_per_second"])
     assert line["gflops_per_image"] == pytest.approx(flops / 1e9)

@@ -10,7 +10,7 @@ from conftest import TINY, mock_tfds
 from vitbench import tasks
 from vitbench.evaluate import classification
 from vitbench.models.vit import create_model
-from vitbench.train import finetune
+from vitbench.train import execution, finetune
 from vitbench.train.schedules import WarmupCosine
 
 
@@ -130,10 +130,10 @@ def test_real_accuracy_leaves_out_images_without_real_labels():
 
 
 def test_steps_per_call_divide_every_epoch_and_the_batches_left():
-    assert finetune.batches_per_call(12, 12) == 6
-    assert finetune.batches_per_call(16, 40) == 8
-    assert finetune.batches_per_call(10, 4) == 2
-    assert finetune.batches_per_call(7, 5) == 1
+    assert execution.batches_per_call(12, 12) == 6
+    assert execution.batches_per_call(16, 40) == 8
+    assert execution.batches_per_call(10, 4) == 2
+    assert execution.batches_per_call(7, 5) == 1
 
 
 def test_several_steps_per_call_train_the_same_weights(monkeypatch):
@@ -144,7 +144,7 @@ def test_several_steps_per_call_train_the_same_weights(monkeypatch):
     results = {}
     with mock_tfds(num_examples=16):
         for limit in (1, 8):
-            monkeypatch.setattr(finetune, "MAX_BATCHES_PER_CALL", limit)
+            monkeypatch.setattr(execution, "MAX_BATCHES_PER_CALL", limit)
             model, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
             results[limit] = model.steps_per_execution, model.get_weights(), summary
     (one, weights_one, summary_one), (six, weights_six, summary_six) = results[1], results[8]

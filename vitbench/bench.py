@@ -13,10 +13,6 @@ import os
 import time
 from typing import Optional
 
-import tensorflow as tf
-
-from vitbench.data import pipeline, registry, sources
-
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
@@ -41,6 +37,10 @@ def _time(name, batches, warmup, count, size_of) -> Measurement:
 
 def pipeline_throughput(task, batch_size=64, batches=20, data_dir=None, warmup=3):
     """Images/s of the raw read, the eval pipeline and the train pipeline of one task."""
+    import tensorflow as tf  # here, so that model benchmarks run where only Keras and JAX are
+
+    from vitbench.data import pipeline, registry, sources
+
     # The peer: read and decode the same examples, nothing else (reduced to their heights so
     # that images of any size batch together).
     raw = sources.read(task, task.split("test"), data_dir).repeat()
@@ -120,55 +120,98 @@ def peak_memory_gb() -> Optional[float]:
     return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
 
 
+INPUTS = ("host", "device")
+
+
 def model_throughput(model_name: str, mode: str, batch_size: int, resolution: int,
                      precision: str = "fp32", steps: int = 10, warmup: int = 2,
                      num_classes: int = 1000, peak: Optional[float] = None,
-                     remat: bool = False) -> dict:
-    """Steady-state images/s of the Keras ViT as vitbench trains (`train`: `train_on_batch`,
-    SGD with momentum, the step XLA-compiled by Keras) or evaluates it (`infer`:
-    `predict_on_batch`), on one batch of random images already on the device; the `warmup`
-    steps (compilation) are not timed. Returns one JSON-able measurement with step time,
-    achieved TFLOP/s from the analytic FLOP count (`zoo.count_flops`; 3x for training) and the
-    model-FLOP utilisation against `peak` TFLOP/s (default: the device's spec-sheet peak).
-    `remat` rematerialises the encoder blocks (the FLOP count stays the model's, so MFU then
-    leaves out the recomputation)."""
+                     remat: bool = False, input: str = "host") -> dict:
+    """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
+    of random images.
+
+    `train`: `model.fit` as the training loops call it (SGD with momentum, the step
+    XLA-compiled by Keras, up to `execution.MAX_BATCHES_PER_CALL` steps per call and the loss
+    read on the host after each call, batches handed over one by one), over an epoch of
+    untimed steps (compilation, at least `warmup`), then `steps` timed ones (rounded up to
+    whole calls). `infer`: `prediction.predict_batches` as the evaluation loops call it
+    (`predict_on_batch`, the next batch's copy to the device started first), `warmup` untimed
+    batches, then `steps` timed ones.
+    `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do,
+    so every step includes its host-to-device copy (overlapped with the previous step's
+    computation, by Keras in training and by `predict_batches` in inference); `"device"`
+    hands over arrays already on the device.
+
+    Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
+    count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
+    TFLOP/s (default: the device's spec-sheet peak). `remat` rematerialises the encoder blocks
+    (the FLOP count stays the model's, so MFU then leaves out the recomputation)."""
     import keras
     import numpy as np
 
+    from vitbench.evaluate import prediction
     from vitbench.models.vit import create_model
+    from vitbench.train import execution
 
     if mode not in ("train", "infer"):
         raise ValueError(f"mode {mode!r} is not one of train, infer")
+    if input not in INPUTS:
+        raise ValueError(f"input {input!r} is not one of {', '.join(INPUTS)}")
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(PRECISIONS[precision])
     try:
         model = create_model(model_name, num_classes=num_classes, image_size=resolution,
                              remat=remat)
         rng = np.random.default_rng(0)
-        images = keras.ops.convert_to_tensor(
-            rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32"))
-        labels = keras.ops.convert_to_tensor(rng.integers(0, num_classes, batch_size))
+        images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32")
+        labels = rng.integers(0, num_classes, batch_size)
+        if input == "device":
+            images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
         if mode == "train":
+            per_call = min(steps, execution.MAX_BATCHES_PER_CALL)
+            steps = warmup = -(-max(steps, warmup) // per_call) * per_call
             model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-            def step():
-                return model.train_on_batch(images, labels)
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          steps_per_execution=per_call)
+            timer = epoch_timer()
+            feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
+            model.fit(feed, epochs=2, steps_per_epoch=steps, shuffle=False,
+                      verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+            seconds = timer.seconds[-1]  # epoch 0 compiled and warmed up
         else:
-            def step():
-                return model.predict_on_batch(images)
-        for _ in range(warmup):
-            step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()  # returns host values: every step ends with the device done
-        seconds = time.perf_counter() - start
+            batches = itertools.repeat({"image": images}, warmup + steps)
+            outputs = prediction.predict_batches(model.predict_on_batch, batches, batch_size)
+            for _ in itertools.islice(outputs, warmup):
+                pass
+            start = time.perf_counter()
+            for _ in outputs:  # numpy outputs: each one waited for the device
+                pass
+            seconds = time.perf_counter() - start
     finally:
         keras.config.set_dtype_policy(previous)
     return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,
                           steps, warmup, seconds, device_kind(), peak_memory_gb(),
                           f"keras {keras.__version__} ({keras.backend.backend()})", peak,
-                          num_classes), "remat": remat}
+                          num_classes), "remat": remat, "input": input}
+
+
+def epoch_timer():
+    """A Keras callback recording each epoch's seconds, up to the epoch's loss on the host."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])  # the epoch's last step done on the device
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
 
 
 def measurement(implementation: str, model_name: str, mode: str, batch_size: int,

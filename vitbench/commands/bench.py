@@ -22,6 +22,10 @@ def _define(fv):
     flags.DEFINE_string("model", "vit_b16", "train / infer: zoo model.", flag_values=fv)
     flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "train / infer: float32, or bf16 "
                       "compute with float32 weights.", flag_values=fv)
+    flags.DEFINE_enum("input", "host", ["host", "device"], "train / infer: hand batches over "
+                      "as numpy arrays, as the training and evaluation loops do (each step "
+                      "includes its copy to the device), or as arrays already on the device.",
+                      flag_values=fv)
     flags.DEFINE_boolean("remat", False, "train: rematerialise the encoder blocks (peak "
                          "memory against compute; see `vitbench run --remat`).", flag_values=fv)
     flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
@@ -57,7 +61,7 @@ def _model(fv):
 
     return [bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
                                    fv.precision, fv.batches, fv.warmup, peak=fv.peak_tflops,
-                                   remat=fv.remat)]
+                                   remat=fv.remat, input=fv.input)]
 
 
 RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
@@ -71,9 +75,9 @@ def run(fv):
     `--mode pipeline` times reading and decoding a task's data, its eval pipeline and
     its train pipeline (augmentation included) at the protocol's resolution: images/s,
     images/s per CPU core and each stage's ratio to that read.
-    `--mode train` / `--mode infer` time a zoo model's training step (train_on_batch, as
-    vitbench fine-tunes) or forward pass (predict_on_batch) on a batch already on the device,
-    after `--warmup` untimed steps: images/s, step time, achieved
+    `--mode train` / `--mode infer` time a zoo model's training steps (`fit`, several steps
+    per call, as vitbench fine-tunes) or forward pass (`predict_on_batch`, as it evaluates),
+    after untimed steps (compilation): images/s, step time, achieved
     TFLOP/s and model-FLOP utilisation from the analytic FLOP count (`vitbench models`),
     peak device memory. `python benchmarks/peers.py` runs the same measurement next to timm.
     """

@@ -5,27 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from vitbench.data import pipeline
-
-
-def predict_full_batch(predict, images: np.ndarray, batch_size: int):
-    """`predict(images)` with a short last batch padded to `batch_size` (zeros) and the padded
-    rows dropped again: every call has one shape (one compilation), and a batch split over
-    several devices always divides evenly."""
-    count = len(images)
-    if count < batch_size:
-        images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]),
-                                                  images.dtype)])
-    outputs = predict(images)
-    return {name: np.asarray(value)[:count] for name, value in outputs.items()} \
-        if isinstance(outputs, dict) else np.asarray(outputs)[:count]
+from vitbench.evaluate import prediction
 
 
 def predictions(model, task, split: str, batch_size: int, data_dir=None, key="label"):
     """(predicted class, `key` target) arrays over one ordered pass of `split`."""
     predicted, labels = [], []
-    for batch in pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                         data_dir=data_dir)):
-        logits = predict_full_batch(model.predict_on_batch, batch["image"], batch_size)
+    batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
+                                                      data_dir=data_dir))
+    for logits, batch in prediction.predict_batches(model.predict_on_batch, batches,
+                                                    batch_size):
         predicted.append(np.argmax(logits, axis=-1))
         labels.append(batch[key])
     return np.concatenate(predicted), np.concatenate(labels)

@@ -38,13 +38,14 @@ WHITENING_EPSILON = 1e-5
 def extract_features(model, task, split: str, batch_size: int = 256, data_dir=None
                      ) -> Tuple[np.ndarray, np.ndarray]:
     """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`."""
-    from vitbench.evaluate.classification import predict_full_batch
+    from vitbench.evaluate import prediction
 
     extractor = model.feature_extractor()
     features, labels = [], []
-    for batch in pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                         data_dir=data_dir)):
-        output = predict_full_batch(extractor.predict_on_batch, batch["image"], batch_size)
+    batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
+                                                      data_dir=data_dir))
+    for output, batch in prediction.predict_batches(extractor.predict_on_batch, batches,
+                                                    batch_size):
         features.append(np.asarray(output["pre_logits"], np.float32))
         labels.append(batch["label"])
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import pathlib
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 from vitbench import files
 from vitbench.data import pipeline
-from vitbench.train import progress
+from vitbench.train import execution, progress
 from vitbench.train.schedules import WarmupCosine
 
 CHECKPOINT, STATE = "checkpoint.keras", "state.json"
@@ -136,25 +135,12 @@ class StopAfter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-# Micro-batches Keras runs per call of its train function at most: the host reads results
-# (the loss for TerminateOnNaN, the progress bar) once per call, not after every step.
-MAX_BATCHES_PER_CALL = 8
-
-
-def batches_per_call(epoch_batches: int, remaining: int) -> int:
-    """Keras' `steps_per_execution` for a fit of `remaining` batches in epochs of
-    `epoch_batches`: the largest number up to MAX_BATCHES_PER_CALL that divides both, so that
-    every epoch end (a save, a metrics line) and the stop fall on a call boundary."""
-    common = math.gcd(epoch_batches, remaining)
-    return max(k for k in range(1, MAX_BATCHES_PER_CALL + 1) if common % k == 0)
-
-
 def training_callbacks(model, epoch_batches: int, remaining: int, run_bar, steps: int,
                        done: int, batch_size: int, accumulation: int, suite_bar=None):
-    """Sets the model's steps per execution for this fit (see `batches_per_call`) and returns
-    the callbacks every training loop uses: stop on a NaN loss, stop after `remaining`
+    """Sets the model's steps per execution for this fit (`execution.batches_per_call`) and
+    returns the callbacks every training loop uses: stop on a NaN loss, stop after `remaining`
     batches, advance the progress bars."""
-    per_call = batches_per_call(epoch_batches, remaining)
+    per_call = execution.batches_per_call(epoch_batches, remaining)
     model.steps_per_execution = per_call  # read when fit builds its train function
     return [keras.callbacks.TerminateOnNaN(), StopAfter(remaining, per_call),
             progress.TrainingProgress(run_bar, steps, done, batch_size, accumulation,
