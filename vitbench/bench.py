@@ -132,9 +132,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
 
     `train`: `model.fit` as the training loops call it (SGD with momentum, the step
     XLA-compiled by Keras, up to `execution.MAX_BATCHES_PER_CALL` steps per call and the loss
-    read on the host after each call, batches handed over one by one), over an epoch of
-    untimed steps (compilation, at least `warmup`), then `steps` timed ones (rounded up to
-    whole calls). `infer`: `prediction.predict_batches` as the evaluation loops call it
+    read on the host after each call, batches handed over one by one): `warmup` untimed
+    steps (compilation), then `steps` timed ones, each rounded up to whole calls. `infer`: `prediction.predict_batches` as the evaluation loops call it
     (`predict_on_batch`, the next batch's copy to the device started first), `warmup` untimed
     batches, then `steps` timed ones.
     `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do,
@@ -168,16 +167,19 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
         if input == "device":
             images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
         if mode == "train":
+            # One call of the train function per epoch: the first calls compile and warm up.
             per_call = min(steps, execution.MAX_BATCHES_PER_CALL)
-            steps = warmup = -(-max(steps, warmup) // per_call) * per_call
+            warmup_calls, timed_calls = -(-max(warmup, 1) // per_call), -(-steps // per_call)
+            warmup, steps = warmup_calls * per_call, timed_calls * per_call
             model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           steps_per_execution=per_call)
             timer = epoch_timer()
             feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
-            model.fit(feed, epochs=2, steps_per_epoch=steps, shuffle=False,
-                      verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), timer])
-            seconds = timer.seconds[-1]  # epoch 0 compiled and warmed up
+            model.fit(feed, epochs=warmup_calls + timed_calls, steps_per_epoch=per_call,
+                      shuffle=False, verbose=0,
+                      callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+            seconds = timer.ends[-1] - timer.ends[warmup_calls - 1]
         else:
             batches = itertools.repeat({"image": images}, warmup + steps)
             outputs = prediction.predict_batches(model.predict_on_batch, batches, batch_size)
@@ -196,20 +198,17 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
 
 
 def epoch_timer():
-    """A Keras callback recording each epoch's seconds, up to the epoch's loss on the host."""
+    """A Keras callback recording when each epoch ended: its loss reached the host."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+            self.ends = []
 
         def on_epoch_end(self, epoch, logs=None):
             float(logs["loss"])  # the epoch's last step done on the device
-            self.seconds.append(time.perf_counter() - self._start)
+            self.ends.append(time.perf_counter())
 
     return EpochTimer()
 
