@@ -38,7 +38,9 @@ def test_models_at_another_resolution(capsys):
     _, out, _ = run(capsys, "models", "--image_size=384", "--num_classes=10")
     row = next(line for line in out.splitlines() if line.startswith("vit_b16 "))
     assert " 577 " in row  # 24 x 24 patches + class token
-    assert "patch sizes [14] left out" in out
+    h14 = next(line for line in out.splitlines() if line.startswith("vit_h14 "))
+    assert " 730 " in h14  # 27 x 27 whole patches of 14 px + class token
+    assert "patch sizes [14]: 384 px is not a multiple" in out
 
 
 def test_checkpoints_shows_what_is_cached(capsys):

@@ -107,9 +107,15 @@ def test_native_keras_saving_round_trip(tmp_path):
     np.testing.assert_array_equal(restored(x), model(x))
 
 
-def test_image_size_not_divisible_by_patch_is_a_clear_error():
-    with pytest.raises(ValueError, match="not divisible by the patch size 8"):
-        create_model(TINY, 3, 36)
+def test_pixels_past_the_last_whole_patch_are_not_seen():
+    # ViT-H/14 at 384 px, as the official code runs it: 27 x 27 patches of the top-left 378 px.
+    cropped = randomize(create_model(TINY, 3, 32))
+    model = create_model(TINY, 3, (36, 39))
+    model.set_weights(cropped.get_weights())  # the same 4 x 4 grid: the same arrays
+    x = images(2, 36, 39)
+    np.testing.assert_allclose(model(x), cropped(x[:, :32, :32]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="smaller than the patch size 8"):
+        create_model(TINY, 3, (32, 7))
 
 
 def _gradients_and_seed_states(model, images):

@@ -50,12 +50,15 @@ def test_unknown_model_lists_the_valid_ones():
         zoo.get_config("vit_q16")
 
 
-def test_grid_rejects_sizes_not_divisible_by_the_patch():
+def test_grid_counts_whole_patches_as_the_official_valid_convolution():
     config = zoo.get_config("vit_b16")
     assert config.grid(384) == (24, 24)
     assert config.grid((224, 320)) == (14, 20)
-    with pytest.raises(ValueError, match="not divisible by the patch size 16"):
-        config.grid(100)
+    assert config.grid(100) == (6, 6)
+    h14 = zoo.get_config("vit_h14")
+    assert h14.grid(384) == (27, 27) and h14.num_tokens(384) == 27 * 27 + 1
+    with pytest.raises(ValueError, match="smaller than the patch size 16"):
+        config.grid((224, 15))
 
 
 def test_bad_options_are_rejected():

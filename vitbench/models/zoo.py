@@ -74,12 +74,13 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
     def grid(self, image_size: ImageSize) -> Tuple[int, int]:
-        """Patch grid (rows, cols) for an image size; raises if it is not divisible."""
+        """Patch grid (rows, cols) for an image size: whole patches only. As in the official
+        code (a VALID convolution, stride = patch size), pixels past the last whole patch are
+        not seen: ViT-H/14 at 384 px has 27 x 27 patches over the top-left 378 x 378 pixels."""
         height, width = as_hw(image_size)
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(
-                f"image size {height}x{width} is not divisible by the patch size "
-                f"{self.patch_size} of {self.name}; use a multiple of {self.patch_size}")
+        if height < self.patch_size or width < self.patch_size:
+            raise ValueError(f"image size {height}x{width} is smaller than the patch size "
+                             f"{self.patch_size} of {self.name}")
         return height // self.patch_size, width // self.patch_size
 
     def num_tokens(self, image_size: ImageSize) -> int:
