@@ -133,9 +133,10 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     `train`: `model.fit` as the training loops call it (SGD with momentum, the step
     XLA-compiled by Keras, up to `execution.MAX_BATCHES_PER_CALL` steps per call and the loss
     read on the host after each call, batches handed over one by one): `warmup` untimed
-    steps (compilation), then `steps` timed ones, each rounded up to whole calls. `infer`: `prediction.predict_batches` as the evaluation loops call it
-    (`predict_on_batch`, the next batch's copy to the device started first), `warmup` untimed
-    batches, then `steps` timed ones.
+    steps (compilation), then `steps` timed ones, each rounded up to whole calls. `infer`:
+    `prediction.predict_batches` as the evaluation loops call it (`predict_on_batch`, the
+    next batch copied to the device meanwhile), `warmup` untimed batches, then `steps` timed
+    ones.
     `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do,
     so every step includes its host-to-device copy (overlapped with the previous step's
     computation, by Keras in training and by `predict_batches` in inference); `"device"`
@@ -165,7 +166,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
         images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32")
         labels = rng.integers(0, num_classes, batch_size)
         if input == "device":
-            images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
+            images, labels = (keras.ops.convert_to_tensor(a) for a in (images, labels))
         if mode == "train":
             # One call of the train function per epoch: the first calls compile and warm up.
             per_call = min(steps, execution.MAX_BATCHES_PER_CALL)
