@@ -66,6 +66,7 @@ def test_the_next_batch_is_copied_while_the_current_one_is_predicted(monkeypatch
                                   np.concatenate([b["image"] for b in batches([4, 4, 4])]))
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("sizes", [[4, 4], [4, 1]])
 def test_predictions_of_a_keras_model_equal_predict_on_batch(sizes):
     model = randomize(create_model(TINY, num_classes=5, image_size=16))
