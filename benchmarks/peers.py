@@ -55,13 +55,16 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
     if device == "cuda":
         host_images, host_labels = host_images.pin_memory(), host_labels.pin_memory()
 
-    def batch():
-        if input == "device":
-            return device_images, device_labels
-        return (host_images.to(device, non_blocking=True),
-                host_labels.to(device, non_blocking=True))
+    if input == "device":
+        on_device = host_images.to(device), host_labels.to(device)
 
-    device_images, device_labels = host_images.to(device), host_labels.to(device)
+        def batch():
+            return on_device
+    else:
+        def batch():  # copied every step, as a loader with pin_memory hands batches over
+            return (host_images.to(device, non_blocking=True),
+                    host_labels.to(device, non_blocking=True))
+
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     runner = torch.compile(model) if compiled else model
     if mode == "train":
