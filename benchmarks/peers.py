@@ -24,7 +24,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def timm_model(model_name: str, resolution: int, num_classes: int):
-    """timm's VisionTransformer with the zoo model's architecture."""
+    """timm's VisionTransformer with the zoo model's architecture and regularisation: dropout
+    in the same four places (after the position embedding, the attention output, the GELU and
+    the MLP output), attention dropout, and drop-path rising linearly to the same rate."""
     from timm.models.vision_transformer import VisionTransformer
 
     from vitbench.models import zoo
@@ -34,14 +36,19 @@ def timm_model(model_name: str, resolution: int, num_classes: int):
                              num_classes=num_classes, embed_dim=config.hidden_size,
                              depth=config.num_layers, num_heads=config.num_heads,
                              mlp_ratio=config.mlp_dim / config.hidden_size, qkv_bias=True,
-                             class_token=True, global_pool="token")
+                             class_token=True, global_pool="token",
+                             # The zoo's regularisation (official: dropout 0.1 for L/16, H/14).
+                             pos_drop_rate=config.dropout, proj_drop_rate=config.dropout,
+                             attn_drop_rate=config.attention_dropout,
+                             drop_path_rate=config.stochastic_depth)
 
 
 def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, warmup,
                     compiled, input="host", num_classes=1000) -> dict:
     """timm's images/s measured as `vitbench.bench.model_throughput` measures ours: with
     `input="host"` every step first copies the batch from (pinned) host memory to the device,
-    asynchronously, as a PyTorch loader with `pin_memory` does."""
+    asynchronously, as a PyTorch loader with `pin_memory` does. Images are bfloat16 under bf16,
+    as vitbench's are."""
     import timm
     import torch
 
@@ -50,7 +57,9 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = timm_model(model_name, resolution, num_classes).to(device)
-    host_images = torch.rand(batch_size, 3, resolution, resolution) * 2 - 1
+    # In the compute dtype, as vitbench's pipelines hand images over: the same bytes to copy.
+    host_images = (torch.rand(batch_size, 3, resolution, resolution) * 2 - 1).to(
+        torch.bfloat16 if precision == "bf16" else torch.float32)
     host_labels = torch.randint(0, num_classes, (batch_size,))
     if device == "cuda":
         host_images, host_labels = host_images.pin_memory(), host_labels.pin_memory()

@@ -108,3 +108,68 @@ def test_the_timm_peer_has_our_architecture():
         peer = peers.timm_model(name, size, 1000)
         assert sum(p.numel() for p in peer.parameters()) == \
             zoo.count_params(zoo.get_config(name), size, 1000)
+
+
+def test_the_timm_peer_has_our_regularisation(monkeypatch):
+    import importlib.util
+    import pathlib
+
+    from vitbench.models import zoo
+
+    pytest.importorskip("timm")
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("peers", script)
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    assert zoo.get_config("vit_l16").dropout == 0.1  # the official L/16 fine-tunes with it
+    monkeypatch.setitem(zoo.ZOO, "vit_mu8", zoo.get_config(
+        "vit_mu8", dropout=0.1, attention_dropout=0.05, stochastic_depth=0.2))
+    peer = peers.timm_model("vit_mu8", 32, 10)
+    rates = {name: module.p for name, module in peer.named_modules()
+             if type(module).__name__ == "Dropout"}
+    assert rates["pos_drop"] == 0.1
+    assert all(rates[f"blocks.{i}.{site}"] == 0.1 for i in range(len(peer.blocks))
+               for site in ("attn.proj_drop", "mlp.drop1", "mlp.drop2"))
+    assert all(rates[f"blocks.{i}.attn.attn_drop"] == 0.05 for i in range(len(peer.blocks)))
+    drop_paths = [block.drop_path1.drop_prob if hasattr(block.drop_path1, "drop_prob") else 0.0
+                  for block in peer.blocks]
+    assert drop_paths[0] == 0.0 and drop_paths[-1] == pytest.approx(0.2)
+
+
+def test_kernel_profile_counts_each_gpu_kernel_once(tmp_path):
+    import gzip
+    import importlib.util
+    import json
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("kernels", script)
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
+
+    def named(kind, pid, tid, name):
+        return {"ph": "M", "name": kind, "pid": pid, "tid": tid, "args": {"name": name}}
+
+    def kernel(tid, name, microseconds, pid=2):
+        return {"ph": "X", "pid": pid, "tid": tid, "name": name, "dur": microseconds}
+
+    # JAX's trace: the GPU's stream lines, its "XLA Ops" line repeating them, host events.
+    events = [named("process_name", 1, 0, "/host:CPU"),
+              named("process_name", 2, 0, "/device:GPU:0"),
+              named("thread_name", 2, 7, "Stream #14(Compute)"),
+              named("thread_name", 2, 8, "Stream #15(MemcpyH2D)"),
+              named("thread_name", 2, 9, "XLA Ops"),
+              kernel(7, "nvjet_sm90_gemm", 300), kernel(7, "loop_add_fusion", 100),
+              kernel(7, "nvjet_sm90_gemm", 300), kernel(8, "MemcpyH2D", 50),
+              kernel(9, "dot.1", 600), kernel(9, "add.2", 100), kernel(0, "host", 5000, pid=1)]
+    path = tmp_path / "plugins" / "profile" / "run" / "perfetto_trace.json.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt") as file:
+        json.dump({"traceEvents": events}, file)
+    found = kernels.jax_kernels(str(tmp_path))
+    assert found == {"nvjet_sm90_gemm": pytest.approx(600e-6),
+                     "loop_add_fusion": pytest.approx(100e-6), "MemcpyH2D": pytest.approx(50e-6)}
+    report = kernels.summary("vitbench", found, steps=2, wall=0.002)
+    assert report["kernel_ms_per_step"] == pytest.approx(0.375)
+    assert report["categories"] == pytest.approx({"gemm": 0.3, "elementwise/fusion": 0.05,
+                                                  "copy/transpose": 0.025})

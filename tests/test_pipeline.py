@@ -155,3 +155,19 @@ def test_csv_without_the_needed_columns_is_a_clear_error(tmp_path):
                       num_classes=2, splits={"test": "train"})
     with pytest.raises(ValueError, match="needs a header with 'path' and 'label'"):
         pipeline.eval_dataset(task, "test", 2)
+
+
+def test_images_leave_the_pipelines_in_the_requested_dtype():
+    task = small(tasks.load_suite("vtab1k").task("cifar100"))
+    with mock_tfds(num_examples=6):
+        def batches(dtype):
+            return (list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 4,
+                                                                 image_dtype=dtype)))
+                    + [next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 4, seed=0,
+                                                                     image_dtype=dtype)))])
+
+        full, half = batches("float32"), batches("bfloat16")
+    for a, b in zip(full, half, strict=True):
+        assert str(b["image"].dtype) == "bfloat16"
+        np.testing.assert_array_equal(b["image"], a["image"].astype(b["image"].dtype))
+        np.testing.assert_array_equal(b["label"], a["label"])

@@ -76,3 +76,36 @@ def test_predictions_of_a_keras_model_equal_predict_on_batch(sizes):
     for out, batch in zip(got, stream):
         np.testing.assert_allclose(out, model.predict_on_batch(batch["image"]), rtol=1e-5,
                                    atol=1e-6)
+
+
+@pytest.mark.backends
+def test_evaluation_under_bf16_copies_bfloat16_images_and_predicts_as_from_float32(monkeypatch):
+    import dataclasses
+
+    import keras
+
+    from conftest import mock_tfds
+    from vitbench import tasks
+    from vitbench.data import pipeline
+    from vitbench.evaluate import classification
+
+    task = tasks.load_suite("demo").task("demo_color")
+    task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, resolution=16))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = randomize(create_model(TINY, num_classes=4, image_size=16), scale=1.0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.image_dtype == "bfloat16"
+    predict, copied = model.predict_on_batch, []
+    monkeypatch.setattr(model, "predict_on_batch",
+                        lambda images: copied.append(keras.backend.standardize_dtype(
+                            images.dtype)) or predict(images))
+    with mock_tfds(num_examples=10):
+        predicted, labels = classification.predictions(model, task, "test", 4)
+        float32_batches = list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 4)))
+    assert copied == ["bfloat16"] * 3  # half the bytes of float32 to the device
+    logits = [predict(batch["image"]) for batch in float32_batches]
+    np.testing.assert_array_equal(predicted, np.concatenate([np.argmax(x, -1) for x in logits]))
+    np.testing.assert_array_equal(labels, np.concatenate([b["label"] for b in float32_batches]))
+    assert len(set(predicted.tolist())) > 1  # a model whose predictions vary with the image

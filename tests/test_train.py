@@ -173,3 +173,25 @@ def test_the_progress_bar_counts_updates_when_keras_runs_several_batches_per_cal
         callback.on_train_batch_end(0, {"loss": 1.5})
     assert (callback.step, bar.images) == (10, 6 * 32)
     assert bar.shown["step"] == "10/10"
+
+
+def test_training_under_bf16_is_fed_bfloat16_images(monkeypatch):
+    from vitbench.data import pipeline
+
+    as_numpy, fed = pipeline.as_numpy, set()
+
+    def recording(dataset):
+        for batch in as_numpy(dataset):
+            fed.add(str(batch["image"].dtype))
+            yield batch
+
+    monkeypatch.setattr(pipeline, "as_numpy", recording)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    config = finetune.TrainConfig(lr=0.1, steps=2, batch_size=4, micro_batch_size=4)
+    with mock_tfds(num_examples=8):
+        _, summary = finetune.fine_tune(model, demo_task(), "fit", config)
+    assert fed == {"bfloat16"} and np.isfinite(summary["train_loss"])

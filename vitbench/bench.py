@@ -137,8 +137,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     `prediction.predict_batches` as the evaluation loops call it (`predict_on_batch`, the
     next batch copied to the device meanwhile), `warmup` untimed batches, then `steps` timed
     ones.
-    `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do,
-    so every step includes its host-to-device copy (overlapped with the previous step's
+    `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do
+    (images in the model's compute dtype: bfloat16 under bf16), so every step includes its
+    host-to-device copy (overlapped with the previous step's
     computation, by Keras in training and by `predict_batches` in inference); `"device"`
     hands over arrays already on the device.
 
@@ -163,7 +164,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
         model = create_model(model_name, num_classes=num_classes, image_size=resolution,
                              remat=remat)
         rng = np.random.default_rng(0)
-        images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype("float32")
+        images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(
+            model.image_dtype)  # as the pipelines hand images over
         labels = rng.integers(0, num_classes, batch_size)
         if input == "device":
             images, labels = (keras.ops.convert_to_tensor(a) for a in (images, labels))

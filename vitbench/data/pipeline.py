@@ -1,5 +1,10 @@
 """tf.data input pipelines: a task's split -> batches of NHWC float images in [-1, 1] and labels.
 
+Images leave the pipeline in `image_dtype`: the loops pass their model's compute dtype
+(`VisionTransformer.image_dtype`), so under bf16 mixed precision a batch is bfloat16, half the
+bytes to copy to the accelerator. The cast is the one the model's first layer makes anyway, done
+per example in the pipeline's parallel map: the logits are the same (tested).
+
 Training: read (in the dataset's order) -> cache decoded examples when the split is small ->
 shuffle with the run's seed -> repeat -> a stateless seed per example -> augment in parallel ->
 batch (full batches only) -> prefetch. Evaluation: read -> preprocess -> batch (the last one
@@ -24,9 +29,21 @@ def _process_shard(dataset, process_index: int, process_count: int):
     return dataset.shard(process_count, process_index) if process_count > 1 else dataset
 
 
+def _preprocess(task, mode: str, image_dtype: str):
+    """The task's `mode` preprocessing chain, images cast to `image_dtype` at its end."""
+    chain = registry.chain(task.pp(mode))
+
+    def apply(example):
+        example = chain(example)
+        return {**example, "image": tf.cast(example["image"], image_dtype)}
+
+    return apply
+
+
 def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=None,
                   process_index: int = 0, process_count: int = 1,
-                  cache: Optional[bool] = None, start_batch: int = 0) -> tf.data.Dataset:
+                  cache: Optional[bool] = None, start_batch: int = 0,
+                  image_dtype: str = "float32") -> tf.data.Dataset:
     """Endless shuffled, augmented batches of `split` (a role like 'fit' or a split name).
 
     `start_batch` resumes the stream: the result equals this pipeline's batches from that
@@ -45,17 +62,18 @@ def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=
     seeds = tf.data.Dataset.random(seed=seed + process_index).batch(2)
     dataset = tf.data.Dataset.zip(dataset, seeds).skip(start_batch * batch_size)
     dataset = dataset.map(lambda example, rng: {**example, "_rng": rng})
-    dataset = dataset.map(registry.chain(task.pp("train")), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
+    dataset = dataset.map(_preprocess(task, "train", image_dtype),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(task, split: str, batch_size: int, *, data_dir=None, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
+                 process_count: int = 1, image_dtype: str = "float32") -> tf.data.Dataset:
     """One ordered pass over `split`, preprocessed for evaluation, in batches."""
     dataset = _process_shard(sources.read(task, task.split(split), data_dir), process_index,
                              process_count)
-    dataset = dataset.map(registry.chain(task.pp("eval")), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_preprocess(task, "eval", image_dtype),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

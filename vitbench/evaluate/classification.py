@@ -12,7 +12,8 @@ def predictions(model, task, split: str, batch_size: int, data_dir=None, key="la
     """(predicted class, `key` target) arrays over one ordered pass of `split`."""
     predicted, labels = [], []
     batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                      data_dir=data_dir))
+                                                      data_dir=data_dir,
+                                                      image_dtype=model.image_dtype))
     for logits, batch in prediction.predict_batches(model.predict_on_batch, batches,
                                                     batch_size):
         predicted.append(np.argmax(logits, axis=-1))

@@ -43,7 +43,8 @@ def extract_features(model, task, split: str, batch_size: int = 256, data_dir=No
     extractor = model.feature_extractor()
     features, labels = [], []
     batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                      data_dir=data_dir))
+                                                      data_dir=data_dir,
+                                                      image_dtype=model.image_dtype))
     for output, batch in prediction.predict_batches(extractor.predict_on_batch, batches,
                                                     batch_size):
         features.append(np.asarray(output["pre_logits"], np.float32))

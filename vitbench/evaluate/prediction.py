@@ -5,9 +5,11 @@ Every call gets a full batch: a short last batch is padded with zeros and the pa
 dropped from the outputs, so there is one shape (one compilation) and a batch split over
 several devices always divides evenly. The next batch is copied to the device on a thread of
 its own while the current one is predicted, so that on an accelerator the copy overlaps the
-computation: the float32 images of a batch of 1024 at 224 px are 0.6 GB. On an H200 (ViT-B/16,
-bf16, batch 1024, `vitbench bench --mode infer`) that took inference from host memory from
-5853 to 7401-7684 images/s; with the batch already on the GPU it runs at 10436.
+computation: the float32 images of a batch of 1024 at 224 px are 0.6 GB (half that in
+bfloat16, as the pipelines emit them under bf16). On an H200 (ViT-B/16, bf16, batch 1024,
+`vitbench bench --mode infer`, float32 images) that took inference from host memory from 5853
+to 7401-7684 images/s, and bfloat16 images to 8624-10011; with the batch already on the GPU it
+runs at 10436.
 """
 
 from __future__ import annotations

@@ -223,6 +223,12 @@ class VisionTransformer(keras.Model):
         self._stem, self._blocks, self._head = stem, blocks, head
 
     @property
+    def image_dtype(self) -> str:
+        """The dtype the patch embedding computes in (bfloat16 under `mixed_bfloat16`): images
+        in it give the same outputs as float32 ones, with fewer bytes to copy to the device."""
+        return self.get_layer("embedding").compute_dtype
+
+    @property
     def features_layer_name(self) -> str:
         """The layer whose output is the pre-logit representation."""
         return "pre_logits" if self.config.representation_size else "pool"

@@ -172,7 +172,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     remaining = (config.steps - done) * config.accumulation
     batches = pipeline.as_numpy(pipeline.train_dataset(
         task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
-        start_batch=done * config.accumulation))
+        start_batch=done * config.accumulation, image_dtype=model.image_dtype))
     # One fit call over a single input stream (a tf.data input would lose the batch Keras
     # peeks at to build the model); its epochs are the stretches between saves.
     feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, remaining))

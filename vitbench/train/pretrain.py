@@ -319,7 +319,7 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
     batches = pipeline.as_numpy(pipeline.train_dataset(
         trainer.pretraining.task, "fit", per_process, seed=recipe.seed,
         data_dir=trainer.data_dir, process_index=process_index, process_count=process_count,
-        start_batch=done * trainer.accumulation))
+        start_batch=done * trainer.accumulation, image_dtype=model.image_dtype))
     key = recipes.label_key(trainer.pretraining.task)
     feed = ((batch["image"], batch[key]) for batch, _ in zip(batches, range(remaining)))
     run_bar = progress.bar(f"pretrain {recipe.model} on {recipe.dataset}",
