@@ -11,7 +11,8 @@
 # 2. ViT-H/14 at VTAB's 384 px (27x27 patches), bf16, rematerialised: the largest micro-batch
 #    (512 halved) whose training step fits in 74 GiB, i.e. on an 80 GB card, wherever this runs.
 # 3. ViT-B/16 inference, batch 1024, against the same peers.
-# 4. ViT-L/16 training, batch 128, and inference, batch 1024.
+# 4. ViT-L/16 training, batch 128, with the official dropout 0.1 and without, and inference,
+#    batch 1024.
 # 5. ViT-B/16 training and inference with the batch already on the device.
 set -u
 OUT_DIR=${1:-${OUT:-/tmp/vitbench-gpu}}
@@ -81,6 +82,8 @@ b16_infer() {
 }
 l16_train() {
     stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --steps 16
+    stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --steps 16 \
+        --dropout 0
 }
 l16_infer() {
     stage 120 "${peers[@]}" --model vit_l16 --mode infer --batch_size 1024 --precision bf16 --steps 10

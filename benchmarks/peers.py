@@ -23,15 +23,16 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def timm_model(model_name: str, resolution: int, num_classes: int):
+def timm_model(model_name: str, resolution: int, num_classes: int, dropout=None):
     """timm's VisionTransformer with the zoo model's architecture and regularisation: dropout
     in the same four places (after the position embedding, the attention output, the GELU and
-    the MLP output), attention dropout, and drop-path rising linearly to the same rate."""
+    the MLP output), attention dropout, and drop-path rising linearly to the same rate. `dropout` replaces the zoo's dropout
+    rate, as in `bench.model_throughput`."""
     from timm.models.vision_transformer import VisionTransformer
 
     from vitbench.models import zoo
 
-    config = zoo.get_config(model_name)
+    config = zoo.get_config(model_name, **({} if dropout is None else {"dropout": dropout}))
     return VisionTransformer(img_size=resolution, patch_size=config.patch_size,
                              num_classes=num_classes, embed_dim=config.hidden_size,
                              depth=config.num_layers, num_heads=config.num_heads,
@@ -44,7 +45,7 @@ def timm_model(model_name: str, resolution: int, num_classes: int):
 
 
 def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, warmup,
-                    compiled, input="host", num_classes=1000) -> dict:
+                    compiled, input="host", num_classes=1000, dropout=None) -> dict:
     """timm's images/s measured as `vitbench.bench.model_throughput` measures ours: with
     `input="host"` every step first copies the batch from (pinned) host memory to the device,
     asynchronously, as a PyTorch loader with `pin_memory` does. Images are bfloat16 under bf16,
@@ -56,7 +57,7 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    model = timm_model(model_name, resolution, num_classes).to(device)
+    model = timm_model(model_name, resolution, num_classes, dropout).to(device)
     # In the compute dtype, as vitbench's pipelines hand images over: the same bytes to copy.
     host_images = (torch.rand(batch_size, 3, resolution, resolution) * 2 - 1).to(
         torch.bfloat16 if precision == "bf16" else torch.float32)
@@ -107,7 +108,7 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
         torch.cuda.get_device_name() if device == "cuda" else "cpu",
         torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
         f"torch {torch.__version__}, timm {timm.__version__}", num_classes=num_classes) | {
-            "input": input}
+            "input": input, "dropout": model.pos_drop.p}
 
 
 def main(argv=None) -> int:
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
                              "already on the device")
     parser.add_argument("--remat", action="store_true",
                         help="rematerialise vitbench's encoder blocks (timm's as it is)")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout rate on both sides in place of the zoo model's "
+                             "(official: 0.1 for vit_l16 and vit_h14, 0 for the others)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -138,12 +142,14 @@ def main(argv=None) -> int:
 
     common = (args.model, args.mode, args.batch_size, args.resolution, args.precision,
               args.steps, args.warmup)
-    ours = bench.model_throughput(*common, remat=args.remat, input=args.input)
+    ours = bench.model_throughput(*common, remat=args.remat, input=args.input,
+                                  dropout=args.dropout)
     print(json.dumps(ours), flush=True)
     compile_too = torch.cuda.is_available() if args.compile is None else args.compile
-    peers = [timm_throughput(*common, compiled=False, input=args.input)]
+    peers = [timm_throughput(*common, compiled=False, input=args.input, dropout=args.dropout)]
     if compile_too:
-        peers.append(timm_throughput(*common, compiled=True, input=args.input))
+        peers.append(timm_throughput(*common, compiled=True, input=args.input,
+                                     dropout=args.dropout))
     for peer in peers:
         print(json.dumps(peer), flush=True)
     for peer in peers:

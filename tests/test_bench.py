@@ -41,11 +41,12 @@ def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
 
 
 # Training runs whole calls of up to 8 steps (execution.MAX_BATCHES_PER_CALL): 10 -> 16.
-@pytest.mark.parametrize("mode,factor,remat,feed,batches,steps", [
-    ("infer", 1, False, "host", 2, 2), ("infer", 1, False, "device", 3, 3),
-    ("train", 3, False, "device", 10, 16), ("train", 3, True, "host", 2, 2)])
+@pytest.mark.parametrize("mode,factor,remat,feed,batches,steps,dropout", [
+    ("infer", 1, False, "host", 2, 2, None), ("infer", 1, False, "device", 3, 3, None),
+    ("train", 3, False, "device", 10, 16, None), ("train", 3, True, "host", 2, 2, 0.1)])
 def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor, remat,
-                                                                  feed, batches, steps):
+                                                                  feed, batches, steps,
+                                                                  dropout):
     import json
 
     from vitbench.models import zoo
@@ -53,11 +54,12 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
     assert cli.main(["bench", f"--mode={mode}", "--model=vit_mu8", "--batch_size=4",
                      "--resolution=32", f"--batches={batches}", "--warmup=1",
                      "--peak_tflops=2", f"--{'' if remat else 'no'}remat",
-                     f"--input={feed}"]) == 0
+                     f"--input={feed}"] + ([f"--dropout={dropout}"] if dropout else [])) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     flops = zoo.count_flops(zoo.get_config("vit_mu8"), 32, 1000) * factor
     assert (line["implementation"], line["mode"], line["batch_size"], line["steps"],
-            line["remat"], line["input"]) == ("vitbench", mode, 4, steps, remat, feed)
+            line["remat"], line["input"], line["dropout"]) == (
+        "vitbench", mode, 4, steps, remat, feed, dropout or 0.0)
     assert line["images_per_second"] > 0
     assert line["step_seconds"] == pytest.approx(4 / line["images_per_second"])
     assert line["gflops_per_image"] == pytest.approx(flops / 1e9)
@@ -134,6 +136,7 @@ def test_the_timm_peer_has_our_regularisation(monkeypatch):
     drop_paths = [block.drop_path1.drop_prob if hasattr(block.drop_path1, "drop_prob") else 0.0
                   for block in peer.blocks]
     assert drop_paths[0] == 0.0 and drop_paths[-1] == pytest.approx(0.2)
+    assert peers.timm_model("vit_mu8", 32, 10, dropout=0.0).pos_drop.p == 0.0  # --dropout
 
 
 def test_kernel_profile_counts_each_gpu_kernel_once(tmp_path):

@@ -126,7 +126,8 @@ INPUTS = ("host", "device")
 def model_throughput(model_name: str, mode: str, batch_size: int, resolution: int,
                      precision: str = "fp32", steps: int = 10, warmup: int = 2,
                      num_classes: int = 1000, peak: Optional[float] = None,
-                     remat: bool = False, input: str = "host") -> dict:
+                     remat: bool = False, input: str = "host",
+                     dropout: Optional[float] = None) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
     of random images.
 
@@ -146,7 +147,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
     count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
     TFLOP/s (default: the device's spec-sheet peak). `remat` rematerialises the encoder blocks
-    (the FLOP count stays the model's, so MFU then leaves out the recomputation)."""
+    (the FLOP count stays the model's, so MFU then leaves out the recomputation). `dropout`
+    replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14, else 0)."""
     import keras
     import numpy as np
 
@@ -161,8 +163,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(PRECISIONS[precision])
     try:
+        overrides = {} if dropout is None else {"dropout": dropout}
         model = create_model(model_name, num_classes=num_classes, image_size=resolution,
-                             remat=remat)
+                             remat=remat, **overrides)
         rng = np.random.default_rng(0)
         images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(
             model.image_dtype)  # as the pipelines hand images over
@@ -197,7 +200,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,
                           steps, warmup, seconds, device_kind(), peak_memory_gb(),
                           f"keras {keras.__version__} ({keras.backend.backend()})", peak,
-                          num_classes), "remat": remat, "input": input}
+                          num_classes), "remat": remat, "input": input,
+            "dropout": model.config.dropout}
 
 
 def epoch_timer():

@@ -28,6 +28,9 @@ def _define(fv):
                       flag_values=fv)
     flags.DEFINE_boolean("remat", False, "train: rematerialise the encoder blocks (peak "
                          "memory against compute; see `vitbench run --remat`).", flag_values=fv)
+    flags.DEFINE_float("dropout", None, "train: dropout rate in place of the zoo model's "
+                       "(official: 0.1 for vit_l16 and vit_h14, 0 for the others).",
+                       flag_values=fv)
     flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
                        "model-FLOP utilisation (default: known for H100, H200, A100).",
                        flag_values=fv)
@@ -61,7 +64,7 @@ def _model(fv):
 
     return [bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
                                    fv.precision, fv.batches, fv.warmup, peak=fv.peak_tflops,
-                                   remat=fv.remat, input=fv.input)]
+                                   remat=fv.remat, input=fv.input, dropout=fv.dropout)]
 
 
 RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
