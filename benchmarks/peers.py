@@ -26,8 +26,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def timm_model(model_name: str, resolution: int, num_classes: int, dropout=None):
     """timm's VisionTransformer with the zoo model's architecture and regularisation: dropout
     in the same four places (after the position embedding, the attention output, the GELU and
-    the MLP output), attention dropout, and drop-path rising linearly to the same rate. `dropout` replaces the zoo's dropout
-    rate, as in `bench.model_throughput`."""
+    the MLP output), attention dropout, and drop-path rising linearly to the same rate.
+    `dropout` replaces the zoo's dropout rate, as in `bench.model_throughput`."""
     from timm.models.vision_transformer import VisionTransformer
 
     from vitbench.models import zoo

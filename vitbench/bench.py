@@ -140,9 +140,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     ones.
     `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do
     (images in the model's compute dtype: bfloat16 under bf16), so every step includes its
-    host-to-device copy (overlapped with the previous step's
-    computation, by Keras in training and by `predict_batches` in inference); `"device"`
-    hands over arrays already on the device.
+    host-to-device copy (overlapped with the previous step's computation, by Keras in
+    training and by `predict_batches` in inference); `"device"` hands over arrays already on
+    the device.
 
     Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
     count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
