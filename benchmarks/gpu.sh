@@ -14,6 +14,8 @@
 # 4. ViT-L/16 training, batch 128, with the official dropout 0.1 and without, and inference,
 #    batch 1024.
 # 5. ViT-B/16 training and inference with the batch already on the device.
+# 6. Where ViT-L/16's training step spends its GPU time, vitbench against timm + torch.compile
+#    (benchmarks/kernels.py; its summary goes to the log).
 set -u
 OUT_DIR=${1:-${OUT:-/tmp/vitbench-gpu}}
 DEADLINE=${DEADLINE:-560}
@@ -95,7 +97,12 @@ b16_device() {
         --batches 10 --input device
 }
 
-for group in ${STAGES:-b16_train h14_remat b16_infer l16_train l16_infer b16_device}; do
+l16_kernels() {
+    stage 200 python3 benchmarks/kernels.py --model vit_l16 --batch_size 128 --out "$OUT_DIR/kernels"
+    rm -rf "$OUT_DIR/kernels/jax_trace"  # large; the summary is in the log and kernels/*.json
+}
+
+for group in ${STAGES:-b16_train h14_remat b16_infer l16_train l16_infer b16_device l16_kernels}; do
     "$group"
 done
 echo "=== done in $(($(date +%s) - START)) s" | tee -a "$LOG"
