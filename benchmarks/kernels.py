@@ -53,8 +53,10 @@ def summary(label, kernels, steps, wall):
 
 
 def jax_kernels(trace_dir):
-    """Kernel name -> seconds from JAX's perfetto trace: events on the GPU's streams."""
-    path = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
+    """Kernel name -> seconds from the newest JAX perfetto trace under `trace_dir`: events on
+    the GPU's streams."""
+    path = max(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True),
+               key=os.path.getmtime)
     with gzip.open(path) as file:
         events = json.load(file)["traceEvents"]
     processes = {e["pid"]: e["args"]["name"] for e in events
