@@ -1,9 +1,22 @@
 """`vitbench bench` and `benchmarks/peers.py`: measurements as JSON lines, ratios to a peer."""
 
+import importlib.util
+import pathlib
+
 import pytest
 
 from conftest import mock_tfds
 from vitbench import bench, cli, tasks
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name: str):
+    """The benchmark script `benchmarks/<name>.py`, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_pipeline_benchmark_measures_three_stages():
@@ -77,12 +90,11 @@ def test_spec_sheet_peaks_by_device_and_precision():
 
 def test_peers_script_times_timm_on_the_same_model():
     import json
-    import pathlib
     import subprocess
     import sys
 
     pytest.importorskip("timm")
-    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    script = BENCHMARKS / "peers.py"
     result = subprocess.run([sys.executable, str(script), "--model=vit_mu8", "--mode=train",
                              "--batch_size=4", "--resolution=32", "--steps=2", "--warmup=1"],
                             capture_output=True, text=True, timeout=600)
@@ -96,16 +108,10 @@ def test_peers_script_times_timm_on_the_same_model():
 
 
 def test_the_timm_peer_has_our_architecture():
-    import importlib.util
-    import pathlib
-
     from vitbench.models import zoo
 
     pytest.importorskip("timm")
-    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
-    spec = importlib.util.spec_from_file_location("peers", script)
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
+    peers = load_script("peers")
     for name, size in [("vit_mu8", 32), ("vit_s16", 224)]:
         peer = peers.timm_model(name, size, 1000)
         assert sum(p.numel() for p in peer.parameters()) == \
@@ -113,16 +119,10 @@ def test_the_timm_peer_has_our_architecture():
 
 
 def test_the_timm_peer_has_our_regularisation(monkeypatch):
-    import importlib.util
-    import pathlib
-
     from vitbench.models import zoo
 
     pytest.importorskip("timm")
-    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
-    spec = importlib.util.spec_from_file_location("peers", script)
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
+    peers = load_script("peers")
     assert zoo.get_config("vit_l16").dropout == 0.1  # the official L/16 fine-tunes with it
     monkeypatch.setitem(zoo.ZOO, "vit_mu8", zoo.get_config(
         "vit_mu8", dropout=0.1, attention_dropout=0.05, stochastic_depth=0.2))
@@ -141,14 +141,9 @@ def test_the_timm_peer_has_our_regularisation(monkeypatch):
 
 def test_kernel_profile_counts_each_gpu_kernel_once(tmp_path):
     import gzip
-    import importlib.util
     import json
-    import pathlib
 
-    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("kernels", script)
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = load_script("kernels")
 
     def named(kind, pid, tid, name):
         return {"ph": "M", "name": kind, "pid": pid, "tid": tid, "args": {"name": name}}

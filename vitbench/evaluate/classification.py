@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitbench.data import pipeline
 from vitbench.evaluate import prediction
 
 
 def predictions(model, task, split: str, batch_size: int, data_dir=None, key="label"):
     """(predicted class, `key` target) arrays over one ordered pass of `split`."""
     predicted, labels = [], []
-    batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                      data_dir=data_dir,
-                                                      image_dtype=model.image_dtype))
-    for logits, batch in prediction.predict_batches(model.predict_on_batch, batches,
-                                                    batch_size):
+    for logits, batch in prediction.predict_split(model.predict_on_batch, task, split,
+                                                  batch_size, model.image_dtype, data_dir):
         predicted.append(np.argmax(logits, axis=-1))
         labels.append(batch[key])
     return np.concatenate(predicted), np.concatenate(labels)

@@ -29,7 +29,6 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 
 from vitbench import files
-from vitbench.data import pipeline
 
 BIAS_FEATURE = 100.0
 WHITENING_EPSILON = 1e-5
@@ -42,11 +41,8 @@ def extract_features(model, task, split: str, batch_size: int = 256, data_dir=No
 
     extractor = model.feature_extractor()
     features, labels = [], []
-    batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
-                                                      data_dir=data_dir,
-                                                      image_dtype=model.image_dtype))
-    for output, batch in prediction.predict_batches(extractor.predict_on_batch, batches,
-                                                    batch_size):
+    for output, batch in prediction.predict_split(extractor.predict_on_batch, task, split,
+                                                  batch_size, model.image_dtype, data_dir):
         features.append(np.asarray(output["pre_logits"], np.float32))
         labels.append(batch["label"])
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)

@@ -61,3 +61,15 @@ def predict_batches(predict: Callable, batches: Iterable[dict], batch_size: int,
             pending = queued
         if pending is not None:
             yield _outputs(predict, pending[0].result(), pending[1]), pending[2]
+
+
+def predict_split(predict: Callable, task, split: str, batch_size: int, image_dtype: str,
+                  data_dir=None) -> Iterator[Tuple[object, dict]]:
+    """`predict_batches` over one ordered pass of `task`'s `split` through its eval pipeline,
+    the images in `image_dtype` (the model's compute dtype: `VisionTransformer.image_dtype`)."""
+    from vitbench.data import pipeline  # TensorFlow: here, so that model benchmarks run without
+
+    batches = pipeline.as_numpy(pipeline.eval_dataset(task, split, batch_size,
+                                                      data_dir=data_dir,
+                                                      image_dtype=image_dtype))
+    return predict_batches(predict, batches, batch_size)
