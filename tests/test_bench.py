@@ -53,13 +53,15 @@ def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
         {("pipeline", "demo_shape", 16, 4, "read and decode", bench.cpu_cores())}
 
 
-# Training runs whole calls of up to 8 steps (execution.MAX_BATCHES_PER_CALL): 10 -> 16.
-@pytest.mark.parametrize("mode,factor,remat,feed,batches,steps,dropout", [
-    ("infer", 1, False, "host", 2, 2, None), ("infer", 1, False, "device", 3, 3, None),
-    ("train", 3, False, "device", 10, 16, None), ("train", 3, True, "host", 2, 2, 0.1)])
+# Training runs whole calls of up to 8 steps (execution.MAX_BATCHES_PER_CALL): 10 -> 16; in
+# passes of 2 images, whole updates of 2 passes: up to 4 updates a call, 5 -> 8.
+@pytest.mark.parametrize("mode,factor,remat,feed,batches,steps,dropout,micro", [
+    ("infer", 1, False, "host", 2, 2, None, None), ("infer", 1, False, "device", 3, 3, None, 2),
+    ("train", 3, False, "device", 10, 16, None, None), ("train", 3, True, "host", 2, 2, 0.1, None),
+    ("train", 3, False, "host", 5, 8, None, 2)])
 def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, factor, remat,
                                                                   feed, batches, steps,
-                                                                  dropout):
+                                                                  dropout, micro):
     import json
 
     from vitbench.models import zoo
@@ -67,12 +69,14 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
     assert cli.main(["bench", f"--mode={mode}", "--model=vit_mu8", "--batch_size=4",
                      "--resolution=32", f"--batches={batches}", "--warmup=1",
                      "--peak_tflops=2", f"--{'' if remat else 'no'}remat",
-                     f"--input={feed}"] + ([f"--dropout={dropout}"] if dropout else [])) == 0
+                     f"--input={feed}"] + ([f"--dropout={dropout}"] if dropout else [])
+                    + ([f"--micro_batch_size={micro}"] if micro else [])) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     flops = zoo.count_flops(zoo.get_config("vit_mu8"), 32, 1000) * factor
+    # Without --micro_batch_size the demo model's batch is one pass, on a CPU too.
     assert (line["implementation"], line["mode"], line["batch_size"], line["steps"],
-            line["remat"], line["input"], line["dropout"]) == (
-        "vitbench", mode, 4, steps, remat, feed, dropout or 0.0)
+            line["remat"], line["input"], line["dropout"], line["micro_batch_size"]) == (
+        "vitbench", mode, 4, steps, remat, feed, dropout or 0.0, micro or 4)
     assert line["images_per_second"] > 0
     assert line["step_seconds"] == pytest.approx(4 / line["images_per_second"])
     assert line["gflops_per_image"] == pytest.approx(flops / 1e9)

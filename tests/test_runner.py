@@ -63,13 +63,23 @@ def test_plan_identifies_local_checkpoints_by_content_and_records_precision(tmp_
     assert averaged[0].config()["polyak"] == 0.9999
 
 
-def test_demo_task_trains_and_records(tmp_path):
+def test_demo_task_trains_and_records(tmp_path, monkeypatch):
+    from vitbench.models import zoo
+    from vitbench.train import execution
+
     suite = tasks.load_suite("demo")
-    run = runner.plan(suite, ["demo_color"], "scratch:vit_mu8", TINY_RUN)[0]
+    # No micro-batch given: the loaded model's passes (execution.pass_size), here made
+    # 4 images by a CPU budget of 4 images' activations.
+    automatic = dataclasses.replace(TINY_RUN, micro_batch_size=None)
+    run = runner.plan(suite, ["demo_color"], "scratch:vit_mu8", automatic)[0]
+    assert run.micro_batch_size is None
+    monkeypatch.setattr(execution, "CPU_PASS_BYTES",
+                        4 * execution.activation_bytes(zoo.get_config("vit_mu8"), 16))
     with mock_tfds(num_examples=16):
         record = runner.execute(run, run.lr, tmp_path)
     assert record["metrics"]["examples"] == 16
     assert 0 <= record["metrics"]["accuracy"] <= 1
+    assert record["micro_batch_size"] == 4
     assert record["accumulation_steps"] == 2 and record["train"]["steps"] == 4
     assert record["precision"] == "float32"  # no accelerator here: full precision
     saved = records.read(records.records_path(tmp_path, "demo"))

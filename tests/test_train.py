@@ -108,6 +108,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
                                checkpoint_every=2)
         monkeypatch.setattr(finetune, "save_state", save)
         assert finetune.load_state(tmp_path)[1] == 2
+        whole_batches = dataclasses.replace(config, micro_batch_size=4)
+        with pytest.raises(ValueError, match="saved training with 2 pass.*--micro_batch_size"):
+            finetune.fine_tune(tiny_model(), task, "fit", whole_batches, workdir=tmp_path,
+                               checkpoint_every=2)
         resumed, summary = finetune.fine_tune(tiny_model(seed=9), task, "fit", config,
                                               workdir=tmp_path, checkpoint_every=2)
     assert summary["resumed_from_step"] == 2
@@ -134,6 +138,24 @@ def test_steps_per_call_divide_every_epoch_and_the_batches_left():
     assert execution.batches_per_call(16, 40) == 8
     assert execution.batches_per_call(10, 4) == 2
     assert execution.batches_per_call(7, 5) == 1
+
+
+def test_cpu_passes_are_cache_sized_and_accelerators_take_the_whole_batch(monkeypatch):
+    from vitbench.models import attention, zoo
+
+    b16, demo = zoo.get_config("vit_b16"), zoo.get_config("vit_mu8")
+    # ViT-B/16 at 224 px: 197 x 3072 float32 MLP units, 2.4 MB an image.
+    assert execution.activation_bytes(b16, 224) == 4 * 197 * 3072
+    assert execution.pass_size(b16, 224, 32) == 8 and execution.pass_size(b16, 224, 512) == 8
+    assert execution.pass_size(b16, 224, 32, replicas=2) == 16  # 8 images on each replica
+    assert execution.pass_size(b16, 224, 36) == 9  # halved only while it divides the batch
+    assert execution.pass_size(b16, 224, 15) == 15
+    # At 384 px the attention weights (12 x 577 x 577) are the largest activation.
+    assert execution.activation_bytes(b16, 384) == 4 * 12 * 577 * 577
+    assert execution.pass_size(b16, 384, 512) == 2
+    assert execution.pass_size(demo, 32, 128) == 128  # the demo model's passes stay whole
+    monkeypatch.setattr(attention, "on_cpu", lambda: False)
+    assert execution.pass_size(b16, 224, 512) == 512
 
 
 def test_several_steps_per_call_train_the_same_weights(monkeypatch):

@@ -127,7 +127,8 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
                      precision: str = "fp32", steps: int = 10, warmup: int = 2,
                      num_classes: int = 1000, peak: Optional[float] = None,
                      remat: bool = False, input: str = "host",
-                     dropout: Optional[float] = None) -> dict:
+                     dropout: Optional[float] = None,
+                     micro_batch_size: Optional[int] = None) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
     of random images.
 
@@ -142,7 +143,10 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     (images in the model's compute dtype: bfloat16 under bf16), so every step includes its
     host-to-device copy (overlapped with the previous step's computation, by Keras in
     training and by `predict_batches` in inference); `"device"` hands over arrays already on
-    the device.
+    the device. A batch is computed in passes of `micro_batch_size` images (default: as
+    the loops split it, `execution.pass_size`: the whole batch on an accelerator,
+    cache-sized passes on a CPU), whose gradients Keras' optimizer accumulates into one
+    update in training; `steps` count whole batches.
 
     Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
     count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
@@ -166,30 +170,38 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
         overrides = {} if dropout is None else {"dropout": dropout}
         model = create_model(model_name, num_classes=num_classes, image_size=resolution,
                              remat=remat, **overrides)
+        micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
+                                                        batch_size)
+        if batch_size % micro:
+            raise ValueError(f"micro-batch size {micro} does not divide the batch {batch_size}")
+        passes = batch_size // micro
         rng = np.random.default_rng(0)
-        images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(
+        images = rng.uniform(-1, 1, (micro, resolution, resolution, 3)).astype(
             model.image_dtype)  # as the pipelines hand images over
-        labels = rng.integers(0, num_classes, batch_size)
+        labels = rng.integers(0, num_classes, micro)
         if input == "device":
             images, labels = (keras.ops.convert_to_tensor(a) for a in (images, labels))
         if mode == "train":
-            # One call of the train function per epoch: the first calls compile and warm up.
-            per_call = min(steps, execution.MAX_BATCHES_PER_CALL)
-            warmup_calls, timed_calls = -(-max(warmup, 1) // per_call), -(-steps // per_call)
-            warmup, steps = warmup_calls * per_call, timed_calls * per_call
-            model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          steps_per_execution=per_call)
+            # One call of the train function per epoch, whole updates per call: the first
+            # calls compile and warm up.
+            updates_per_call = max(1, min(steps, execution.MAX_BATCHES_PER_CALL // passes))
+            warmup_calls = -(-max(warmup, 1) // updates_per_call)
+            timed_calls = -(-steps // updates_per_call)
+            warmup, steps = warmup_calls * updates_per_call, timed_calls * updates_per_call
+            model.compile(optimizer=keras.optimizers.SGD(
+                0.001, momentum=0.9, gradient_accumulation_steps=passes if passes > 1 else None),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                steps_per_execution=updates_per_call * passes)
             timer = epoch_timer()
             feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
-            model.fit(feed, epochs=warmup_calls + timed_calls, steps_per_epoch=per_call,
-                      shuffle=False, verbose=0,
+            model.fit(feed, epochs=warmup_calls + timed_calls,
+                      steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
                       callbacks=[keras.callbacks.TerminateOnNaN(), timer])
             seconds = timer.ends[-1] - timer.ends[warmup_calls - 1]
         else:
-            batches = itertools.repeat({"image": images}, warmup + steps)
-            outputs = prediction.predict_batches(model.predict_on_batch, batches, batch_size)
-            for _ in itertools.islice(outputs, warmup):
+            batches = itertools.repeat({"image": images}, (warmup + steps) * passes)
+            outputs = prediction.predict_batches(model.predict_on_batch, batches, micro)
+            for _ in itertools.islice(outputs, warmup * passes):
                 pass
             start = time.perf_counter()
             for _ in outputs:  # numpy outputs: each one waited for the device
@@ -201,7 +213,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
                           steps, warmup, seconds, device_kind(), peak_memory_gb(),
                           f"keras {keras.__version__} ({keras.backend.backend()})", peak,
                           num_classes), "remat": remat, "input": input,
-            "dropout": model.config.dropout}
+            "dropout": model.config.dropout, "micro_batch_size": micro}
 
 
 def epoch_timer():

@@ -57,7 +57,9 @@ class Run:
     ckpt: str
     phase: str
     lr: Optional[float]  # None for a final run whose rate the sweep chooses
-    micro_batch_size: int
+    # Images per pass; None: `execution.pass_size` of the loaded model (the batch on an
+    # accelerator, cache-sized passes on a CPU).
+    micro_batch_size: Optional[int]
     seed: int
     precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
     ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
@@ -115,8 +117,8 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             grid = DEFAULT_SWEEP
             task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
                                                                           lrs=grid))
-        micro = overrides.micro_batch_size or task.protocol.batch_size
-        if micro > task.protocol.batch_size or task.protocol.batch_size % micro:
+        micro = overrides.micro_batch_size
+        if micro and (micro > task.protocol.batch_size or task.protocol.batch_size % micro):
             raise ValueError(f"micro-batch size {micro} must divide the batch size "
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
@@ -131,8 +133,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
     for task in probes:
         runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
-                        overrides.micro_batch_size or task.protocol.batch_size, overrides.seed,
-                        precision, ckpt_sha256))
+                        overrides.micro_batch_size, overrides.seed, precision, ckpt_sha256))
     return runs
 
 
@@ -259,15 +260,17 @@ def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
                          checkpoint_every: int, verbose: int, suite_bar) -> dict:
     """Fine-tunes from the checkpoint with a zero head, then scores the eval split."""
     from vitbench.evaluate import classification
-    from vitbench.train import finetune
+    from vitbench.train import execution, finetune
 
     p = run.task.protocol
+    model = load_for_task(run.ckpt, run.task, run.remat)
+    micro = run.micro_batch_size or execution.pass_size(model.config, model.image_size,
+                                                        p.batch_size)
     train_config = finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
-                                        micro_batch_size=run.micro_batch_size,
+                                        micro_batch_size=micro,
                                         warmup_steps=min(p.warmup_steps, p.steps),
                                         seed=run.seed, polyak=p.polyak)
-    model = load_for_task(run.ckpt, run.task, run.remat)
-    outcome = {"status": "finished", "error": None, "micro_batch_size": run.micro_batch_size,
+    outcome = {"status": "finished", "error": None, "micro_batch_size": micro,
                "accumulation_steps": train_config.accumulation}
     try:
         model, outcome["train"] = finetune.fine_tune(
@@ -277,11 +280,9 @@ def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
     except finetune.DivergedError as diverged:
         return {**outcome, "status": "diverged", "error": str(diverged), "train": {},
                 "metrics": {"accuracy": None}}
-    metrics = classification.top1_accuracy(model, run.task, run.eval_split,
-                                           run.micro_batch_size, data_dir)
+    metrics = classification.top1_accuracy(model, run.task, run.eval_split, micro, data_dir)
     if run.phase == "final" and run.task.real_dataset:
-        metrics.update(classification.real_accuracy_of(model, run.task, run.micro_batch_size,
-                                                       data_dir))
+        metrics.update(classification.real_accuracy_of(model, run.task, micro, data_dir))
     return {**outcome, "metrics": metrics}
 
 
@@ -290,6 +291,7 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
     """Few-shot linear probes of the frozen checkpoint (features cached per checkpoint)."""
     from vitbench.data import sources
     from vitbench.evaluate import fewshot
+    from vitbench.train import execution
 
     p, model = run.task.protocol, None
     identity = {"ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
@@ -303,8 +305,9 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
             nonlocal model
             model = model or load_for_features(run.ckpt, run.task)
             computed.append(role)
-            x, y = fewshot.extract_features(model, run.task, role, run.micro_batch_size,
-                                            data_dir)
+            micro = run.micro_batch_size or execution.pass_size(
+                model.config, model.image_size, p.batch_size)
+            x, y = fewshot.extract_features(model, run.task, role, micro, data_dir)
             return {"features": x, "labels": y}
 
         arrays = fewshot.cached({**identity, "split": run.task.split(role)}, compute)

@@ -37,6 +37,10 @@ def _define(fv):
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
                          "train / infer: default 224).", flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=fv)
+    flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass, gradients "
+                         "accumulated over a batch's passes (default: as the training and "
+                         "evaluation loops split a batch: whole on an accelerator, "
+                         "cache-sized passes on a CPU).", flag_values=fv)
     flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
                          flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
@@ -64,7 +68,8 @@ def _model(fv):
 
     return [bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
                                    fv.precision, fv.batches, fv.warmup, peak=fv.peak_tflops,
-                                   remat=fv.remat, input=fv.input, dropout=fv.dropout)]
+                                   remat=fv.remat, input=fv.input, dropout=fv.dropout,
+                                   micro_batch_size=fv.micro_batch_size)]
 
 
 RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}

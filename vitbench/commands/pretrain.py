@@ -44,7 +44,8 @@ def _define(fv):
                         "~/tensorflow_datasets).", flag_values=fv)
     flags.DEFINE_integer("micro_batch_size", None, "Examples per forward/backward pass; the "
                          "gradients of batch_size/micro_batch_size passes make one update "
-                         "(default: the whole batch).", flag_values=fv)
+                         "(default: the whole batch on an accelerator, cache-sized passes on "
+                         "a CPU; see README).", flag_values=fv)
     flags.DEFINE_integer("model_parallel", 1, "Split each encoder block's weights over this "
                          "many devices (JAX); the remaining factor of the devices splits the "
                          "batch.", flag_values=fv)

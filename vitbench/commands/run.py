@@ -24,7 +24,8 @@ def _define(fv):
     flags.DEFINE_string("micro_batch_size", None, "Examples per forward/backward pass; "
                         "gradients of batch_size/micro_batch_size passes are accumulated into "
                         "one update. 'auto': the largest that fits in memory (the batch, "
-                        "halved until a training step runs). Default: the whole batch.",
+                        "halved until a training step runs). Default: the whole batch on an "
+                        "accelerator, cache-sized passes on a CPU (see README).",
                         flag_values=fv)
     flags.DEFINE_boolean("remat", False, "Rematerialise: keep only each encoder block's input "
                          "for the backward pass and recompute the rest, for larger micro-batches "

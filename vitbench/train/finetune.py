@@ -108,6 +108,18 @@ def load_state(workdir: Optional[pathlib.Path]):
     return model, state["step"]
 
 
+def check_accumulation(restored, accumulation: int, workdir) -> None:
+    """Raises if a saved run's optimizer accumulates another number of passes per update than
+    `accumulation`: its saved state and the input's position belong to that number."""
+    if restored is None:
+        return
+    saved = restored.optimizer.gradient_accumulation_steps or 1
+    if saved != accumulation:
+        raise ValueError(f"{workdir} was saved training with {saved} pass(es) per update, this "
+                         f"run would make {accumulation}: resume it with a micro-batch of "
+                         f"1/{saved} of the batch (--micro_batch_size)")
+
+
 class _SaveAtEpochEnd(keras.callbacks.Callback):
     """Saves the training state at the end of every epoch (one epoch = `steps` updates)."""
 
@@ -163,6 +175,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     # function of its seed alone, so a resumed run sees the same data as an unbroken one.
     keras.utils.set_random_seed(config.seed)
     restored, done = load_state(workdir)
+    check_accumulation(restored, config.accumulation, workdir)
     if restored is not None:
         model = restored.set_remat(model.config.remat)  # this run's memory setting
     else:

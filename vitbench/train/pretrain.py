@@ -42,7 +42,7 @@ import numpy as np
 from vitbench import files, records
 from vitbench.data import pipeline
 from vitbench.evaluate import classification
-from vitbench.train import distribute, finetune, losses, progress, recipes
+from vitbench.train import distribute, execution, finetune, losses, progress, recipes
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
@@ -251,13 +251,15 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     from vitbench import runner
     from vitbench.checkpoints import npz
     from vitbench.data import sources
+    from vitbench.models.zoo import get_config
 
     recipe, task = pretraining.recipe, pretraining.task
     workdir, log = pathlib.Path(workdir), log or tqdm.write
     distribution = distribute.configure(model_parallel)
     process_index, process_count = distribute.process_index_and_count()
     replicas = distribute.data_parallel_size(distribution)
-    micro = micro_batch_size or recipe.batch_size
+    micro = micro_batch_size or execution.pass_size(get_config(recipe.model), recipe.resolution,
+                                                    recipe.batch_size, replicas)
     if recipe.batch_size % micro or micro % replicas or micro % process_count:
         raise ValueError(f"the batch ({recipe.batch_size}) must be a multiple of the micro-batch "
                          f"({micro}), and the micro-batch of the {replicas} data-parallel "
@@ -277,6 +279,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     keras.config.set_dtype_policy(precision)
     try:
         restored, done = finetune.load_state(workdir)
+        finetune.check_accumulation(restored, accumulation, workdir)
         model = restored.set_remat(remat) if restored else build_model(pretraining, remat)
         if restored is None:
             model.compile(optimizer=make_optimizer(recipe, total, accumulation),
