@@ -42,13 +42,14 @@ def tiny_model(seed=0, classes=4):
 
 
 def test_gradient_accumulation_equals_the_full_batch():
+    # With Polyak averaging: the average also moves once per update, not once per pass.
     task = demo_task()
     results = []
     with mock_tfds(num_examples=16):
         for micro in (8, 4, 2):
             model = tiny_model()
             config = finetune.TrainConfig(lr=0.1, steps=3, batch_size=8, micro_batch_size=micro,
-                                          warmup_steps=1)
+                                          warmup_steps=1, polyak=0.5)
             model, _ = finetune.fine_tune(model, task, "fit", config)
             results.append([np.asarray(w) for w in model.get_weights()])
     for other in results[1:]:

@@ -158,7 +158,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
 
     from vitbench.evaluate import prediction
     from vitbench.models.vit import create_model
-    from vitbench.train import execution
+    from vitbench.train import execution, optimizers
 
     if mode not in ("train", "infer"):
         raise ValueError(f"mode {mode!r} is not one of train, infer")
@@ -188,7 +188,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
             warmup_calls = -(-max(warmup, 1) // updates_per_call)
             timed_calls = -(-steps // updates_per_call)
             warmup, steps = warmup_calls * updates_per_call, timed_calls * updates_per_call
-            model.compile(optimizer=keras.optimizers.SGD(
+            model.compile(optimizer=optimizers.SGD(
                 0.001, momentum=0.9, gradient_accumulation_steps=passes if passes > 1 else None),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 steps_per_execution=updates_per_call * passes)

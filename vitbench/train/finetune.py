@@ -28,7 +28,7 @@ import numpy as np
 
 from vitbench import files
 from vitbench.data import pipeline
-from vitbench.train import execution, progress
+from vitbench.train import execution, optimizers, progress
 from vitbench.train.schedules import WarmupCosine
 
 CHECKPOINT, STATE = "checkpoint.keras", "state.json"
@@ -66,7 +66,7 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """SGD with momentum, global-norm clipping and the warm-up/cosine schedule."""
     schedule = WarmupCosine(config.lr, config.steps, min(config.warmup_steps, config.steps),
                             config.accumulation)
-    return keras.optimizers.SGD(
+    return optimizers.SGD(
         learning_rate=schedule, momentum=config.momentum, global_clipnorm=config.grad_clip_norm,
         gradient_accumulation_steps=config.accumulation if config.accumulation > 1 else None,
         use_ema=config.polyak > 0, ema_momentum=config.polyak or 0.99)

@@ -42,7 +42,8 @@ import numpy as np
 from vitbench import files, records
 from vitbench.data import pipeline
 from vitbench.evaluate import classification
-from vitbench.train import distribute, execution, finetune, losses, progress, recipes
+from vitbench.train import (distribute, execution, finetune, losses, optimizers, progress,
+                            recipes)
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
@@ -81,7 +82,7 @@ def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 
 
 
 def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
-    return keras.optimizers.AdamW(
+    return optimizers.AdamW(
         learning_rate=make_schedule(recipe, total_steps, accumulation), weight_decay=recipe.weight_decay, beta_1=recipe.b1,
         beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None)
