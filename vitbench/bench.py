@@ -145,8 +145,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     training and by `predict_batches` in inference); `"device"` hands over arrays already on
     the device. A batch is computed in passes of `micro_batch_size` images (default: as
     the loops split it, `execution.pass_size`: the whole batch on an accelerator,
-    cache-sized passes on a CPU), whose gradients Keras' optimizer accumulates into one
-    update in training; `steps` count whole batches.
+    cache-sized passes on a CPU), whose gradients are accumulated into one update in
+    training (`vitbench.train.optimizers.SGD`, as fine-tuning does); `steps` count whole
+    batches.
 
     Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
     count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
