@@ -21,6 +21,10 @@ CPU backend then makes one pass fewer over the largest tensor of the layer and n
 (batch, tokens, heads) matmuls. Measured on the 2-core CPU (ViT-B/16 shapes, batch 32, fp32,
 one layer): 52 ms against 236 ms for `keras.ops.dot_product_attention`; PyTorch's fused CPU
 kernel takes 50 ms. The numbers are those of plain attention within float32 rounding.
+
+A query shorter than the keys (the last block's single class-token query, see
+`vitbench.models.vit`) is computed late-normalised everywhere: a (1 x tokens) weight row has
+nothing for a fused kernel to save, and cuDNN's would need padding of its own.
 """
 
 from __future__ import annotations
@@ -91,13 +95,13 @@ def late_normalised_attention(query, key, value, scale):
 @keras.saving.register_keras_serializable(package="vitbench")
 class MultiHeadDotProductAttention(layers.MultiHeadAttention):
     """Keras' multi-head attention, padded for the fused kernel where it applies and
-    normalised late on a CPU."""
+    normalised late on a CPU and for queries shorter than the keys."""
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False, use_causal_mask=False):
         plain = not (return_attention_scores or attention_mask is not None or use_causal_mask
                      or self._dropout > 0.0 or len(query.shape) != 4)
-        if plain and on_cpu():
+        if plain and (on_cpu() or query.shape[1] != key.shape[1]):
             return late_normalised_attention(query, key, value, self._inverse_sqrt_key_dim), None
         # Inference runs fused at any length; only training (the backward pass) needs padding.
         if (plain and training and query.shape[1] % FUSED_SEQUENCE_MULTIPLE != 0
