@@ -6,6 +6,7 @@ import pytest
 
 from conftest import mock_tfds
 from vitbench import records, runner, tasks
+from vitbench.models import attention
 
 TINY_RUN = runner.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16)
 
@@ -259,6 +260,23 @@ def test_auto_micro_batch_halves_until_a_step_fits():
 
     with pytest.raises(ValueError, match="some other failure"):
         runner.fitting_micro_batch("scratch:vit_mu8", task, broken)
+
+
+def test_auto_micro_batch_starts_from_the_cache_sized_pass_on_a_cpu():
+    if not attention.on_cpu():
+        pytest.skip("cache-sized passes are a CPU's")
+    # vit_mu8 at 128 px: 257 tokens, 1.06 MB of attention weights per image: passes of 16.
+    task = runner.Overrides(batch_size=64, resolution=128).apply(
+        tasks.load_suite("demo").task("demo_color"))
+    tried = []
+
+    def step(micro):
+        tried.append(micro)
+        if micro > 8:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+
+    assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 8
+    assert tried == [16, 8]
 
 
 def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):

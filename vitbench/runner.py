@@ -363,13 +363,18 @@ def _is_out_of_memory(error: Exception) -> bool:
 
 def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
                         remat: bool = False) -> int:
-    """The largest micro-batch (the batch, halved until it divides it) whose training step fits.
+    """The largest micro-batch whose training step fits: the default pass
+    (`execution.pass_size`: the whole batch on an accelerator, cache-sized passes on a CPU,
+    where a larger pass is only slower), halved while it divides, until a step runs.
 
     `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
-    default it builds the model (rematerialised with `remat`) and trains on zeros.
+    default it trains the model (rematerialised with `remat`) on zeros.
     """
-    try_step = try_step or (lambda micro: _zero_batch_trainer(ckpt, task, micro, remat)())
-    micro = task.protocol.batch_size
+    from vitbench.train import execution
+
+    model = load_for_task(ckpt, task, remat)
+    try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())
+    micro = execution.pass_size(model.config, model.image_size, task.protocol.batch_size)
     while True:
         try:
             try_step(micro)
@@ -380,13 +385,13 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
             micro //= 2
 
 
-def _zero_batch_trainer(ckpt: str, task: tasks_lib.Task, micro: int, remat: bool = False):
-    """A function running one training step of the task's model on a batch of zeros."""
+def _zero_batch_trainer(model, task: tasks_lib.Task, micro: int):
+    """A function running one training step of `model` on a batch of zeros at the task's
+    resolution."""
     import numpy as np
 
     from vitbench.train import finetune
 
-    model = load_for_task(ckpt, task, remat)
     finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
     size = task.protocol.resolution
     images = np.zeros((micro, size, size, 3), np.float32)
@@ -398,7 +403,7 @@ def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
                        probe_steps: int = 3, remat: bool = False) -> float:
     """Training images/s of this model at the task's resolution on this machine (zero data)."""
     batch = min(micro_batch_size, 8)
-    step = _zero_batch_trainer(ckpt, task, batch, remat)
+    step = _zero_batch_trainer(load_for_task(ckpt, task, remat), task, batch)
     step()  # compile
     start = time.perf_counter()
     for _ in range(probe_steps):

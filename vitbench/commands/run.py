@@ -23,7 +23,7 @@ def _define(fv):
                          flag_values=fv)
     flags.DEFINE_string("micro_batch_size", None, "Examples per forward/backward pass; "
                         "gradients of batch_size/micro_batch_size passes are accumulated into "
-                        "one update. 'auto': the largest that fits in memory (the batch, "
+                        "one update. 'auto': the largest that fits in memory (the default, "
                         "halved until a training step runs). Default: the whole batch on an "
                         "accelerator, cache-sized passes on a CPU (see README).",
                         flag_values=fv)
