@@ -243,15 +243,20 @@ def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
     assert "(partial 3/19)" in board and "*ViT-H/14, JFT-300M (paper Table 9)*" in board
 
 
+def out_of_memory_above(limit, tried):
+    """A stand-in training step that records its micro-batch and runs out of memory above
+    `limit`."""
+    def step(micro):
+        tried.append(micro)
+        if micro > limit:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+    return step
+
+
 def test_auto_micro_batch_halves_until_a_step_fits():
     task = runner.Overrides(batch_size=64).apply(tasks.load_suite("demo").task("demo_color"))
     tried = []
-
-    def step(micro):
-        tried.append(micro)
-        if micro > 16:
-            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-
+    step = out_of_memory_above(16, tried)
     assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 16
     assert tried == [64, 32, 16]
 
@@ -269,12 +274,7 @@ def test_auto_micro_batch_starts_from_the_cache_sized_pass_on_a_cpu():
     task = runner.Overrides(batch_size=64, resolution=128).apply(
         tasks.load_suite("demo").task("demo_color"))
     tried = []
-
-    def step(micro):
-        tried.append(micro)
-        if micro > 8:
-            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-
+    step = out_of_memory_above(8, tried)
     assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 8
     assert tried == [16, 8]
 
