@@ -24,6 +24,7 @@ import keras
 from keras import layers, ops
 
 from vitbench.models.attention import MultiHeadDotProductAttention
+from vitbench.models.dropout import Dropout, random_dropout
 from vitbench.models.gradient_fence import fence_gradient
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw
 
@@ -125,9 +126,9 @@ class EncoderBlock(layers.Layer):
                                    bias_initializer=mlp_bias_init, name="Dense_0")
         self.mlp_out = layers.Dense(hidden_size, kernel_initializer="glorot_uniform",
                                     bias_initializer=mlp_bias_init, name="Dense_1")
-        self.dropout_layer = layers.Dropout(dropout)
+        self.dropout_layer = Dropout(dropout)
         # Drop-path (stochastic depth): one Bernoulli draw per example for a whole branch.
-        self.drop_path_layer = layers.Dropout(drop_path, noise_shape=(None, 1, 1))
+        self.drop_path_layer = Dropout(drop_path, noise_shape=(None, 1, 1))
 
     def build(self, input_shape):
         self.norm_attention.build(input_shape)
@@ -174,7 +175,7 @@ class EncoderBlock(layers.Layer):
         if layer.name not in seeds:  # rate 0
             return lambda y: y
         draws = iter(seeds[layer.name])
-        return lambda y: keras.random.dropout(y, layer.rate, layer.noise_shape, seed=next(draws))
+        return lambda y: random_dropout(y, layer.rate, layer.noise_shape, seed=next(draws))
 
     def get_config(self):
         return {**super().get_config(), "hidden_size": self.hidden_size, "mlp_dim": self.mlp_dim,
@@ -213,7 +214,7 @@ class VisionTransformer(keras.Model):
         if config.classifier == "token":
             stem.append(ClassToken(name="cls"))
         stem += [PositionEmbedding(name="posembed_input"),
-                 layers.Dropout(config.dropout, name="embedding_dropout")]
+                 Dropout(config.dropout, name="embedding_dropout")]
         blocks = [
             EncoderBlock(config.hidden_size, config.mlp_dim, config.num_heads, config.dropout,
                          config.attention_dropout, rate, config.gelu, config.remat,
