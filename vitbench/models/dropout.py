@@ -3,8 +3,8 @@
 
 Why: on JAX, Keras draws a dropout mask with `jax.random.bernoulli`, one Threefry-2x32
 evaluation (20 rounds of integer arithmetic) per element, of whose 64 bits it keeps 32. The
-models that train with dropout (ViT-L/16 and ViT-H/14: rate 0.1, three masks per block, the
-MLP's four times the width of the others) spend much of a step there: 19 ms of ViT-L/16's 136 ms
+models that train with dropout (ViT-L/16 and ViT-H/14: rate 0.1, three masks per block, one
+of them on the MLP's hidden layer, four times as wide) spend much of a step there: 19 ms of ViT-L/16's 136 ms
 training step on an H200 (batch 128, bf16), and on the 2-core CPU a (16, 197, 4096) mask
 took 155 ms more than the multiplication it masks.
 
@@ -12,7 +12,7 @@ How: here each evaluation of JAX's own Threefry-2x32 (`jax.extend.random.threefr
 yields 64 bits, read as four 16-bit uniform draws for four neighbouring elements of the last
 axis. An element is kept when its draw is below `keep = round((1 - rate) * 2**16)` (at least
 1), and kept values are scaled by `2**16 / keep`, so the expected output is the input exactly;
-the rate itself is rounded to a multiple of 2**-16 (0.1 becomes 0.099994). The counters are
+the rate itself is rounded to a multiple of 2**-16 (0.1 becomes 0.100006). The counters are
 each element's position, so a batch-sharded model draws only its own shard, and the masks do
 not depend on how the batch is split over devices. The same seed gives the same mask, and a
 layer's seed generator advances as Keras' does, so a resumed run repeats its random stream.
@@ -69,8 +69,8 @@ def random_dropout(inputs, rate, noise_shape=None, seed=None):
 
 @keras.saving.register_keras_serializable(package="vitbench")
 class Dropout(keras.layers.Dropout):
-    """`keras.layers.Dropout` drawing its masks with `random_dropout` above; the same configuration,
-    seed generator and variable names."""
+    """`keras.layers.Dropout` drawing its masks with `random_dropout` above; the same
+    configuration, seed generator and variable names."""
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
