@@ -6,6 +6,11 @@ import os
 from unittest import mock
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# The tests check numbers, not speed, and compiling is most of their time: XLA's LLVM backend
+# compiles unoptimised (11 instead of 15 minutes on 2 cores). Benchmarks run as users do.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 # The oracle peer (timm) pulls in torch, torchvision and triton; triton's shared library
 # crashes the process when TensorFlow was loaded before it. Loaded first, all of them work.
