@@ -8,9 +8,10 @@ from unittest import mock
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # The tests check numbers, not speed, and compiling is most of their time: XLA's LLVM backend
 # compiles unoptimised (11 instead of 15 minutes on 2 cores). Benchmarks run as users do.
+# Tests that start processes with XLA_FLAGS of their own add UNOPTIMISED_BACKEND to them.
+UNOPTIMISED_BACKEND = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMISED_BACKEND}".strip()
 
 # The oracle peer (timm) pulls in torch, torchvision and triton; triton's shared library
 # crashes the process when TensorFlow was loaded before it. Loaded first, all of them work.

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import UNOPTIMISED_BACKEND
 from vitbench.train import losses, pretrain, recipes
 
 QUICK = dict(steps=40, batch_size=32, warmup_steps=5, log_every=10, checkpoint_every=10,
@@ -273,8 +274,8 @@ def test_two_devices_data_and_model_parallel_match_one_device(tmp_path, demo_dat
               "eval_every": 20, "dropout": 0.1}
     args = {"recipe": recipe, "root": str(tmp_path), "data_dir": demo_data_dir,
             "runs": [["data_parallel", 1], ["model_parallel", 2]]}
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "KERAS_BACKEND": "jax"}
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"{UNOPTIMISED_BACKEND} --xla_force_host_platform_device_count=2"}
     result = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT, json.dumps(args)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -354,7 +355,7 @@ def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir)
                "--eval_every=10", "--eval_split=test[:64]"]
     processes = []
     for index in range(2):
-        env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "",
+        env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": UNOPTIMISED_BACKEND,
                "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
                "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}

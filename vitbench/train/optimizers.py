@@ -16,7 +16,9 @@ Here the pass that does not end a batch only adds its gradients to the accumulat
 itself (`jax.lax.cond` runs one branch). The pass that ends a batch runs Keras' own update
 unchanged, so weights, optimizer state and the learning-rate schedule are Keras' at every
 update, and the average moves once per update, as with the whole batch in one pass (tested).
-Other backends use Keras' accumulation as it is.
+Other backends use Keras' accumulation (a conditional around the update), but for the Polyak
+average, which Keras moves there at every pass: here it too moves only at the pass that ends a
+batch (tested on TensorFlow).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import keras
 
 
 class LeanAccumulation:
-    """Mixin for a Keras optimizer: on JAX, a pass that does not end a batch only accumulates."""
+    """Mixin for a Keras optimizer: on JAX, a pass that does not end a batch only accumulates;
+    on every backend, the Polyak average moves only at the pass that ends a batch."""
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         steps = self.gradient_accumulation_steps
@@ -52,6 +55,17 @@ class LeanAccumulation:
             return list(weights), list(state)
 
         return jax.lax.cond((passes + 1) % steps == 0, update, accumulate)
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        # Keras' stateful `apply` (every backend but JAX) calls this at every pass, before it
+        # counts the pass; JAX's update above reaches it only at the end of a batch.
+        steps = self.gradient_accumulation_steps
+        if not steps or keras.backend.backend() == "jax":
+            return super()._update_model_variables_moving_average(trainable_variables)
+        keras.ops.cond((self._iterations + 1) % steps == 0,
+                       lambda: super(LeanAccumulation, self)
+                       ._update_model_variables_moving_average(trainable_variables),
+                       lambda: None)
 
 
 @keras.saving.register_keras_serializable(package="vitbench")
