@@ -104,3 +104,12 @@ def test_a_training_model_draws_a_quarter_of_the_threefry_evaluations_keras_woul
     elements = 2 * (tokens * width + (TINY.num_layers - 1) * tokens * (2 * width + mlp)
                     + (2 * width + mlp))
     assert sum(evaluations) == elements // 4
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_masks_keep_the_input_dtype(dtype):
+    dropped = random_dropout(keras.ops.ones((4, 9, 12), dtype=dtype), 0.1,
+                             seed=keras.random.SeedGenerator(1))
+    assert keras.backend.standardize_dtype(dropped.dtype) == dtype
+    values = np.unique(keras.ops.convert_to_numpy(keras.ops.cast(dropped, "float32")))
+    assert values[0] == 0 and values[-1] == pytest.approx(1 / 0.9, rel=1e-2)  # 8 bits: bf16
