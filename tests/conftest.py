@@ -7,7 +7,8 @@ from unittest import mock
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # The tests check numbers, not speed, and compiling is most of their time: XLA's LLVM backend
-# compiles unoptimised (11 instead of 15 minutes on 2 cores). Benchmarks run as users do.
+# compiles unoptimised (about 12 instead of 15 minutes on 2 cores). Benchmarks run as users
+# run them.
 # Tests that start processes with XLA_FLAGS of their own add UNOPTIMISED_BACKEND to them.
 UNOPTIMISED_BACKEND = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
