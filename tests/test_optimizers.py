@@ -27,9 +27,8 @@ def trained_weights(optimizer, batch_size, accumulation, polyak):
 @pytest.mark.parametrize("optimizer", [optimizers.SGD, optimizers.AdamW])
 def test_accumulated_passes_move_the_weights_and_their_average_as_the_whole_batch(optimizer):
     whole = trained_weights(optimizer, 8, None, 0.5)
-    for a, b in zip(trained_weights(optimizer, 4, 2, 0.5), whole):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    for a, b in zip(trained_weights(optimizer, 2, 4, 0.5), whole):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for micro_batch, passes in ((4, 2), (2, 4)):
+        for a, b in zip(trained_weights(optimizer, micro_batch, passes, 0.5), whole):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     unaveraged = trained_weights(optimizer, 8, None, 0.0)
     assert max(np.abs(a - b).max() for a, b in zip(whole, unaveraged)) > 1e-3  # it averages
