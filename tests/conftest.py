@@ -1,6 +1,7 @@
 """Shared fixtures: tiny ViT configs, random weights, an isolated cache, mocked TFDS data."""
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 from unittest import mock
@@ -90,10 +91,17 @@ def mock_tfds(num_examples=8):
 
 
 @pytest.fixture(scope="session")
-def demo_data_dir(tmp_path_factory):
-    """One prepared copy of the generated demo dataset for the whole test session."""
+def demo_data_dir(tmp_path_factory, worker_id):
+    """One prepared copy of the generated demo dataset for the whole test session, shared by
+    the xdist workers: the first to take the lock builds it, the others find it prepared."""
     from vitbench.data import builders  # noqa: F401  (registers vitbench_demo)
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("vitbench_demo", data_dir=data_dir).download_and_prepare()
-    return data_dir
+    session_root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # each worker's base folder sits in the session's
+        session_root = session_root.parent
+    data_dir = session_root / "demo_tfds"
+    data_dir.mkdir(exist_ok=True)
+    with open(data_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tfds.builder("vitbench_demo", data_dir=str(data_dir)).download_and_prepare()
+    return str(data_dir)
