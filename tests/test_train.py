@@ -1,6 +1,8 @@
 """Fine-tuning: schedule, exact gradient accumulation, learning on demo data, resume."""
 
 import dataclasses
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -109,6 +111,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
                                checkpoint_every=2)
         monkeypatch.setattr(finetune, "save_state", save)
         assert finetune.load_state(tmp_path)[1] == 2
+        # A restarted command loads it in a process where nothing has imported the model yet.
+        restarted = subprocess.run(
+            [sys.executable, "-c", "import pathlib, sys; from vitbench.train import finetune; "
+             "print(finetune.load_state(pathlib.Path(sys.argv[1]))[1])", str(tmp_path)],
+            capture_output=True, text=True)
+        assert restarted.stdout.split()[-1:] == ["2"], restarted.stderr[-3000:]
         whole_batches = dataclasses.replace(config, micro_batch_size=4)
         with pytest.raises(ValueError, match="saved training with 2 pass.*--micro_batch_size"):
             finetune.fine_tune(tiny_model(), task, "fit", whole_batches, workdir=tmp_path,

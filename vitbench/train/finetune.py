@@ -101,6 +101,8 @@ def load_state(workdir: Optional[pathlib.Path]):
     """(model, step) saved in `workdir`, or (None, 0)."""
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
+    from vitbench.models import vit  # noqa: F401  (registers the classes the checkpoint names)
+
     state = json.loads((workdir / STATE).read_text())
     model = keras.saving.load_model(workdir / CHECKPOINT)
     for variable, value in zip(_seed_states(model), state.get("seed_states", [])):
