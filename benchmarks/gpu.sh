@@ -60,7 +60,7 @@ python3 -c "import jax, keras, torch, timm; print('jax', jax.__version__, jax.de
 'keras', keras.__version__, 'torch', torch.__version__, 'timm', timm.__version__)" 2>&1 | tee -a "$LOG"
 
 b16_train() {
-    stage 170 "${peers[@]}" --model vit_b16 --mode train --batch_size 256 --precision bf16 --steps 16
+    stage 170 "${peers[@]}" --model vit_b16 --mode train --batch_size 256 --precision bf16 --batches 16
 }
 
 h14_remat() {  # an 80 GB card: 74 GiB for JAX's pool whatever this card has
@@ -80,15 +80,15 @@ h14_remat() {  # an 80 GB card: 74 GiB for JAX's pool whatever this card has
 }
 
 b16_infer() {
-    stage 120 "${peers[@]}" --model vit_b16 --mode infer --batch_size 1024 --precision bf16 --steps 10
+    stage 120 "${peers[@]}" --model vit_b16 --mode infer --batch_size 1024 --precision bf16 --batches 10
 }
 l16_train() {
-    stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --steps 16
-    stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --steps 16 \
+    stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --batches 16
+    stage 150 "${peers[@]}" --model vit_l16 --mode train --batch_size 128 --precision bf16 --batches 16 \
         --dropout 0
 }
 l16_infer() {
-    stage 120 "${peers[@]}" --model vit_l16 --mode infer --batch_size 1024 --precision bf16 --steps 10
+    stage 120 "${peers[@]}" --model vit_l16 --mode infer --batch_size 1024 --precision bf16 --batches 10
 }
 b16_device() {
     stage 60 "${bench[@]}" --mode train --model vit_b16 --batch_size 256 --precision bf16 \

@@ -129,8 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--micro_batch_size", type=int, default=None,
                         help="vitbench's images per pass (default: as its loops split a batch; "
                              "timm computes the batch in one pass)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--batches", type=int, default=10,
+                        help="timed batches (training steps), as `vitbench bench --batches`")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also time timm under torch.compile (default: on a GPU)")
     args = parser.parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     from vitbench import bench
 
     common = (args.model, args.mode, args.batch_size, args.resolution, args.precision,
-              args.steps, args.warmup)
+              args.batches, args.warmup)
     ours = bench.model_throughput(*common, remat=args.remat, input=args.input,
                                   dropout=args.dropout, micro_batch_size=args.micro_batch_size)
     print(json.dumps(ours), flush=True)

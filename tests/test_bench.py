@@ -100,7 +100,7 @@ def test_peers_script_times_timm_on_the_same_model():
     pytest.importorskip("timm")
     script = BENCHMARKS / "peers.py"
     result = subprocess.run([sys.executable, str(script), "--model=vit_mu8", "--mode=train",
-                             "--batch_size=4", "--resolution=32", "--steps=2", "--warmup=1"],
+                             "--batch_size=4", "--resolution=32", "--batches=2", "--warmup=1"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()

@@ -155,6 +155,24 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
         vitbench.load_model(path)
 
 
+def test_corrupt_keras_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"this is not a zip archive")
+    with pytest.raises(npz.CheckpointError, match="not a readable .keras file"):
+        vitbench.load_model(path)
+
+
+def test_the_one_damaged_block_array_is_named_not_the_others(tmp_path):
+    model = randomize(create_model(TINY.replace(num_layers=3), 10, 32))
+    key = "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"  # the first block's
+    path = _rewrite(npz.save_npz(model, tmp_path / "m.npz"),
+                    lambda a: a.update({key: a[key][:, :-1]}))
+    with pytest.raises(npz.CheckpointError) as error:
+        vitbench.load_model(path)
+    assert str(error.value).count("has shape") == 1
+    assert f"'{key}' has shape (32, 63), expected (32, 64)" in str(error.value)
+
+
 def test_pickled_arrays_are_refused(tmp_path):
     path = tmp_path / "pickled.npz"
     np.savez(path, **{"embedding/kernel": np.array([{"a": 1}], dtype=object)})
@@ -192,11 +210,16 @@ def test_save_npz_is_atomic_and_leaves_no_temporary(saved, tmp_path):
     npz.save_npz(model, target)
     npz.save_npz(model, target)  # overwriting works
     assert [p.name for p in target.parent.iterdir()] == ["model.npz"]
+    (tmp_path / "plain").write_bytes(b"")  # the permissions open gives, not mkstemp's 0600
+    assert target.stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
-def test_missing_file_lists_known_names(tmp_path):
-    with pytest.raises(FileNotFoundError, match="vit_b16.i21k"):
+def test_missing_file_is_named_and_an_unknown_name_lists_the_known_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint file {tmp_path}/nowhere.npz does "
+                                                "not exist$"):
         vitbench.load_model(tmp_path / "nowhere.npz")
+    with pytest.raises(FileNotFoundError, match="not a known name.*vit_b16.i21k"):
+        vitbench.load_model("vit_b16.nowhere")
 
 
 def test_zero_classes_removes_the_head_and_keeps_pre_logits(saved):

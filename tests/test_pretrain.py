@@ -67,6 +67,29 @@ def test_bad_recipe_input_is_a_clear_error():
         recipes.load("demo", checkpoint_every=7)
     with pytest.raises(ValueError, match="lr_decay 'step' is not one of"):
         recipes.load("demo", lr_decay="step")
+    with pytest.raises(ValueError, match="batch_size must be at least 1, not 0"):
+        recipes.load("demo", batch_size=0)
+    with pytest.raises(ValueError, match="warmup_steps must be at least 0, not -5"):
+        recipes.load("demo", warmup_steps=-5)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), not 1.0"):
+        recipes.load("demo", dropout=1.0)
+
+
+def test_an_unusable_results_dir_or_workdir_fails_before_any_work(tmp_path, monkeypatch):
+    """Nothing trains (not even the data is prepared) when a result could not be written."""
+    from vitbench.data import sources
+
+    def fail(*args, **kwargs):
+        raise AssertionError("got as far as the data")
+
+    monkeypatch.setattr(sources, "check_ready", fail)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    setup = recipes.load("demo", **QUICK)
+    with pytest.raises(NotADirectoryError, match="a_file"):
+        pretrain.pretrain(setup, tmp_path / "work", results_dir=a_file, verbose=0)
+    with pytest.raises(FileExistsError, match="a_file"):
+        pretrain.pretrain(setup, a_file, results_dir=tmp_path, verbose=0)
 
 
 def test_per_model_overrides(tmp_path, monkeypatch):

@@ -141,6 +141,53 @@ def test_unknown_task_fails_before_any_work(capsys):
 
     assert cli.main(["run", "--tasks=demo_colour"]) == 1
     assert "Did you mean demo_color" in capsys.readouterr().err
+    assert cli.main(["demo", "--tasks=demo_colour"]) == 1  # before its pretraining
+    assert "Did you mean demo_color" in capsys.readouterr().err
+
+
+def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
+    suite = tasks.load_suite("vtab1k")
+    text = runner.describe_plan(suite, ["dtd", "diabetic_retinopathy"], "scratch:vit_ti16",
+                                runner.Overrides(), tmp_path, images_per_second=2.0,
+                                data_dir=tmp_path)
+    assert "0 of 2 runs done; 2,560,000 training images to go, about 355.6 h at the 2.0 " \
+        "images/s" in text
+    missing = text[text.index("data missing"):]
+    assert "diabetic_retinopathy" in missing and f"{tmp_path}/downloads/manual" in missing
+    assert "dtd" not in missing  # downloaded by TFDS when the run starts
+
+
+def test_shots_are_distinct_and_in_order():
+    from vitbench.commands.run import positive_integers
+
+    assert positive_integers("--shots", ["5", "1", "5"]) == (1, 5)
+
+
+def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, monkeypatch):
+    from vitbench import cli
+
+    monkeypatch.setattr(runner, "execute", lambda *a: pytest.fail("a run started"))
+    (tmp_path / "a_file").write_text("")
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--results_dir={tmp_path / 'a_file'}"] + TINY_FLAGS) == 1
+    # the operating system's message, with the path (not only an error number)
+    assert f"error: [Errno 20] Not a directory: '{tmp_path / 'a_file' / 'runs'}'" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
+    (["--batch_size=-4"], "flag --batch_size=-4: -4 is not a positive integer"),
+    (["--polyak=1.5"], "flag --polyak=1.5: 1.5 is not a number in the range [0, 1]"),
+    (["--micro_batch_size=0"], "--micro_batch_size must be a positive integer or 'auto', not '0'"),
+    (["--lrs=0.01,-1"], "--lrs takes positive numbers, e.g. 0.003,0.01; got 0.01,-1"),
+    (["--lrs=fast"], "--lrs takes positive numbers, e.g. 0.003,0.01; got fast"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(flags, message, capsys):
+    from vitbench import cli
+
+    assert cli.main(["run"] + flags) in (1, 2)
+    assert message in capsys.readouterr().err
 
 
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):

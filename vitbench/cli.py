@@ -61,8 +61,12 @@ def main(argv=None) -> int:
         return 0
     try:
         return command.run(flag_values) or 0
+    except BrokenPipeError:  # the reader went away (`vitbench models | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as error:  # bad input: say what, not where in the code
-        message = error.args[0] if error.args else error
+        # A KeyError's str() quotes its message; an OSError's args[0] is only its number.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"{PROG} {name}: error: {message}", file=sys.stderr)
         return 1
 

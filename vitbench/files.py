@@ -15,16 +15,18 @@ def _umask() -> int:
 
 
 def write_atomic(path, data) -> pathlib.Path:
-    """Writes `data` (str or bytes) to a temporary file beside `path`, then renames it. The file
-    gets the permissions `open` would give it (mkstemp's are owner-only)."""
+    """Writes `data` (str, bytes, or a function that writes into the binary file it is given)
+    to a temporary file beside `path`, then renames it. The file gets the permissions `open`
+    would give it (mkstemp's are owner-only)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
+    write = data if callable(data) else (
+        lambda f: f.write(data.encode() if isinstance(data, str) else data))
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)

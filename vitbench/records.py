@@ -58,10 +58,16 @@ def read(path) -> List[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             warnings.warn(f"{path}:{number} is not a whole record (a write cut short?); "
                           "skipped")
+            continue
+        if not (isinstance(record, dict) and "config_hash" in record):
+            warnings.warn(f"{path}:{number} is not a vitbench record (no config_hash); "
+                          "skipped")
+            continue
+        records.append(record)
     return records
 
 

@@ -424,11 +424,9 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     from vitbench.train import progress
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
-    needed = {run.task.name: run.task for run in runs}
-    needed.update({task.name: task for task in (t.real_labels_task() for t in list(needed.values()))
-                   if task is not None})
-    sources.check_ready(needed.values(), data_dir)
+    sources.check_ready(_data_needed(runs), data_dir)
     path = records.records_path(results_dir, suite.name)
+    path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training
     done = {} if force else records.by_hash(records.read(path))
     to_do = [run for run in runs if not _is_done(run, done)]
     suite_bar = progress.bar(f"{suite.name} suite", sum(_images(run) for run in to_do),
@@ -467,6 +465,15 @@ def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     return found
 
 
+def _data_needed(runs: Sequence[Run]) -> List[tasks_lib.Task]:
+    """The tasks whose data the runs read: theirs, and the ImageNet-ReaL labels beside
+    ImageNet's."""
+    needed = {run.task.name: run.task for run in runs}
+    needed.update({task.name: task for task in (t.real_labels_task() for t in list(needed.values()))
+                   if task is not None})
+    return list(needed.values())
+
+
 def _images(run: Run) -> int:
     """Training images of a run (a few-shot probe trains none)."""
     if run.method == "fewshot":
@@ -498,9 +505,13 @@ def _result(record: dict) -> str:
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
-                  images_per_second: Optional[float] = None, fewshot: bool = True) -> str:
-    """The plan as a table: every run, whether it is done, and its cost."""
+                  images_per_second: Optional[float] = None, fewshot: bool = True,
+                  data_dir=None) -> str:
+    """The plan as a table: every run, whether it is done, and its cost; then the tasks whose
+    data is missing (the run would stop on them before training)."""
     from tabulate import tabulate
+
+    from vitbench.data import sources
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
@@ -520,6 +531,13 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"
     if images_per_second:
-        summary += (f", about {todo_images / images_per_second / 3600:.2f} h at the "
-                    f"{images_per_second:.1f} images/s measured for {ckpt} on this machine")
+        hours = todo_images / images_per_second / 3600
+        took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+        summary += (f", about {took} at the {images_per_second:.1f} images/s measured for "
+                    f"{ckpt} on this machine")
+    blocked = [state.detail for state in (sources.status(task, data_dir)
+                                          for task in _data_needed(runs)) if not state.usable]
+    if blocked:
+        summary += "\ndata missing (the run would stop here before training):\n  " + \
+            "\n  ".join(blocked)
     return text + summary

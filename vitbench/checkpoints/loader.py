@@ -27,6 +27,8 @@ def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
         return path
     if path.is_dir():
         return _pretrained(path)
+    if path.suffix in (".npz", ".keras") or "/" in str(ckpt):
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
     raise FileNotFoundError(
         f"checkpoint {str(ckpt)!r} is not a known name, an existing file or a URL. Known names: "
         f"{', '.join(known_checkpoints())} (see `vitbench checkpoints`).")
@@ -49,8 +51,15 @@ def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
 def read_arrays(path: pathlib.Path):
     """(official-layout arrays, config stored with them or None) of an .npz or .keras file."""
     if path.suffix == ".keras":
+        import zipfile
+
         import keras
 
+        from vitbench.models import vit  # noqa: F401  (registers the classes the file names)
+
+        if not zipfile.is_zipfile(path):
+            raise npz.CheckpointError(f"{path} is not a readable .keras file (not a zip "
+                                      "archive; a download or copy cut short?)")
         saved = keras.saving.load_model(path, compile=False)
         return npz.model_to_arrays(saved), getattr(saved, "config", None)
     return npz.read_npz(path), None

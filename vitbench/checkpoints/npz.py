@@ -9,15 +9,15 @@ same axis order, so the mapping is a renaming table and nothing is transposed.
 
 from __future__ import annotations
 
-import os
+import collections
 import pathlib
 import re
-import tempfile
 import zipfile
 from typing import Dict, Tuple
 
 import numpy as np
 
+from vitbench import files
 from vitbench.models.zoo import ViTConfig, find_name
 
 # Keras variable path -> official key, applied in order (each rule where it matches).
@@ -70,17 +70,7 @@ def save_npz(model, path) -> pathlib.Path:
 
 def write_npz(arrays: Dict[str, np.ndarray], path) -> pathlib.Path:
     """Writes official-layout arrays to an `.npz` file, atomically."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    return files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def read_npz(path) -> Dict[str, np.ndarray]:
@@ -116,6 +106,14 @@ def _require(arrays, key, source, ndim):
     return arrays[key].shape
 
 
+def _most_common_size(arrays, keys, source, ndim: int, axis: int) -> int:
+    """The size of `axis` that most of the arrays `keys` (one per block) have, so that a single
+    damaged array is the one the loader names, not all the others."""
+    _require(arrays, keys[0], source, ndim)
+    sizes = [arrays[key].shape[axis] for key in keys if key in arrays and arrays[key].ndim == ndim]
+    return collections.Counter(sizes).most_common(1)[0][0]
+
+
 def infer_architecture(arrays, source="checkpoint") -> Tuple[ViTConfig, int, Tuple[int, int]]:
     """(config, num_classes, patch grid) read off the array shapes of an official checkpoint."""
     patch, _, _, hidden = _require(arrays, "embedding/kernel", source, 4)
@@ -123,10 +121,11 @@ def infer_architecture(arrays, source="checkpoint") -> Tuple[ViTConfig, int, Tup
     num_layers = 0
     while f"{block.format(num_layers)}LayerNorm_0/scale" in arrays:
         num_layers += 1
-    first = block.format(0)
-    _, num_heads, _ = _require(arrays, f"{first}MultiHeadDotProductAttention_1/query/kernel",
-                               source, 3)
-    _, mlp_dim = _require(arrays, f"{first}MlpBlock_3/Dense_0/kernel", source, 2)
+    blocks = [block.format(i) for i in range(max(num_layers, 1))]
+    num_heads = _most_common_size(
+        arrays, [f"{b}MultiHeadDotProductAttention_1/query/kernel" for b in blocks], source, 3, 1)
+    mlp_dim = _most_common_size(arrays, [f"{b}MlpBlock_3/Dense_0/kernel" for b in blocks],
+                                source, 2, 1)
     classifier = "token" if "cls" in arrays else "gap"
     representation = arrays["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in arrays else None
     num_classes = arrays["head/bias"].shape[0] if "head/bias" in arrays else 0

@@ -30,21 +30,21 @@ def _define(fv):
                          "memory against compute; see `vitbench run --remat`).", flag_values=fv)
     flags.DEFINE_float("dropout", None, "train: dropout rate in place of the zoo model's "
                        "(official: 0.1 for vit_l16 and vit_h14, 0 for the others).",
-                       flag_values=fv)
+                       lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
                        "model-FLOP utilisation (default: known for H100, H200, A100).",
-                       flag_values=fv)
+                       lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
-                         "train / infer: default 224).", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=fv)
+                         "train / infer: default 224).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass, gradients "
                          "accumulated over a batch's passes (default: as the training and "
                          "evaluation loops split a batch: whole on an accelerator, "
-                         "cache-sized passes on a CPU).", flag_values=fv)
+                         "cache-sized passes on a CPU).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
-                         flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
-                         flag_values=fv)
+                         lower_bound=0, flag_values=fv)
     flags.DEFINE_string("data_dir", None, "pipeline: TFDS data dir.", flag_values=fv)
 
 

@@ -16,9 +16,9 @@ def _define(fv):
     flags.DEFINE_string("data_dir", None, "TFDS data dir for the generated demo dataset "
                         "(default $TFDS_DATA_DIR or ~/tensorflow_datasets).", flag_values=fv)
     flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (default: the demo "
-                         "recipe's 4 epochs, 625 steps).", flag_values=fv)
+                         "recipe's 4 epochs, 625 steps).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps", None, "Fine-tuning steps per task (default: the demo "
-                         "suite's 300).", flag_values=fv)
+                         "suite's 300).", lower_bound=1, flag_values=fv)
     flags.DEFINE_list("tasks", [], "Only these demo tasks (default: all four).", flag_values=fv)
     flags.DEFINE_list("shots", None, "Few-shot: images per class (default 1,5,10,25).",
                       flag_values=fv)
@@ -65,15 +65,16 @@ def demo(fv):
     from vitbench.leaderboards import publish
     from vitbench.train import pretrain as pretrain_lib, recipes
 
+    suite = tasks.load_suite("demo")
+    suite.select(fv.tasks)  # unknown task names fail here, before pretraining
+    overrides = runner.Overrides(steps=fv.steps, shots=positive_integers(
+        "--shots", fv.shots) if fv.shots else None)
     setup = recipes.load("demo", steps=fv.pretrain_steps)
     workdir = pretrain_lib.default_workdir(fv.results_dir, setup.recipe)
     if fv.pretrain_steps:  # a shorter pretraining is another checkpoint
         workdir = workdir.with_name(f"{workdir.name}_steps{fv.pretrain_steps}")
     print(f"1/3 pretraining {setup.recipe.model} on the demo upstream split")
     pretrain_lib.pretrain(setup, workdir, results_dir=fv.results_dir, data_dir=fv.data_dir)
-    suite = tasks.load_suite("demo")
-    overrides = runner.Overrides(steps=fv.steps, shots=positive_integers(
-        "--shots", fv.shots) if fv.shots else None)
     finished = {}
     for number, (label, ckpt) in enumerate([("pretrained", str(workdir)),
                                             ("from scratch", SCRATCH)], 2):

@@ -20,11 +20,11 @@ def _define(fv):
     flags.DEFINE_string("results_dir", "results", "Where figures/ goes by default.",
                         flag_values=fv)
     flags.DEFINE_integer("num_images", 32, "Images the attention distance averages over "
-                         "(the paper: 128).", flag_values=fv)
+                         "(the paper: 128).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("rollout_images", 8, "Images shown with their attention rollout.",
-                         flag_values=fv)
+                         lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the checkpoint's; another "
-                         "resamples the position embeddings).", flag_values=fv)
+                         "resamples the position embeddings).", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("data_dir", None, "TFDS data dir for the demo images.", flag_values=fv)
 
 

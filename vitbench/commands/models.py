@@ -12,9 +12,9 @@ def _define(fv):
     from absl import flags
 
     flags.DEFINE_integer("image_size", 224, "Resolution (pixels) the counts are computed at.",
-                         flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("num_classes", 1000, "Classes of the head the counts include.",
-                         flag_values=fv)
+                         lower_bound=0, flag_values=fv)
 
 
 def zoo_rows(image_size: int, num_classes: int):

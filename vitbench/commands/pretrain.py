@@ -6,7 +6,8 @@ from vitbench.commands import command
 
 # Recipe fields that a flag of the same name overrides (None: the recipe's value).
 RECIPE_FLAGS = {
-    "steps": ("integer", "Training steps (default: the recipe's epochs over the train split)."),
+    "steps": ("integer", "Training steps (default or 0: the recipe's epochs over the train "
+                         "split)."),
     "epochs": ("float", "Epochs over the train split (paper: 90 for ImageNet-21k, 300 for "
                "ImageNet)."),
     "batch_size": ("integer", "Global batch size (paper: 4096)."),
@@ -45,10 +46,10 @@ def _define(fv):
     flags.DEFINE_integer("micro_batch_size", None, "Examples per forward/backward pass; the "
                          "gradients of batch_size/micro_batch_size passes make one update "
                          "(default: the whole batch on an accelerator, cache-sized passes on "
-                         "a CPU; see README).", flag_values=fv)
+                         "a CPU; see README).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("model_parallel", 1, "Split each encoder block's weights over this "
                          "many devices (JAX); the remaining factor of the devices splits the "
-                         "batch.", flag_values=fv)
+                         "batch.", lower_bound=1, flag_values=fv)
     flags.DEFINE_boolean("multihost", False, "Join a multi-host job first "
                          "(keras.distribution.initialize: coordinator address, process count "
                          "and id from KERAS_DISTRIBUTION_* variables or the TPU runtime).",

@@ -20,11 +20,11 @@ def _define(fv):
     flags.DEFINE_string("results_dir", "results", "Where run records (runs/<suite>.jsonl) and "
                         "in-progress training state (work/) go.", flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "Global batch size (default: the protocol's).",
-                         flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_string("micro_batch_size", None, "Examples per forward/backward pass; "
                         "gradients of batch_size/micro_batch_size passes are accumulated into "
-                        "one update. 'auto': the largest that fits in memory (the default, "
-                        "halved until a training step runs). Default: the whole batch on an "
+                        "one update. 'auto': the largest that fits in memory, found by halving "
+                        "the default until a training step runs. Default: the whole batch on an "
                         "accelerator, cache-sized passes on a CPU (see README).",
                         flag_values=fv)
     flags.DEFINE_boolean("remat", False, "Rematerialise: keep only each encoder block's input "
@@ -32,17 +32,17 @@ def _define(fv):
                          "(e.g. ViT-H/14 at 384 px on one GPU) at about a third more compute; "
                          "the same numbers.", flag_values=fv)
     flags.DEFINE_integer("steps", None, "Training steps (default: the protocol's).",
-                         flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_list("lrs", None, "Learning rates; more than one are swept on the validation "
                       "split (default: the protocol's).", flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the protocol's).",
-                         flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_float("polyak", None, "Evaluate the Polyak (exponential moving) average of the "
                        "weights with this decay; the paper's Table 2 ImageNet fine-tunes use "
                        "0.9999 at 512/518 px (default: the protocol's, 0 = off).",
-                       flag_values=fv)
+                       lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and new heads.",
-                         flag_values=fv)
+                         lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("sweep", False, "Select the learning rate per task: train on the "
                          "tune split for each rate in --lrs (default 0.001,0.003,0.01,0.03 "
                          "where the suite fixes one), score on the validation split, retrain "
@@ -57,27 +57,38 @@ def _define(fv):
                          flag_values=fv)
     flags.DEFINE_integer("checkpoint_every", 0, "Save training state every N steps so an "
                          "interrupted run resumes (0: only the protocol's step count, i.e. "
-                         "no intermediate saves).", flag_values=fv)
+                         "no intermediate saves).", lower_bound=0, flag_values=fv)
 
 
 def overrides_from(fv):
     from vitbench.runner import Overrides
 
     micro = fv.micro_batch_size
-    if micro not in (None, "auto") and not micro.isdigit():
+    if micro not in (None, "auto") and not (micro.isdigit() and int(micro) > 0):
         raise ValueError(f"--micro_batch_size must be a positive integer or 'auto', not {micro!r}")
     return Overrides(steps=fv.steps, batch_size=fv.batch_size,
                      micro_batch_size=int(micro) if micro and micro != "auto" else None,
-                     lrs=tuple(float(lr) for lr in fv.lrs) if fv.lrs else None,
+                     lrs=positive_floats("--lrs", fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, polyak=fv.polyak,
                      shots=positive_integers("--shots", fv.shots) if fv.shots else None,
                      seed=fv.seed, remat=fv.remat)
 
 
+def positive_floats(flag, values):
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if len(numbers) != len(values) or not all(number > 0 for number in numbers):
+        raise ValueError(f"{flag} takes positive numbers, e.g. 0.003,0.01; got {','.join(values)}")
+    return numbers
+
+
 def positive_integers(flag, values):
+    """The distinct values, in increasing order (so that 5,1 and 1,5 are the same runs)."""
     if not all(value.isdigit() and int(value) > 0 for value in values):
         raise ValueError(f"{flag} takes positive integers, e.g. 1,5,10,25; got {','.join(values)}")
-    return tuple(int(value) for value in values)
+    return tuple(sorted({int(value) for value in values}))
 
 
 @command("run", _define)
@@ -105,7 +116,7 @@ def run(fv):
                                           overrides.micro_batch_size or first.protocol.batch_size,
                                           remat=fv.remat)
         print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                   fv.sweep, speed, fv.fewshot))
+                                   fv.sweep, speed, fv.fewshot, fv.data_dir))
         return 0
     finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                 sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,

@@ -25,6 +25,12 @@ EVALUATION_FIELDS = ("eval_every", "fewshot", "fewshot_shots", "fewshot_seeds")
 ANY_TFDS = "tfds"  # the recipe file of TFDS datasets that have none of their own
 
 
+# The smallest valid value of each numeric recipe field (steps 0: from epochs).
+MINIMUMS = {"epochs": 0, "steps": 0, "batch_size": 1, "lr": 0, "warmup_steps": 0,
+            "weight_decay": 0, "grad_clip_norm": 0, "resolution": 1, "seed": 0, "log_every": 1,
+            "checkpoint_every": 1, "eval_every": 1, "fewshot_seeds": 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """Everything that decides a pretraining run's numbers, with the paper's defaults."""
@@ -65,6 +71,11 @@ class Recipe:
         from vitbench.train.losses import LOSSES
         from vitbench.train.schedules import SCHEDULES
 
+        for name, minimum in MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, not {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.lr_decay not in SCHEDULES:
             raise ValueError(f"lr_decay {self.lr_decay!r} is not one of {sorted(SCHEDULES)}")
         if self.loss and self.loss not in LOSSES:
