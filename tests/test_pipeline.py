@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from conftest import mock_tfds
 from vitbench import tasks
@@ -63,6 +64,22 @@ def test_processes_read_disjoint_shards():
             for i in range(2)]
     np.testing.assert_array_equal(shards[0], whole[0::2])
     np.testing.assert_array_equal(shards[1], whole[1::2])
+
+
+def test_a_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    import requests
+
+    def offline(self, *args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    task = tasks.load_suite("vtab1k").task("dtd")
+    with pytest.raises(sources.DownloadFailedError) as error:
+        pipeline.train_dataset(task, "fit", 4, data_dir=str(tmp_path))
+    message = str(error.value)
+    assert message.startswith(f"dtd: TFDS could not download dtd:3.*.* into {tmp_path} (Failed "
+                              "to resolve 'storage.googleapis.com'). Check the network")
+    assert "`tfds build dtd`" in message and f"folder into {tmp_path}" in message
 
 
 def test_missing_manual_download_says_which_files_go_where(tmp_path):

@@ -27,6 +27,10 @@ class ManualDownloadError(OSError):
     """A dataset needs files the user must download; the message says which and where."""
 
 
+class DownloadFailedError(OSError):
+    """TFDS could not download a dataset; the message says what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Status:
     state: str  # READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL or MISSING
@@ -95,7 +99,15 @@ def tfds_prepared_builder(task, data_dir=None):
         status = tfds_status(task, data_dir)
         if status.state == NEEDS_MANUAL:
             raise ManualDownloadError(status.detail)
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare()
+        except OSError as error:  # requests' and urllib's errors included
+            raise DownloadFailedError(
+                f"{task.name}: TFDS could not download {task.tfds_spec} into "
+                f"{builder.data_dir_root} ({error}). Check the network, or prepare the dataset "
+                f"on a machine that has it (e.g. `tfds build {builder.name}`) and copy its "
+                f"<data_dir>/{builder.name} folder into {builder.data_dir_root} (or pass "
+                "--data_dir).") from error
     return builder
 
 
