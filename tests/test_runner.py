@@ -21,6 +21,20 @@ def test_vtab1k_plan_is_one_final_run_per_task_at_the_papers_setting():
     assert config["train_split"] == "train[:800]+train[2754:2954]" and config["eval_split"] == "test"
 
 
+def test_warm_up_is_the_protocols_at_most_the_steps_unless_given(capsys):
+    from vitbench import cli
+
+    suite = tasks.load_suite("vtab1k")
+
+    def warmup(**overrides):
+        return runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(**overrides))[0] \
+            .config()["warmup_steps"]
+
+    assert (warmup(), warmup(steps=50), warmup(steps=50, warmup_steps=5)) == (200, 50, 5)
+    assert cli.main(["run", "--warmup_steps=-1"]) == 2
+    assert "flag --warmup_steps=-1: -1 is not a non-negative integer" in capsys.readouterr().err
+
+
 def test_sweep_tunes_on_train800_val200_then_retrains():
     suite = tasks.load_suite("vtab1k")
     runs = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(), sweep=True)

@@ -31,6 +31,7 @@ class Overrides:
     """Command-line values that replace the suite's protocol (None keeps the protocol's)."""
 
     steps: Optional[int] = None
+    warmup_steps: Optional[int] = None  # the protocol's (at most the steps) when None
     batch_size: Optional[int] = None
     micro_batch_size: Optional[int] = None
     lrs: Optional[Tuple[float, ...]] = None
@@ -42,7 +43,8 @@ class Overrides:
 
     def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
         changes = {key: value for key, value in [
-            ("steps", self.steps), ("batch_size", self.batch_size), ("lrs", self.lrs),
+            ("steps", self.steps), ("warmup_steps", self.warmup_steps),
+            ("batch_size", self.batch_size), ("lrs", self.lrs),
             ("resolution", self.resolution), ("polyak", self.polyak), ("shots", self.shots)]
             if value is not None}
         return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))

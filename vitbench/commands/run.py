@@ -33,6 +33,9 @@ def _define(fv):
                          "the same numbers.", flag_values=fv)
     flags.DEFINE_integer("steps", None, "Training steps (default: the protocol's).",
                          lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("warmup_steps", None, "Linear warm-up steps before the cosine decay "
+                         "(default: the protocol's, at most --steps: a run shorter than the "
+                         "protocol's warm-up is warm-up only).", lower_bound=0, flag_values=fv)
     flags.DEFINE_list("lrs", None, "Learning rates; more than one are swept on the validation "
                       "split (default: the protocol's).", flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the protocol's).",
@@ -66,7 +69,7 @@ def overrides_from(fv):
     micro = fv.micro_batch_size
     if micro not in (None, "auto") and not (micro.isdigit() and int(micro) > 0):
         raise ValueError(f"--micro_batch_size must be a positive integer or 'auto', not {micro!r}")
-    return Overrides(steps=fv.steps, batch_size=fv.batch_size,
+    return Overrides(steps=fv.steps, warmup_steps=fv.warmup_steps, batch_size=fv.batch_size,
                      micro_batch_size=int(micro) if micro and micro != "auto" else None,
                      lrs=positive_floats("--lrs", fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, polyak=fv.polyak,
