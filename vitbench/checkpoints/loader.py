@@ -55,8 +55,6 @@ def read_arrays(path: pathlib.Path):
 
         import keras
 
-        from vitbench.models import vit  # noqa: F401  (registers the classes the file names)
-
         if not zipfile.is_zipfile(path):
             raise npz.CheckpointError(f"{path} is not a readable .keras file (not a zip "
                                       "archive; a download or copy cut short?)")

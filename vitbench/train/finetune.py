@@ -28,6 +28,7 @@ import numpy as np
 
 from vitbench import files
 from vitbench.data import pipeline
+from vitbench.models import vit  # noqa: F401  (registers the classes a saved checkpoint names)
 from vitbench.train import execution, optimizers, progress
 from vitbench.train.schedules import WarmupCosine
 
@@ -101,8 +102,6 @@ def load_state(workdir: Optional[pathlib.Path]):
     """(model, step) saved in `workdir`, or (None, 0)."""
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
-    from vitbench.models import vit  # noqa: F401  (registers the classes the checkpoint names)
-
     state = json.loads((workdir / STATE).read_text())
     model = keras.saving.load_model(workdir / CHECKPOINT)
     for variable, value in zip(_seed_states(model), state.get("seed_states", [])):

@@ -104,8 +104,7 @@ def _check_workdir(workdir: pathlib.Path, config: dict, resume: bool, is_main: b
     another run."""
     path, config = workdir / CONFIG, json.loads(json.dumps(config))  # tuples as lists
     if not path.exists():
-        if is_main:
-            workdir.mkdir(parents=True, exist_ok=True)
+        if is_main:  # `pretrain` made the workdir
             files.write_atomic(path, json.dumps(config, indent=1, sort_keys=True))
         return
     stored = json.loads(path.read_text())
