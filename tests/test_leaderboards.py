@@ -108,6 +108,34 @@ def test_records_written_in_another_order_give_the_same_table(tmp_path):
     assert one == two
 
 
+def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
+    """A suite outside `tasks/`: its defaults come from the records (the runner stores its
+    protocol's settings); an older record without them sets every setting apart."""
+    protocol = tasks.load_suite("demo").task("demo_count").protocol
+
+    def mine(accuracy, seed=0, stored=True, **overrides):
+        line = record("demo", "demo_count", accuracy, ckpt="a", seed=seed, **overrides)
+        line["config"]["suite"] = "mine"
+        line["config_hash"] = records.config_hash(line["config"])
+        return {**line, "protocol": protocol.settings()} if stored else line
+
+    write_records(tmp_path, "mine", [mine(1.0), mine(0.5, seed=1),
+                                     mine(0.0, steps=1, resolution=8)])
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "mine.md").read_text())
+    assert {label: row["demo_count"] for label, row in rows.items()} == {
+        "a": "75.00 ± 35.36", "a (steps 1, px 8)": "0.00"}
+
+    write_records(tmp_path, "mine", [mine(1.0, stored=False),
+                                     mine(0.0, steps=1, stored=False)])
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "mine.md").read_text())
+    every = f"batch {protocol.batch_size}, warm-up {protocol.warmup_steps}, " \
+            f"px {protocol.resolution}, polyak {protocol.polyak}"
+    assert {label: row["demo_count"] for label, row in rows.items()} == {
+        f"a (steps {protocol.steps}, {every})": "100.00", f"a (steps 1, {every})": "0.00"}
+
+
 def test_vtab_board_group_means_deltas_and_reported_rows(tmp_path):
     suite = tasks.load_suite("vtab1k")
     accuracy = {"natural": 0.8, "specialized": 0.6, "structured": 0.4}

@@ -66,6 +66,9 @@ class Run:
     precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
     ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
     remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
+    # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
+    # the leaderboards: the row of a run whose settings differ (not in config).
+    defaults: Tuple[Tuple[str, object], ...] = ()
 
     @property
     def method(self) -> str:
@@ -113,6 +116,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     for task in suite.select(task_names):
         if task.protocol.method == "fewshot":
             continue
+        defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
         grid = task.protocol.lrs
         if sweep and len(grid) == 1 and overrides.lrs is None:
@@ -125,7 +129,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256,
-                      remat=overrides.remat)
+                      remat=overrides.remat, defaults=defaults)
         if len(grid) > 1:
             runs += [Run(phase="tune", lr=lr, **common) for lr in grid]
             runs.append(Run(phase="final", lr=None, **common))
@@ -135,7 +139,8 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
     for task in probes:
         runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
-                        overrides.micro_batch_size, overrides.seed, precision, ckpt_sha256))
+                        overrides.micro_batch_size, overrides.seed, precision, ckpt_sha256,
+                        defaults=tuple(task.protocol.settings().items())))
     return runs
 
 
@@ -348,7 +353,8 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
         keras.config.set_dtype_policy(previous_policy)
     record = {
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
-        **outcome, "precision": run.precision, "wall_seconds": time.time() - start,
+        "protocol": dict(run.defaults), **outcome, "precision": run.precision,
+        "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.append(records.records_path(results_dir, run.suite), record)

@@ -45,6 +45,13 @@ class Protocol:
     l2_reg: float = 1024.0
     seeds: int = 3
 
+    def settings(self) -> dict:
+        """The fields that set a run apart on a leaderboard (`vitbench.leaderboards.collect`):
+        a run whose values differ from its suite's gets a row of its own."""
+        return {"steps": self.steps, "batch_size": self.batch_size,
+                "warmup_steps": min(self.warmup_steps, self.steps),
+                "resolution": self.resolution, "polyak": self.polyak, "l2_reg": self.l2_reg}
+
     def pp(self, phase: str) -> str:
         """The train or eval preprocessing spec with `{resolution}` filled in."""
         template = {"train": self.train_pp, "eval": self.eval_pp}[phase]

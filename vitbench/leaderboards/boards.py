@@ -131,17 +131,15 @@ def _known_suite(name: str) -> Optional[tasks_lib.Suite]:
     return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
 
 
-def protocol_defaults(config: dict) -> Optional[dict]:
-    """The setting fields of a record's task protocol (few-shot variant for few-shot runs)."""
+def protocol_defaults(record: dict) -> Optional[dict]:
+    """The setting values of a record's task protocol (few-shot variant for few-shot runs):
+    the suite's in `tasks/`, else those the record stored (a suite file of the user's), else
+    None (an older record of such a suite: every setting then sets its row apart)."""
+    config = record["config"]
     known = _known_suite(config["suite"])
     if known is None:
-        return None
+        return record.get("protocol")
     fewshot = config.get("method") == "fewshot"
     candidates = known.fewshot_tasks([t.name for t in known.tasks]) if fewshot else known.tasks
     protocol = next((t.protocol for t in candidates if t.name == config["task"]), None)
-    if protocol is None:
-        return None
-    return {"steps": protocol.steps, "batch_size": protocol.batch_size,
-            "warmup_steps": min(protocol.warmup_steps, protocol.steps),
-            "resolution": protocol.resolution, "polyak": protocol.polyak,
-            "l2_reg": protocol.l2_reg}
+    return protocol.settings() if protocol else record.get("protocol")

@@ -5,7 +5,8 @@ Rules, applied in this order:
   last counts.
 - A row is a checkpoint (its name, and its content hash for local files) with the protocol
   settings that differ from the suite's defaults (steps, batch, warm-up, resolution, Polyak,
-  few-shot l2); precision and seeds are not part of the row.
+  few-shot l2; all of them where the defaults are not known); precision and seeds are not
+  part of the row.
 - A cell is a task's final runs (trained on `fit`, scored on `test`) of that row. Where tune
   runs were recorded (a learning-rate sweep), the final run at the rate with the best
   validation accuracy counts (ties: the smaller rate); otherwise the final run written last.
@@ -71,11 +72,11 @@ def latest_per_config(records: Iterable[dict]) -> List[dict]:
 
 
 def row_of(record: dict, defaults: Optional[dict] = None) -> Row:
-    """The row of a record; `defaults` maps setting fields to the suite protocol's values."""
+    """The row of a record; `defaults` maps setting fields to the suite protocol's values
+    (None: not known, so that every setting sets the row apart)."""
     config = record["config"]
-    setting = tuple((key, config[key]) for key in SETTING_FIELDS
-                    if defaults is not None and key in defaults and key in config
-                    and config[key] != defaults[key])
+    setting = tuple((key, config[key]) for key in SETTING_FIELDS if key in config and (
+        defaults is None or (key in defaults and config[key] != defaults[key])))
     return Row(config["ckpt"], config.get("ckpt_sha256"), setting)
 
 
@@ -83,14 +84,14 @@ def method_of(record: dict) -> str:
     return record["config"].get("method", "finetune")
 
 
-def collect(records: Iterable[dict], defaults_of=lambda config: None
+def collect(records: Iterable[dict], defaults_of=lambda record: None
             ) -> Dict[Row, Dict[str, Cell]]:
-    """Cells by row and task. `defaults_of(config)` gives the protocol's setting values."""
+    """Cells by row and task. `defaults_of(record)` gives the protocol's setting values."""
     finals: Dict[tuple, Dict[float, dict]] = {}
     tunes: Dict[tuple, Dict[float, Optional[float]]] = {}
     for record in latest_per_config(records):
         config = record["config"]
-        row = row_of(record, defaults_of(config))
+        row = row_of(record, defaults_of(record))
         key = (row, config["task"], config["seed"])
         if config["phase"] == "tune":
             tunes.setdefault(key, {})[config["lr"]] = record["metrics"].get("accuracy")
