@@ -100,28 +100,64 @@ def test_downloadable_dataset_status(tmp_path):
     assert status.state == sources.WILL_DOWNLOAD and status.usable
 
 
-def test_a_folder_of_class_subfolders_is_a_task(tmp_path):
+def _png(path, image):
     import tensorflow as tf
 
+    path.write_bytes(tf.io.encode_png(image).numpy())
+
+
+def test_a_folder_of_class_subfolders_is_a_task(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in [("train", 3), ("test", 2)]:
         for label in ["cat", "dog"]:
             folder = tmp_path / "pets" / split / label
             folder.mkdir(parents=True)
             for i in range(count):
-                image = rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8)
-                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+                _png(folder / f"{i}.png", rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8))
+    (tmp_path / "pets" / "train" / "cat" / "notes.txt").write_text("not an image")
     path = tmp_path / "mine.toml"
     path.write_text(f'[protocol]\nresolution = 8\n[[task]]\nname = "pets"\ngroup = "custom"\n'
                     f'source = "folder"\ndataset = "{tmp_path / "pets"}"\nnum_classes = 2\n'
-                    f'splits = {{ train = "train", test = "test" }}\n')
+                    f'splits = {{ train = "train[:50%]", val = "train[50%:]", '
+                    f'trainval = "train", test = "test" }}\n')
     task = tasks.load_suite(str(path)).tasks[0]
     assert sources.status(task).state == sources.READY
+    assert [sources.num_examples(task, task.split(role)) for role in ("fit", "val", "test")] \
+        == [3, 3, 4]
     batch = next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 4)))
     check_batch(batch, task, 4, 8)
-    labels = np.concatenate([b["label"] for b in pipeline.as_numpy(
-        pipeline.eval_dataset(task, "test", 3))])
-    assert sorted(labels.tolist()) == [0, 0, 1, 1]
+
+    def labels(split):
+        return np.concatenate([b["label"] for b in pipeline.as_numpy(
+            pipeline.eval_dataset(task, split, 3))]).tolist()
+
+    assert sorted(labels("test")) == [0, 0, 1, 1]
+    assert sorted(labels("fit") + labels("val")) == [0, 0, 0, 1, 1, 1]
+
+
+def test_image_file_splits_mix_the_classes_whatever_the_listing_order(tmp_path):
+    """Slices of a folder or CSV split take a fixed shuffled order (TFDS ImageFolder's), not
+    the order of the files: a CSV listed class by class still gives both classes in train[:50%],
+    and the same examples in the same order when its rows are reversed."""
+    rows = []
+    for i in range(16):
+        _png(tmp_path / f"{i}.png", np.full((4, 4, 3), i * 10, np.uint8))
+        rows.append(f"{i}.png,{'a' if i < 8 else 'b'}")
+
+    def examples(lines, split):
+        (tmp_path / "images.csv").write_text("path,label\n" + "\n".join(lines) + "\n")
+        task = tasks.Task(name="ab", group="custom", source="csv",
+                          dataset=str(tmp_path / "images.csv"), num_classes=2,
+                          splits={"test": split}, protocol=tasks.Protocol(resolution=4))
+        return [(round((e["image"][0, 0, 0] + 1) * 127.5 / 10), int(e["label"]))
+                for e in tfds.as_numpy(pipeline.eval_dataset(task, "test", 1).unbatch())]
+
+    first_half = examples(rows, "train[:50%]")
+    assert len(first_half) == 8 and {label for _, label in first_half} == {0, 1}
+    assert all(label == (i >= 8) for i, label in first_half)  # each image keeps its class
+    assert examples(rows[::-1], "train[:50%]") == first_half
+    assert sorted(first_half + examples(rows, "train[50%:]")) == \
+        [(i, int(i >= 8)) for i in range(16)]
 
 
 def test_missing_folder_is_reported(tmp_path):
@@ -129,25 +165,37 @@ def test_missing_folder_is_reported(tmp_path):
                       splits={"train": "train"}, source="folder")
     status = sources.status(task)
     assert status.state == sources.MISSING and "<class name>" in status.detail
+    (tmp_path / "none" / "train" / "cat").mkdir(parents=True)
+    status = sources.status(task)
+    assert status.state == sources.MISSING and "no images in" in status.detail
 
 
-def test_preflight_lists_every_task_that_cannot_run(tmp_path):
-    suite = tasks.load_suite("vtab1k")
-    with pytest.raises(sources.ManualDownloadError) as error:
-        sources.check_ready(suite.tasks, str(tmp_path))
-    message = str(error.value)
-    assert "resisc45" in message and "diabetic_retinopathy" in message
-    assert "caltech101" not in message
-    sources.check_ready(tasks.load_suite("demo").tasks, str(tmp_path))  # nothing missing
+def test_classes_that_do_not_match_num_classes_are_refused_before_any_work(tmp_path):
+    for label in ["cat", "dog", "fox"]:
+        (tmp_path / "pets" / "train" / label).mkdir(parents=True)
+        _png(tmp_path / "pets" / "train" / label / "0.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "ids.csv").write_text("path,label\npets/train/cat/0.png,0\n"
+                                      "pets/train/dog/0.png,2\n")
+    (tmp_path / "names.csv").write_text("path,label\npets/train/cat/0.png,cat\n"
+                                        "pets/train/dog/0.png,dog\npets/train/fox/0.png,fox\n")
+    expected = {"folder": (str(tmp_path / "pets"), "has 3 classes (cat, dog, fox)"),
+                "csv": (str(tmp_path / "ids.csv"), "has class id 2, the task says "
+                                                   "num_classes = 2 (ids 0 to 1)"),
+                "names": (str(tmp_path / "names.csv"), "has 3 classes (cat, dog, fox)")}
+    for source, (dataset, message) in expected.items():
+        task = tasks.Task(name="pets", group="custom", dataset=dataset, num_classes=2,
+                          splits={"train": "train", "test": "train"},
+                          source="csv" if source == "names" else source)
+        status = sources.status(task)
+        assert status.state == sources.INVALID and message in status.detail, source
+        with pytest.raises(sources.ManualDownloadError, match="missing or unusable"):
+            sources.check_ready([task])
 
 
 def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):
-    import tensorflow as tf
-
     lines = ["path,label,split"]
     for i in range(8):
-        image = np.full((12, 10, 3), i * 30, np.uint8)
-        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+        _png(tmp_path / f"{i}.png", np.full((12, 10, 3), i * 30, np.uint8))
         lines.append(f"{i}.png,{'cat' if i % 2 else 'dog'},{'test' if i >= 6 else 'train'}")
     (tmp_path / "images.csv").write_text("\n".join(lines) + "\n")
     task = tasks.Task(name="animals", group="custom", source="csv",
@@ -159,10 +207,10 @@ def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):
     assert sources.status(task).state == sources.READY
     assert sources.num_examples(task, "train[:50%]+test") == 5
     evaluation = list(pipeline.as_numpy(pipeline.eval_dataset(task, "val", 8)))
-    # rows 4 and 5: grey levels 120 and 150, classes dog (1: sorted names cat, dog) and cat (0)
-    np.testing.assert_array_equal(evaluation[0]["label"], [1, 0])
-    np.testing.assert_allclose(evaluation[0]["image"][:, 0, 0, 0],
-                               [120 / 127.5 - 1, 150 / 127.5 - 1], rtol=1e-5)
+    # Each image keeps its label: grey level i * 30 is cat (0: sorted names cat, dog) for odd i.
+    grey = np.round((evaluation[0]["image"][:, 0, 0, 0] + 1) * 127.5 / 30).astype(int)
+    assert len(grey) == 2 and set(grey) <= set(range(6))
+    np.testing.assert_array_equal(evaluation[0]["label"], 1 - grey % 2)
     check_batch(next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 3))), task, 3, 8)
 
 
@@ -172,6 +220,7 @@ def test_csv_without_the_needed_columns_is_a_clear_error(tmp_path):
                       num_classes=2, splits={"test": "train"})
     with pytest.raises(ValueError, match="needs a header with 'path' and 'label'"):
         pipeline.eval_dataset(task, "test", 2)
+    assert sources.status(task).state == sources.INVALID
 
 
 def test_images_leave_the_pipelines_in_the_requested_dtype():

@@ -45,7 +45,8 @@ def run(fv):
 
     Data status: `ready` (prepared in the data dir), `will generate` (vitbench renders it),
     `will download` (TFDS fetches it on first use), `needs manual files` (the detail below the
-    table says which files go where) or `missing` (a custom folder that is not there).
+    table says which files go where), `missing` (a folder or CSV file of yours that is not there,
+    or holds no images) or `invalid` (its classes do not match the task's `num_classes`).
     """
     from vitbench import tasks
     from vitbench.data import sources

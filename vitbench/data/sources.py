@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 
 from vitbench.data import builders  # noqa: F401  (registers vitbench's own TFDS datasets)
 
-READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING = (
-    "ready", "will generate", "will download", "needs manual files", "missing")
+READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING, INVALID = (
+    "ready", "will generate", "will download", "needs manual files", "missing", "invalid")
 
 
 class ManualDownloadError(OSError):
@@ -33,7 +33,7 @@ class DownloadFailedError(OSError):
 
 @dataclasses.dataclass(frozen=True)
 class Status:
-    state: str  # READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL or MISSING
+    state: str  # READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING or INVALID
     detail: str = ""
 
     @property
@@ -116,116 +116,143 @@ def tfds_read(task, split, data_dir=None) -> tf.data.Dataset:
     return builder.as_dataset(split=split, shuffle_files=False)
 
 
-def _split_size(builder, split):
+def tfds_num_examples(task, split, data_dir=None):
     try:
-        return builder.info.splits[split].num_examples
+        return tfds_prepared_builder(task, data_dir).info.splits[split].num_examples
     except KeyError:  # metadata without split sizes (e.g. mocked data)
         return None
-
-
-def tfds_num_examples(task, split, data_dir=None):
-    return _split_size(tfds_prepared_builder(task, data_dir), split)
 
 
 SOURCES["tfds"] = Source(tfds_status, tfds_read, tfds_num_examples)
 
 
-# --- A folder of class subfolders: <dataset>/<split>/<class>/<image> -------------------------
+# --- Image files of your own: a folder of class subfolders, or a CSV file ----------------------
 
-def _folder_builder(task):
-    root = pathlib.Path(task.dataset).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"{task.name}: image folder {root} does not exist; expected "
-            f"{root}/<split>/<class name>/<image files>")
-    return tfds.ImageFolder(str(root))
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # as TFDS's ImageFolder
 
 
-def folder_status(task, data_dir=None) -> Status:
-    root = pathlib.Path(task.dataset).expanduser()
-    if root.is_dir() and any(path.is_dir() for path in root.iterdir()):
-        return Status(READY, str(root))
-    return Status(MISSING, f"{task.name}: no image folder at {root} (expected "
-                           f"{root}/<split>/<class name>/<image files>)")
+class ImageFiles:
+    """Image paths and class ids by split, read with TFDS split expressions
+    (`train[:90%]+test`, resolved with `tfds.core.ReadInstruction`).
 
-
-def folder_read(task, split, data_dir=None) -> tf.data.Dataset:
-    builder = _folder_builder(task)
-    return builder.as_dataset(split=split, shuffle_files=False, decoders={
-        "image": tfds.decode.SkipDecoding()})
-
-
-def folder_num_examples(task, split, data_dir=None):
-    return _split_size(_folder_builder(task), split)
-
-
-SOURCES["folder"] = Source(folder_status, folder_read, folder_num_examples)
-
-
-# --- A CSV file of `path,label[,split]` rows ----------------------------------------------------
-
-class CsvImages:
-    """Images listed in a CSV file with a header naming `path`, `label` and optionally `split`.
-
-    Paths are relative to the CSV's folder; labels are class ids, or class names (numbered in
-    sorted order); rows without a split column belong to `train`. Split expressions are TFDS's
-    (`train[:90%]+test`), resolved with `tfds.core.ReadInstruction`.
+    Each split's examples are in a fixed shuffled order, TFDS ImageFolder's: sorted, then
+    shuffled by `random.Random(split name)`. Slices therefore mix the classes whatever the
+    order of the files on disk or of the CSV rows.
     """
 
-    def __init__(self, task):
-        import csv
+    def __init__(self, task, where: pathlib.Path, splits: Dict[str, list]):
+        import random
 
-        self.path = pathlib.Path(task.dataset).expanduser()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{task.name}: CSV file {self.path} does not exist")
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        missing = {"path", "label"} - set(rows[0] if rows else ())
-        if missing:
-            raise ValueError(f"{self.path}: needs a header with 'path' and 'label' columns "
-                             f"(and optionally 'split'); missing {sorted(missing)}")
-        labels = [row["label"] for row in rows]
-        if all(label.isdigit() for label in labels):
-            self.class_names, ids = None, [int(label) for label in labels]
-        else:
-            self.class_names = sorted(set(labels))
-            ids = [self.class_names.index(label) for label in labels]
-        self.splits: Dict[str, list] = {}
-        for row, label in zip(rows, ids):
-            image = self.path.parent / row["path"]
-            self.splits.setdefault(row.get("split") or "train", []).append((str(image), label))
+        if not any(splits.values()):
+            raise FileNotFoundError(f"{task.name}: no images in {where} "
+                                    f"({', '.join(IMAGE_SUFFIXES)} files)")
+        self.where, self.splits = where, {}
+        for name, pairs in splits.items():
+            pairs = sorted(pairs)
+            random.Random(name).shuffle(pairs)
+            self.splits[name] = pairs
 
     def examples(self, split: str):
-        """(path, label) pairs of a split expression, in file order."""
+        """(path, label) pairs of a split expression."""
         sizes = {name: types.SimpleNamespace(num_examples=len(items))
                  for name, items in self.splits.items()}
         try:
             instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(sizes)
         except (ValueError, AssertionError) as error:
-            raise ValueError(f"{self.path}: bad split {split!r}: {error}") from None
+            raise ValueError(f"{self.where}: bad split {split!r} (splits: "
+                             f"{', '.join(sorted(self.splits))}): {error}") from None
         return [pair for i in instructions for pair in self.splits[i.splitname][i.from_:i.to]]
 
 
-def csv_status(task, data_dir=None) -> Status:
+def _check_classes(task, where, names) -> None:
+    """Class names must be as many as the task's classes."""
+    if len(names) != task.num_classes:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ValueError(f"{task.name}: {where} has {len(names)} classes ({shown}), the task "
+                         f"says num_classes = {task.num_classes}")
+
+
+def folder_images(task) -> ImageFiles:
+    """`<dataset>/<split>/<class name>/<image>`: classes are the class folders of all splits,
+    numbered in sorted order."""
+    root = pathlib.Path(task.dataset).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{task.name}: image folder {root} does not exist; expected "
+            f"{root}/<split>/<class name>/<image files>")
+    folders = {split.name: sorted(d for d in split.iterdir() if d.is_dir())
+               for split in root.iterdir() if split.is_dir()}
+    names = sorted({folder.name for classes in folders.values() for folder in classes})
+    splits = {split: [(str(path), names.index(folder.name)) for folder in classes
+                      for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES]
+              for split, classes in folders.items()}
+    files = ImageFiles(task, root, splits)
+    _check_classes(task, root, names)
+    return files
+
+
+def csv_images(task) -> ImageFiles:
+    """A CSV file with a header naming `path`, `label` and optionally `split`. Paths are
+    relative to the CSV's folder; labels are class ids (below the task's `num_classes`), or
+    class names (as many as its classes, numbered in sorted order); rows without a split
+    column belong to `train`."""
+    import csv
+
     path = pathlib.Path(task.dataset).expanduser()
-    if path.is_file():
-        return Status(READY, str(path))
-    return Status(MISSING, f"{task.name}: no CSV file at {path} (rows of path,label[,split])")
+    if not path.is_file():
+        raise FileNotFoundError(f"{task.name}: CSV file {path} does not exist (rows of "
+                                "path,label[,split])")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"path", "label"} - set(rows[0] if rows else ())
+    if missing:
+        raise ValueError(f"{path}: needs a header with 'path' and 'label' columns "
+                         f"(and optionally 'split'); missing {sorted(missing)}")
+    labels = [row["label"] for row in rows]
+    if all(label.isdigit() for label in labels):
+        ids = [int(label) for label in labels]
+        if ids and max(ids) >= task.num_classes:
+            raise ValueError(f"{task.name}: {path} has class id {max(ids)}, the task says "
+                             f"num_classes = {task.num_classes} (ids 0 to "
+                             f"{task.num_classes - 1})")
+    else:
+        names = sorted(set(labels))
+        _check_classes(task, path, names)
+        ids = [names.index(label) for label in labels]
+    splits: Dict[str, list] = {}
+    for row, label in zip(rows, ids):
+        splits.setdefault(row.get("split") or "train", []).append(
+            (str(path.parent / row["path"]), label))
+    return ImageFiles(task, path, splits)
 
 
-def csv_read(task, split, data_dir=None) -> tf.data.Dataset:
-    pairs = CsvImages(task).examples(split)
-    paths = tf.constant([path for path, _ in pairs], tf.string)
-    labels = tf.constant([label for _, label in pairs], tf.int64)
-    dataset = tf.data.Dataset.from_tensor_slices({"path": paths, "label": labels})
-    return dataset.map(lambda e: {"image": tf.io.read_file(e["path"]), "label": e["label"]})
+def _image_files_source(load: Callable) -> Source:
+    """The Source of image files listed by `load(task) -> ImageFiles`."""
+
+    def file_status(task, data_dir=None) -> Status:
+        try:
+            return Status(READY, str(load(task).where))
+        except FileNotFoundError as error:
+            return Status(MISSING, str(error))
+        except ValueError as error:
+            return Status(INVALID, str(error))
+
+    def file_read(task, split, data_dir=None) -> tf.data.Dataset:
+        pairs = load(task).examples(split)
+        dataset = tf.data.Dataset.from_tensor_slices({
+            "path": tf.constant([path for path, _ in pairs], tf.string),
+            "label": tf.constant([label for _, label in pairs], tf.int64)})
+        return dataset.map(lambda e: {"image": tf.io.read_file(e["path"]),
+                                      "label": e["label"]})
+
+    def file_num_examples(task, split, data_dir=None) -> int:
+        return len(load(task).examples(split))
+
+    return Source(file_status, file_read, file_num_examples)
 
 
-def csv_num_examples(task, split, data_dir=None) -> int:
-    return len(CsvImages(task).examples(split))
-
-
-SOURCES["csv"] = Source(csv_status, csv_read, csv_num_examples)
+SOURCES["folder"] = _image_files_source(folder_images)
+SOURCES["csv"] = _image_files_source(csv_images)
 
 
 def status(task, data_dir=None) -> Status:
@@ -248,4 +275,4 @@ def check_ready(tasks, data_dir=None) -> None:
     problems = [status(task, data_dir) for task in tasks]
     blocked = [problem.detail for problem in problems if not problem.usable]
     if blocked:
-        raise ManualDownloadError("some tasks' data is missing:\n  " + "\n  ".join(blocked))
+        raise ManualDownloadError("some tasks' data is missing or unusable:\n  " + "\n  ".join(blocked))
