@@ -105,6 +105,29 @@ def test_resampling_to_a_non_square_grid(saved):
     assert loaded.get_layer("posembed_input").pos_embedding.shape == (1, 1 + 4 * 8, 32)
 
 
+def test_a_non_square_model_saves_and_loads_at_its_size(saved, tmp_path):
+    """An .npz holds no grid shape: a non-square one loads given its image size (a .keras file
+    stores it), and resamples from its own grid."""
+    _, path = saved
+    model = vitbench.load_model(path, image_size=(32, 48))  # 4 x 6 patches
+    x = images(2, 32, 48)
+    npz.save_npz(model, tmp_path / "wide.npz")
+    model.save(tmp_path / "wide.keras")
+    np.testing.assert_array_equal(vitbench.load_model(tmp_path / "wide.npz", image_size=(32, 48))(x),
+                                  model(x))
+    native = vitbench.load_model(tmp_path / "wide.keras")
+    assert native.image_size == (32, 48)
+    np.testing.assert_array_equal(native(x), model(x))
+    with pytest.raises(npz.CheckpointError, match=r"24 patch rows, not a square grid.*"
+                                                  r"image_size=\(height, width\)"):
+        vitbench.load_model(tmp_path / "wide.npz")
+    taller = vitbench.load_model(tmp_path / "wide.keras", image_size=(64, 48))
+    grid = keras.ops.convert_to_numpy(model.get_layer("posembed_input").pos_embedding)[0, 1:]
+    expected = ndimage.zoom(grid.reshape(4, 6, 32), (2, 1, 1), order=1).reshape(48, 32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(
+        taller.get_layer("posembed_input").pos_embedding)[0, 1:], expected, rtol=1e-6)
+
+
 def test_options_override_training_settings(saved):
     _, path = saved
     loaded = vitbench.load_model(path, gelu="exact", dropout=0.1)
@@ -130,6 +153,32 @@ def test_missing_key_is_named_with_its_expected_shape(saved):
     with pytest.raises(npz.CheckpointError,
                        match=r"missing 'Transformer/encoderblock_1/LayerNorm_2/scale' "
                              r"\(expected shape \(32,\)\)"):
+        vitbench.load_model(path)
+
+
+@pytest.mark.parametrize("block", [0, 1])
+def test_a_block_missing_an_array_is_named_whichever_block(saved, block):
+    """The depth is read from every block's keys: neither the first nor the last block missing
+    its first LayerNorm changes it (it used to be an IndexError, or one block fewer)."""
+    _, path = saved
+    key = f"Transformer/encoderblock_{block}/LayerNorm_0/scale"
+    _rewrite(path, lambda a: a.pop(key))
+    with pytest.raises(npz.CheckpointError) as error:
+        vitbench.load_model(path)
+    assert str(error.value).endswith(f"missing '{key}' (expected shape (32,))")
+
+
+@pytest.mark.parametrize("num_classes", [-1, 2.5, "5"])
+def test_a_bad_class_count_is_named(saved, num_classes):
+    with pytest.raises(ValueError, match=f"num_classes must be a whole number >= 0 .0: no "
+                                         f"head., not {num_classes!r}"):
+        vitbench.load_model(saved[1], num_classes=num_classes)
+
+
+def test_a_missing_class_token_is_suggested(saved):
+    _, path = saved
+    _rewrite(path, lambda a: a.pop("cls"))
+    with pytest.raises(npz.CheckpointError, match="17 patch rows.*Or is its 'cls' array missing"):
         vitbench.load_model(path)
 
 

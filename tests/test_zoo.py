@@ -68,6 +68,24 @@ def test_bad_options_are_rejected():
         zoo.get_config("vit_b16", gelu="relu")
     with pytest.raises(ValueError, match="classifier"):
         zoo.get_config("vit_b16", classifier="map")
+    for field in ("num_layers", "num_heads", "patch_size", "hidden_size", "mlp_dim"):
+        with pytest.raises(ValueError, match=f"{field} must be a positive whole number, not 0"):
+            zoo.get_config("vit_b16", **{field: 0})
+    with pytest.raises(ValueError, match=r"stochastic_depth is a rate in \[0, 1\), not 2"):
+        zoo.get_config("vit_b16", stochastic_depth=2)
+    with pytest.raises(ValueError, match=r"dropout is a rate in \[0, 1\), not -0.1"):
+        zoo.get_config("vit_b16", dropout=-0.1)
+
+
+@pytest.mark.parametrize("size", [33.0, "32", (32,), (0, 32), (32, 32.0), True])
+def test_an_image_size_is_a_positive_int_or_a_pair_of_them(size):
+    with pytest.raises(ValueError, match=r"is not a positive int or a \(height, width\) pair"):
+        zoo.as_hw(size)
+
+
+def test_numpy_integers_are_image_sizes():
+    np = pytest.importorskip("numpy")
+    assert zoo.as_hw(np.int64(40)) == (40, 40) and zoo.as_hw([np.int32(32), 48]) == (32, 48)
 
 
 def test_find_name_ignores_head_and_regularisation():

@@ -49,7 +49,8 @@ def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
 
 
 def read_arrays(path: pathlib.Path):
-    """(official-layout arrays, config stored with them or None) of an .npz or .keras file."""
+    """(official-layout arrays, (config, image size) stored with them or None) of an .npz or
+    .keras file."""
     if path.suffix == ".keras":
         import zipfile
 
@@ -59,7 +60,8 @@ def read_arrays(path: pathlib.Path):
             raise npz.CheckpointError(f"{path} is not a readable .keras file (not a zip "
                                       "archive; a download or copy cut short?)")
         saved = keras.saving.load_model(path, compile=False)
-        return npz.model_to_arrays(saved), getattr(saved, "config", None)
+        stored = (saved.config, saved.image_size) if hasattr(saved, "config") else None
+        return npz.model_to_arrays(saved), stored
     return npz.read_npz(path), None
 
 
@@ -75,7 +77,9 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
         and, as the official fine-tuning code does, drops the pre-logits layer. 0 removes the
         head and keeps the pre-logits layer: the model then returns the features.
     image_size: None keeps the checkpoint's resolution; another (int or (h, w)) resamples the
-        position-embedding grid as the official code does (bilinear, class token kept).
+        position-embedding grid as the official code does (bilinear, class token kept). An
+        `.npz` file does not store its grid: it is read as square, or as the grid of
+        `image_size` where that has as many patches (a non-square model's file).
     model: a zoo name or ViTConfig; its architecture must match the arrays (else an error
         names the difference) and its training options (dropout, ...) are used. By default
         the architecture is read off the array shapes.
@@ -83,10 +87,15 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
     """
     from vitbench.models.vit import VisionTransformer
 
+    if num_classes is not None:
+        ViTConfig.check_num_classes(num_classes)
     path = resolve(ckpt, progress)
     source = str(ckpt)
-    arrays, stored_config = read_arrays(path)
-    config, file_classes, file_grid = npz.infer_architecture(arrays, source)
+    arrays, stored = read_arrays(path)
+    stored_config, stored_size = stored or (None, None)
+    hint = stored_size or image_size  # the size whose grid a non-square file has
+    config, file_classes, file_grid = npz.infer_architecture(
+        arrays, source, as_hw(hint) if hint is not None else None)
     base = get_config(model) if isinstance(model, str) else (model or stored_config)
     if base is not None:
         config = _merge(base, config, source)
@@ -105,7 +114,8 @@ def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None
     grid = config.grid(size)
     if grid != file_grid:
         arrays[npz.POSEMB_KEY] = npz.resample_position_embedding(
-            arrays[npz.POSEMB_KEY], grid, num_prefix_tokens=int(config.classifier == "token"))
+            arrays[npz.POSEMB_KEY], grid, num_prefix_tokens=int(config.classifier == "token"),
+            old_grid=file_grid)
     vit = VisionTransformer(config, num_classes=file_classes if keep_head else num_classes,
                             image_size=size, name=config.name)
     npz.assign_arrays(vit, arrays, source)

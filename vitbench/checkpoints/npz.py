@@ -13,7 +13,7 @@ import collections
 import pathlib
 import re
 import zipfile
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -33,6 +33,7 @@ KERAS_TO_OFFICIAL = (
 # Prefixes some published files carry around the same layout (old optimizer-wrapped saves).
 STRIPPED_PREFIXES = ("opt/target/",)
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
+BLOCK_INDEX = re.compile(r"^Transformer/encoderblock_(\d+)/")
 
 
 class CheckpointError(ValueError):
@@ -114,14 +115,21 @@ def _most_common_size(arrays, keys, source, ndim: int, axis: int) -> int:
     return collections.Counter(sizes).most_common(1)[0][0]
 
 
-def infer_architecture(arrays, source="checkpoint") -> Tuple[ViTConfig, int, Tuple[int, int]]:
-    """(config, num_classes, patch grid) read off the array shapes of an official checkpoint."""
+def infer_architecture(arrays, source="checkpoint",
+                       image_size: Optional[Tuple[int, int]] = None
+                       ) -> Tuple[ViTConfig, int, Tuple[int, int]]:
+    """(config, num_classes, patch grid) read off the array shapes of an official checkpoint.
+
+    The depth is the number of `encoderblock_<i>` indices, so that a block missing one array
+    is named by the strict loading. The files carry no grid shape: the grid is the one of
+    `image_size` (height, width) where that has as many patches as the position embedding,
+    else square."""
     patch, _, _, hidden = _require(arrays, "embedding/kernel", source, 4)
-    block = "Transformer/encoderblock_{}/"
-    num_layers = 0
-    while f"{block.format(num_layers)}LayerNorm_0/scale" in arrays:
-        num_layers += 1
-    blocks = [block.format(i) for i in range(max(num_layers, 1))]
+    indices = {int(match.group(1)) for match in map(BLOCK_INDEX.match, arrays) if match}
+    num_layers = max(indices) + 1 if indices else 0
+    if not num_layers:
+        _require(arrays, "Transformer/encoderblock_0/LayerNorm_0/scale", source, 1)
+    blocks = [f"Transformer/encoderblock_{i}/" for i in range(num_layers)]
     num_heads = _most_common_size(
         arrays, [f"{b}MultiHeadDotProductAttention_1/query/kernel" for b in blocks], source, 3, 1)
     mlp_dim = _most_common_size(arrays, [f"{b}MlpBlock_3/Dense_0/kernel" for b in blocks],
@@ -130,20 +138,34 @@ def infer_architecture(arrays, source="checkpoint") -> Tuple[ViTConfig, int, Tup
     representation = arrays["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in arrays else None
     num_classes = arrays["head/bias"].shape[0] if "head/bias" in arrays else 0
     tokens = _require(arrays, POSEMB_KEY, source, 3)[1] - (classifier == "token")
-    side = int(round(tokens ** 0.5))
-    if side * side != tokens:
-        raise CheckpointError(
-            f"{source}: the position embedding has {tokens} patch rows, not a square grid; "
-            "vitbench only reads square grids from files (they carry no grid shape).")
     config = ViTConfig(name="vit", hidden_size=int(hidden), mlp_dim=int(mlp_dim),
                        num_heads=int(num_heads), num_layers=num_layers, patch_size=int(patch),
                        classifier=classifier, representation_size=representation)
-    return config.replace(name=find_name(config) or "vit_custom"), int(num_classes), (side, side)
+    grid = image_size and tuple(side // int(patch) for side in image_size)
+    return (config.replace(name=find_name(config) or "vit_custom"), int(num_classes),
+            _patch_grid(tokens, grid, source, classifier))
+
+
+def _patch_grid(tokens: int, grid, source, classifier: str) -> Tuple[int, int]:
+    if grid is not None and grid[0] * grid[1] == tokens:
+        return tuple(grid)
+    side = int(round(tokens ** 0.5))
+    if side * side != tokens:
+        no_cls = int(round((tokens - 1) ** 0.5)) ** 2 == tokens - 1 and classifier == "gap"
+        raise CheckpointError(
+            f"{source}: the position embedding has {tokens} patch rows, not a square grid, and "
+            "the file does not say its shape: give the image size it was made for "
+            f"(`image_size=(height, width)`, a grid of {tokens} patches)" + (
+                f". Or is its 'cls' array missing? With a class token the grid is "
+                f"{tokens - 1} patches, a square." if no_cls else "."))
+    return side, side
 
 
 def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
-                                num_prefix_tokens: int) -> np.ndarray:
-    """Resizes a (1, prefix + g*g, D) position embedding to a new (rows, cols) grid.
+                                num_prefix_tokens: int,
+                                old_grid: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Resizes a (1, prefix + rows*cols, D) position embedding from `old_grid` (default:
+    square) to `new_grid`.
 
     As the official `interpolate_posembed`: the class-token row is kept as it is and the grid is
     zoomed with `scipy.ndimage.zoom(order=1)`, i.e. bilinear with corners aligned.
@@ -151,9 +173,9 @@ def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
     from scipy import ndimage
 
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
-    side = int(round(len(grid) ** 0.5))
-    grid = grid.reshape(side, side, -1)
-    zoom = (new_grid[0] / side, new_grid[1] / side, 1)
+    old_grid = old_grid or (int(round(len(grid) ** 0.5)),) * 2
+    grid = grid.reshape(*old_grid, -1)
+    zoom = (new_grid[0] / old_grid[0], new_grid[1] / old_grid[1], 1)
     grid = ndimage.zoom(grid, zoom, order=1).reshape(1, new_grid[0] * new_grid[1], -1)
     return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
 

@@ -203,6 +203,7 @@ class VisionTransformer(keras.Model):
     def __init__(self, config: ViTConfig | dict, num_classes: int = 1000,
                  image_size: ImageSize = 224, **kwargs):
         config = ViTConfig(**config) if isinstance(config, dict) else config
+        config.check_num_classes(num_classes)
         height, width = as_hw(image_size)
         rows, cols = config.grid((height, width))
         images = keras.Input((height, width, 3), name="images")

@@ -53,6 +53,15 @@ class ViTConfig:
     remat: bool = False
 
     def __post_init__(self):
+        for field in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
+                      "representation_size"):
+            value = getattr(self, field)
+            if value is not None and (not is_whole_number(value) or value < 1):
+                raise ValueError(f"{field} must be a positive whole number, not {value!r}")
+        for field in ("dropout", "attention_dropout", "stochastic_depth"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{field} is a rate in [0, 1), not {value!r}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
         if self.gelu not in GELU_FORMS:
@@ -83,17 +92,31 @@ class ViTConfig:
                              f"{self.patch_size} of {self.name}")
         return height // self.patch_size, width // self.patch_size
 
+    @staticmethod
+    def check_num_classes(num_classes) -> None:
+        """0 (no head) or a positive whole number; anything else raises."""
+        if not is_whole_number(num_classes) or num_classes < 0:
+            raise ValueError(f"num_classes must be a whole number >= 0 (0: no head), not "
+                             f"{num_classes!r}")
+
     def num_tokens(self, image_size: ImageSize) -> int:
         rows, cols = self.grid(image_size)
         return rows * cols + (self.classifier == "token")
 
 
+def is_whole_number(value) -> bool:
+    """An integer of any integer type (numpy's too), not a bool."""
+    return hasattr(value, "__index__") and not isinstance(value, bool)
+
+
 def as_hw(image_size: ImageSize) -> Tuple[int, int]:
-    """(height, width) from an int or a pair."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
+    """(height, width) from a positive int or a pair of them; anything else raises."""
+    pair = (image_size, image_size) if is_whole_number(image_size) else image_size
+    if isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2 or not all(
+            is_whole_number(side) and side > 0 for side in pair):
+        raise ValueError(f"image size {image_size!r} is not a positive int or a (height, width) "
+                         "pair of them")
+    return int(pair[0]), int(pair[1])
 
 
 def _build_zoo():
