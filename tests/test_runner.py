@@ -78,6 +78,29 @@ def test_plan_identifies_local_checkpoints_by_content_and_records_precision(tmp_
     assert averaged[0].config()["polyak"] == 0.9999
 
 
+def test_a_folder_task_is_identified_by_its_files(tmp_path):
+    """A folder (or CSV) task's config holds a key of its files' listing: changed images are
+    new runs, not done ones. TFDS tasks count by name and version, as before."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / "train" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "train" / label / "0.png")
+    suite = tasks.Suite("mine", "", (tasks.Task(
+        name="ab", group="custom", source="folder", dataset=str(tmp_path / "imgs"),
+        num_classes=2, splits={"train": "train", "test": "train"}),))
+
+    def config():
+        return runner.plan(suite, [], "vit_b16", runner.Overrides())[0].config()
+
+    before = config()
+    assert before == config() and len(before["data_sha256"]) == 64
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "train" / "a" / "0.png")  # rewritten
+    assert config()["data_sha256"] != before["data_sha256"]
+    published = runner.plan(tasks.load_suite("vtab1k"), ["dtd"], "vit_b16", runner.Overrides())
+    assert "data_sha256" not in published[0].config()
+
+
 def test_demo_task_trains_and_records(tmp_path, monkeypatch):
     from vitbench.models import zoo
     from vitbench.train import execution
@@ -160,6 +183,21 @@ def test_unknown_task_fails_before_any_work(capsys):
     assert "Did you mean demo_color" in capsys.readouterr().err
     assert cli.main(["demo", "--tasks=demo_colour"]) == 1  # before its pretraining
     assert "Did you mean demo_color" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ckpt, flags, message", [
+    ("scratch:vit_zz", [], "unknown model 'vit_zz'; known models: vit_mu32"),
+    ("nope.npz", [], "checkpoint file nope.npz does not exist"),
+    ("vit_b16", ["--resolution=8"], "image size 8x8 is smaller than the patch size 16 of vit_b16"),
+])
+def test_a_checkpoint_that_cannot_run_fails_before_any_work(ckpt, flags, message, tmp_path,
+                                                            capsys):
+    from vitbench import cli
+
+    assert cli.main(["run", f"--ckpt={ckpt}", f"--results_dir={tmp_path}"] + flags) == 1
+    out, err = capsys.readouterr()
+    assert message in err and "[1/" not in out + err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_dry_run_names_the_data_that_is_missing(tmp_path):

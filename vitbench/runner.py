@@ -65,6 +65,7 @@ class Run:
     seed: int
     precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
     ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
+    data_sha256: Optional[str] = None  # a folder or CSV task's files (`sources.fingerprint`)
     remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
     # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
     # the leaderboards: the row of a run whose settings differ (not in config).
@@ -97,7 +98,8 @@ class Run:
             "train_split": self.task.split(self.train_split),
             "eval_split": self.task.split(self.eval_split), "eval_pp": self.task.pp("eval"),
             "dataset": self.task.tfds_spec, "source": self.task.source,
-            "num_classes": self.task.num_classes}
+            "num_classes": self.task.num_classes,
+            **({"data_sha256": self.data_sha256} if self.data_sha256 else {})}
         if self.method == "fewshot":
             return {**common, "lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg,
                     "seeds": p.seeds, "features": "pre_logits"}
@@ -129,7 +131,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256,
-                      remat=overrides.remat, defaults=defaults)
+                      remat=overrides.remat, defaults=defaults, data_sha256=_data_key(task))
         if len(grid) > 1:
             runs += [Run(phase="tune", lr=lr, **common) for lr in grid]
             runs.append(Run(phase="final", lr=None, **common))
@@ -140,8 +142,18 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     for task in probes:
         runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
                         overrides.micro_batch_size, overrides.seed, precision, ckpt_sha256,
+                        data_sha256=_data_key(task),
                         defaults=tuple(task.protocol.settings().items())))
     return runs
+
+
+def _data_key(task: tasks_lib.Task) -> Optional[str]:
+    """The content key of a folder or CSV task's files; TFDS data counts by name and version."""
+    if task.source == "tfds":
+        return None
+    from vitbench.data import sources
+
+    return sources.fingerprint(task)
 
 
 def choose_lr(run: Run, done: dict) -> Optional[float]:
@@ -192,6 +204,28 @@ def load_for_features(ckpt: str, task: tasks_lib.Task):
     """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
     layer where it has one), at the task's resolution."""
     return _load(ckpt, task, 0)
+
+
+def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
+    """Fails, before any work, on a checkpoint that cannot be had (an unknown scratch model,
+    a local file that is not there) or whose patch is larger than a run's images (for zoo
+    and registry models, whose patch size is known without reading the file)."""
+    from vitbench.checkpoints import download, registry
+    from vitbench.checkpoints.loader import resolve
+    from vitbench.models import zoo
+
+    if ckpt.startswith(SCRATCH_PREFIX):
+        model = ckpt[len(SCRATCH_PREFIX):]
+    elif registry.find_checkpoint(ckpt) is not None:
+        model = registry.find_checkpoint(ckpt).model
+    elif download.is_remote(ckpt):
+        return
+    else:
+        resolve(ckpt, progress=False)  # a missing file raises, naming it
+        return
+    config = zoo.get_config(model)  # an unknown name lists the valid ones
+    for run in runs:
+        config.grid(run.task.protocol.resolution)  # smaller than a patch: raises, naming both
 
 
 def content_key(ckpt: str) -> Optional[str]:
@@ -304,7 +338,8 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
     identity = {"ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
                 "seed": run.seed if run.ckpt.startswith(SCRATCH_PREFIX) else None,
                 "dataset": run.task.tfds_spec, "source": run.task.source,
-                "pp": run.task.pp("eval"), "data_dir": str(data_dir or sources.default_data_dir())}
+                "data_sha256": run.data_sha256, "pp": run.task.pp("eval"),
+                "data_dir": str(data_dir or sources.default_data_dir())}
     computed = []
 
     def features(role):
@@ -432,6 +467,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     from vitbench.train import progress
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
+    check_checkpoint(ckpt, runs)
     sources.check_ready(_data_needed(runs), data_dir)
     path = records.records_path(results_dir, suite.name)
     path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training

@@ -51,6 +51,9 @@ class Source:
     status: Callable  # (task, data_dir) -> Status
     read: Callable  # (task, split, data_dir) -> tf.data.Dataset of examples, in order
     num_examples: Callable  # (task, split, data_dir) -> int, or None where unknown
+    # task -> what identifies the data's content in a run's config, or None where the name
+    # and version do (TFDS)
+    fingerprint: Callable = lambda task: None
 
 
 SOURCES: Dict[str, Source] = {}
@@ -248,7 +251,23 @@ def _image_files_source(load: Callable) -> Source:
     def file_num_examples(task, split, data_dir=None) -> int:
         return len(load(task).examples(split))
 
-    return Source(file_status, file_read, file_num_examples)
+    def file_fingerprint(task) -> Optional[str]:
+        """sha256 of every split's (path, size, label) listing: added, removed, relabelled or
+        rewritten (resized) images make a new config; None while the files are not there."""
+        import hashlib
+        import json
+
+        try:
+            files = load(task)
+        except (OSError, ValueError):
+            return None
+        root = files.where if files.where.is_dir() else files.where.parent
+        listing = {split: [(os.path.relpath(path, root), os.path.getsize(path), label)
+                           for path, label in sorted(pairs)]
+                   for split, pairs in sorted(files.splits.items())}
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+    return Source(file_status, file_read, file_num_examples, file_fingerprint)
 
 
 SOURCES["folder"] = _image_files_source(folder_images)
@@ -263,6 +282,11 @@ def status(task, data_dir=None) -> Status:
 def num_examples(task, split, data_dir=None) -> Optional[int]:
     """Number of examples of a split expression, or None where the metadata does not say."""
     return get_source(task.source).num_examples(task, split, data_dir)
+
+
+def fingerprint(task) -> Optional[str]:
+    """What identifies the task's data beyond its name (image files' listing), or None."""
+    return get_source(task.source).fingerprint(task)
 
 
 def read(task, split, data_dir=None) -> tf.data.Dataset:
