@@ -86,6 +86,24 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
     assert line["software"].startswith("keras 3.")
 
 
+def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    photos = load_script("photos")
+    monkeypatch.setattr(photos, "IMAGES", {"train": 6, "test": 4})
+    assert photos.main(["--out", str(tmp_path), "--resolution", "32", "--batches", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    assert [(r["stage"], r["task"], r["resolution"]) for r in lines] == [
+        (stage, "photos", 32) for stage in ("read and decode", "eval pipeline", "train pipeline")]
+    written = sorted((tmp_path / "photos").glob("*/*/*.jpg"))
+    assert len(written) == 10 and {path.parent.name for path in written} == {"class0", "class1"}
+    with Image.open(written[0]) as image:
+        assert (image.format, image.size) == ("JPEG", photos.SIZE)
+
+
 def test_spec_sheet_peaks_by_device_and_precision():
     assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
     assert bench.peak_tflops("NVIDIA A100-SXM4-40GB", "fp32") == 19.5
