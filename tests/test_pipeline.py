@@ -160,6 +160,21 @@ def test_image_file_splits_mix_the_classes_whatever_the_listing_order(tmp_path):
         [(i, int(i >= 8)) for i in range(16)]
 
 
+def test_a_folder_split_is_in_tfds_image_folders_order(tmp_path):
+    """The order (and so every slice) equals TFDS ImageFolder's, names that sort differently
+    as whole paths included ('cat-a' before 'cat/' as strings, after 'cat' as folders)."""
+    for label in ["cat", "cat-a", "cat2", "Dog"]:
+        (tmp_path / "imgs" / "train" / label).mkdir(parents=True)
+        for name in ["1", "10", "2", "a-b", "a_b"]:
+            _png(tmp_path / "imgs" / "train" / label / f"{name}.png", np.zeros((4, 4, 3), np.uint8))
+    task = tasks.Task(name="x", group="custom", source="folder", num_classes=4,
+                      dataset=str(tmp_path / "imgs"), splits={"train": "train"})
+    ours = [path for path, _ in sources.folder_images(task).examples("train")]
+    theirs = [example["image/filename"].decode() for example in tfds.as_numpy(
+        tfds.ImageFolder(str(tmp_path / "imgs")).as_dataset(split="train"))]
+    assert ours == theirs and len(ours) == 20
+
+
 def test_missing_folder_is_reported(tmp_path):
     task = tasks.Task(name="x", group="custom", dataset=str(tmp_path / "none"), num_classes=2,
                       splits={"train": "train"}, source="folder")

@@ -214,10 +214,11 @@ def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     from vitbench.checkpoints.loader import resolve
     from vitbench.models import zoo
 
+    entry = registry.find_checkpoint(ckpt)
     if ckpt.startswith(SCRATCH_PREFIX):
         model = ckpt[len(SCRATCH_PREFIX):]
-    elif registry.find_checkpoint(ckpt) is not None:
-        model = registry.find_checkpoint(ckpt).model
+    elif entry is not None:
+        model = entry.model
     elif download.is_remote(ckpt):
         return
     else:

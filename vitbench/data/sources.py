@@ -138,9 +138,9 @@ class ImageFiles:
     """Image paths and class ids by split, read with TFDS split expressions
     (`train[:90%]+test`, resolved with `tfds.core.ReadInstruction`).
 
-    Each split's examples are in a fixed shuffled order, TFDS ImageFolder's: sorted, then
-    shuffled by `random.Random(split name)`. Slices therefore mix the classes whatever the
-    order of the files on disk or of the CSV rows.
+    `splits` come sorted (by class folder and file name, or by CSV path); each is shuffled by
+    `random.Random(split name)`, as TFDS's ImageFolder does, into a fixed order. Slices
+    therefore mix the classes whatever the order of the files on disk or of the CSV rows.
     """
 
     def __init__(self, task, where: pathlib.Path, splits: Dict[str, list]):
@@ -151,7 +151,7 @@ class ImageFiles:
                                     f"({', '.join(IMAGE_SUFFIXES)} files)")
         self.where, self.splits = where, {}
         for name, pairs in splits.items():
-            pairs = sorted(pairs)
+            pairs = list(pairs)
             random.Random(name).shuffle(pairs)
             self.splits[name] = pairs
 
@@ -187,7 +187,8 @@ def folder_images(task) -> ImageFiles:
                for split in root.iterdir() if split.is_dir()}
     names = sorted({folder.name for classes in folders.values() for folder in classes})
     splits = {split: [(str(path), names.index(folder.name)) for folder in classes
-                      for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES]
+                      for path in sorted(folder.iterdir())
+                      if path.suffix.lower() in IMAGE_SUFFIXES]
               for split, classes in folders.items()}
     files = ImageFiles(task, root, splits)
     _check_classes(task, root, names)
@@ -223,7 +224,7 @@ def csv_images(task) -> ImageFiles:
         _check_classes(task, path, names)
         ids = [names.index(label) for label in labels]
     splits: Dict[str, list] = {}
-    for row, label in zip(rows, ids):
+    for row, label in sorted(zip(rows, ids), key=lambda pair: (pair[0]["path"], pair[1])):
         splits.setdefault(row.get("split") or "train", []).append(
             (str(path.parent / row["path"]), label))
     return ImageFiles(task, path, splits)
