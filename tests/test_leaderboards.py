@@ -136,6 +136,19 @@ def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
         f"a (steps {protocol.steps}, {every})": "100.00", f"a (steps 1, {every})": "0.00"}
 
 
+def test_a_suite_file_named_like_a_shipped_one_still_gets_its_board(tmp_path):
+    """A copy of tasks/demo.toml keeps `name = "demo"` but adds its own task: the board is
+    built from its records, not from the shipped suite (which would show nothing)."""
+    line = record("demo", "demo_color", 0.9, ckpt="a")
+    line["config"]["task"] = "colors"
+    line["config_hash"] = records.config_hash(line["config"])
+    line["protocol"] = tasks.load_suite("demo").task("demo_color").protocol.settings()
+    write_records(tmp_path, "demo", [line])
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "demo.md").read_text())
+    assert {label: row["colors"] for label, row in rows.items()} == {"a": "90.00"}
+
+
 def test_vtab_board_group_means_deltas_and_reported_rows(tmp_path):
     suite = tasks.load_suite("vtab1k")
     accuracy = {"natural": 0.8, "specialized": 0.6, "structured": 0.4}

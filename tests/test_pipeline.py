@@ -205,6 +205,11 @@ def test_classes_that_do_not_match_num_classes_are_refused_before_any_work(tmp_p
         assert status.state == sources.INVALID and message in status.detail, source
         with pytest.raises(sources.ManualDownloadError, match="missing or unusable"):
             sources.check_ready([task])
+    # A split name that is not there: refused before training, not after it.
+    task = tasks.Task(name="pets", group="custom", dataset=str(tmp_path / "pets"), num_classes=3,
+                      splits={"train": "train", "test": "tset"}, source="folder")
+    status = sources.status(task)
+    assert status.state == sources.INVALID and "bad split 'tset' (splits: train)" in status.detail
 
 
 def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):

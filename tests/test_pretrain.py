@@ -255,6 +255,21 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path, demo_data_dir):
             np.testing.assert_allclose(full[key], split[key], atol=2e-5, err_msg=key)
 
 
+def test_a_tfds_dataset_without_a_recipe_is_looked_up_in_the_data_dir(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    asked = []
+
+    def builder(name, data_dir=None):
+        asked.append((name, data_dir))
+        raise tfds.core.registered.DatasetNotFoundError(name)
+
+    monkeypatch.setattr(tfds, "builder", builder)
+    with pytest.raises(KeyError, match="unknown pretraining dataset 'mycolors'"):
+        recipes.load("mycolors", data_dir="/data/tfds")
+    assert asked == [("mycolors", "/data/tfds")]
+
+
 def test_multi_label_data_trains_with_sigmoid_loss(tmp_path, monkeypatch):
     from conftest import mock_tfds
 

@@ -126,6 +126,10 @@ def test_user_suite_file(tmp_path):
     assert suite.tasks[0].protocol.steps == 7 and suite.tasks[0].protocol.lrs == (0.1,)
 
 
+TASK = ('[[task]]\nname = "a"\ngroup = "custom"\ndataset = "x"\nnum_classes = 2\n'
+        'splits = {}\n')
+
+
 @pytest.mark.parametrize("body,message", [
     ('[[task]]\nname = "a"\ngroup = "custom"\ndataset = "x"\nnum_classes = 2\nsplits = {}\n'
      'colour = "red"\n', "unexpected keyword argument 'colour'"),
@@ -134,6 +138,18 @@ def test_user_suite_file(tmp_path):
      "group 'weird'"),
     ('name = "x"\n', "defines no"),
     ('name = [', "not valid TOML"),
+    ('[protocl]\nsteps = 3\n' + TASK, r"unknown table\(s\) or key\(s\) \['protocl'\]"),
+    ('[protocol]\nlrs = [-0.1]\n' + TASK, r"lrs is \(-0.1,\); it must be a list of positive"),
+    ('[protocol]\nlrs = 0.01\n' + TASK, "lrs is 0.01; it must be a list of positive numbers"),
+    ('[protocol]\nlrs = ["0.01"]\n' + TASK, r"lrs is \('0.01',\); it must be a list"),
+    ('[protocol]\nsteps = 2.5\n' + TASK, "steps is 2.5; it must be a positive integer"),
+    ('[protocol]\nbatch_size = 0\n' + TASK, "batch_size is 0; it must be a positive integer"),
+    ('[protocol]\nwarmup_steps = -3\n' + TASK, "warmup_steps is -3; it must be an integer >= 0"),
+    ('[protocol]\nseeds = 0\n' + TASK, "seeds is 0; it must be a positive integer"),
+    ('[fewshot]\nshots = 5\n' + TASK, r"\[fewshot\]: protocol field shots is 5"),
+    ('[protocol]\nresolution = "32"\n' + TASK, "resolution is '32'; it must be a positive"),
+    (TASK.replace("num_classes = 2", 'num_classes = "3"'),
+     "task a: num_classes is '3'; it must be a positive integer"),
 ])
 def test_bad_suite_files_say_what_is_wrong(tmp_path, body, message):
     path = tmp_path / "bad.toml"

@@ -153,6 +153,9 @@ def _unknown(kind, name, valid, where=""):
     return f"unknown {kind} {name!r}{place}.{hint} Valid: {', '.join(valid)}"
 
 
+SUITE_KEYS = {"name", "description", "protocol", "task", "fewshot"}
+
+
 def suite_names():
     """Names of the suites shipped in `tasks/`."""
     return sorted(path.stem for path in TASKS_DIR.glob("*.toml"))
@@ -178,6 +181,10 @@ def load_suite(name_or_path: str) -> Suite:
 def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
     """A Suite from parsed TOML data; unknown or missing fields raise, naming the task."""
     where = str(path or "suite")
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown table(s) or key(s) {unknown}; valid: "
+                         f"{sorted(SUITE_KEYS)}")
     defaults = _protocol(data.get("protocol", {}), Protocol(), where)
     tasks = []
     for row in data.get("task", []):
@@ -190,6 +197,9 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
             fields = [f.name for f in dataclasses.fields(Task) if f.name != "protocol"]
             raise ValueError(f"{where}, task {name}: {error}; task fields: "
                              f"{', '.join(fields)}") from None
+        if not _whole(task.num_classes) or task.num_classes < 1:
+            raise ValueError(f"{where}, task {name}: num_classes is {task.num_classes!r}; it "
+                             "must be a positive integer")
         if task.group not in GROUPS:
             raise ValueError(f"{where}, task {name}: group {task.group!r} is not one of {GROUPS}")
         tasks.append(task)
@@ -207,6 +217,32 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
     return Suite(name, data.get("description", ""), tuple(tasks), path, fewshot)
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Protocol field -> (check, what it must be): TOML values are checked as the flags are.
+PROTOCOL_RULES = {
+    "resolution": (lambda v: _whole(v) and v > 0, "a positive integer"),
+    "steps": (lambda v: _whole(v) and v > 0, "a positive integer"),
+    "batch_size": (lambda v: _whole(v) and v > 0, "a positive integer"),
+    "warmup_steps": (lambda v: _whole(v) and v >= 0, "an integer >= 0"),
+    "lrs": (lambda v: isinstance(v, tuple) and v and all(_number(x) and x > 0 for x in v),
+            "a list of positive numbers, e.g. [0.003, 0.01]"),
+    "polyak": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "shots": (lambda v: isinstance(v, tuple) and v and all(_whole(x) and x > 0 for x in v),
+              "a list of positive integers, e.g. [1, 5, 10, 25]"),
+    "l2_reg": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "seeds": (lambda v: _whole(v) and v > 0, "a positive integer"),
+}
+PROTOCOL_RULES.update({name: (lambda v: isinstance(v, str), "a string") for name in (
+    "train_pp", "eval_pp", "fit_split", "tune_train_split", "tune_val_split", "test_split")})
+
+
 def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
     fields = {f.name for f in dataclasses.fields(Protocol)}
     unknown = sorted(set(values) - fields)
@@ -216,4 +252,8 @@ def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
               for key, value in values.items()}
     if values.get("method", base.method) not in METHODS:
         raise ValueError(f"{where}: method {values['method']!r} is not one of {METHODS}")
+    for key, value in values.items():
+        check, must_be = PROTOCOL_RULES.get(key, (lambda v: True, ""))
+        if not check(value):
+            raise ValueError(f"{where}: protocol field {key} is {value!r}; it must be {must_be}")
     return dataclasses.replace(base, **values)

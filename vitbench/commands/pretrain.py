@@ -79,7 +79,7 @@ def pretrain(fv):
         distribute.initialize_hosts()
     from vitbench.train import pretrain as pretrain_lib, recipes
 
-    pretraining = recipes.load(fv.dataset, fv.model,
+    pretraining = recipes.load(fv.dataset, fv.model, data_dir=fv.data_dir,
                                **{name: fv[name].value for name in RECIPE_FLAGS})
     workdir = fv.workdir or pretrain_lib.default_workdir(fv.results_dir, pretraining.recipe)
     record = pretrain_lib.pretrain(pretraining, workdir, results_dir=fv.results_dir,

@@ -148,7 +148,8 @@ class ImageFiles:
 
         if not any(splits.values()):
             raise FileNotFoundError(f"{task.name}: no images in {where} "
-                                    f"({', '.join(IMAGE_SUFFIXES)} files)")
+                                    f"({', '.join(IMAGE_SUFFIXES)} files; a folder holds "
+                                    "<split>/<class name>/<image>)")
         self.where, self.splits = where, {}
         for name, pairs in splits.items():
             pairs = list(pairs)
@@ -161,7 +162,7 @@ class ImageFiles:
                  for name, items in self.splits.items()}
         try:
             instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(sizes)
-        except (ValueError, AssertionError) as error:
+        except (ValueError, AssertionError, KeyError) as error:
             raise ValueError(f"{self.where}: bad split {split!r} (splits: "
                              f"{', '.join(sorted(self.splits))}): {error}") from None
         return [pair for i in instructions for pair in self.splits[i.splitname][i.from_:i.to]]
@@ -235,7 +236,10 @@ def _image_files_source(load: Callable) -> Source:
 
     def file_status(task, data_dir=None) -> Status:
         try:
-            return Status(READY, str(load(task).where))
+            files = load(task)
+            for split in task.splits.values():  # a bad split expression, before training
+                files.examples(split)
+            return Status(READY, str(files.where))
         except FileNotFoundError as error:
             return Status(MISSING, str(error))
         except ValueError as error:

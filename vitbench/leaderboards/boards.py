@@ -90,7 +90,7 @@ def board_from_records(suite: str, records: List[dict]) -> Board:
 
 def fewshot_board_for(suite: str, records: List[dict]) -> Board:
     fewshot = [r for r in records if collect_lib.method_of(r) == "fewshot"]
-    known = _known_suite(suite)
+    known = _known_holding(suite, fewshot)
     recorded = {r["config"]["task"] for r in fewshot}
     if known is not None:  # the default selection, and other tasks where they have records
         probes = [t for t in known.fewshot_tasks([t.name for t in known.tasks])
@@ -118,7 +118,7 @@ def boards_for(suites, read=lambda suite: []) -> List[Board]:
         records = read(suite)
         methods = {collect_lib.method_of(record) for record in records}
         if "finetune" in methods and suite not in UPSTREAM.suites:
-            known = _known_suite(suite)
+            known = _known_holding(suite, records)
             boards.append(suite_board(known) if known else board_from_records(suite, records))
         if "fewshot" in methods:
             boards.append(fewshot_board_for(suite, records))
@@ -129,6 +129,15 @@ def boards_for(suites, read=lambda suite: []) -> List[Board]:
 def _known_suite(name: str) -> Optional[tasks_lib.Suite]:
     """The suite of that name in `tasks/` (parsed once: every record asks), or None."""
     return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
+
+
+def _known_holding(suite: str, records: List[dict]) -> Optional[tasks_lib.Suite]:
+    """The suite of that name in `tasks/` if it has every recorded task, else None: a suite
+    file of the user's that kept a shipped suite's name (a copy of `tasks/demo.toml`) gets a
+    board from its records."""
+    known = _known_suite(suite)
+    names = {task.name for task in known.tasks} if known else set()
+    return known if known and {r["config"]["task"] for r in records} <= names else None
 
 
 def protocol_defaults(record: dict) -> Optional[dict]:

@@ -114,9 +114,11 @@ def recipe_names():
     return sorted(path.stem for path in RECIPES_DIR.glob("*.toml") if path.stem != ANY_TFDS)
 
 
-def load(dataset: str, model: Optional[str] = None, **overrides) -> Pretraining:
-    """The recipe of `dataset` (a recipe file's name, or any TFDS dataset), for `model` (default:
-    the recipe's), with `overrides` (Recipe fields; None values are ignored) applied last."""
+def load(dataset: str, model: Optional[str] = None, data_dir: Optional[str] = None,
+         **overrides) -> Pretraining:
+    """The recipe of `dataset` (a recipe file's name, or any TFDS dataset, looked up in
+    `data_dir` too), for `model` (default: the recipe's), with `overrides` (Recipe fields; None
+    values are ignored) applied last."""
     path = RECIPES_DIR / f"{dataset}.toml"
     if not path.is_file():
         path = RECIPES_DIR / f"{ANY_TFDS}.toml"
@@ -135,11 +137,11 @@ def load(dataset: str, model: Optional[str] = None, **overrides) -> Pretraining:
     if unknown:
         raise ValueError(f"{path}: unknown recipe field(s) {unknown}; valid: {sorted(fields)}")
     recipe = Recipe(**values)
-    task = _task(data.get("data", {}), recipe, path)
+    task = _task(data.get("data", {}), recipe, path, data_dir)
     return Pretraining(dataset, data.get("description", ""), recipe, task, path)
 
 
-def _task(row: dict, recipe: Recipe, path: pathlib.Path) -> tasks_lib.Task:
+def _task(row: dict, recipe: Recipe, path: pathlib.Path, data_dir=None) -> tasks_lib.Task:
     protocol = tasks_lib.Protocol(resolution=recipe.resolution, train_pp=recipe.train_pp,
                                   eval_pp=recipe.eval_pp, fit_split="train", test_split="test")
     row = {"name": recipe.dataset, "group": "upstream", **row}
@@ -153,7 +155,7 @@ def _task(row: dict, recipe: Recipe, path: pathlib.Path) -> tasks_lib.Task:
     if not row.get("num_classes"):  # any TFDS dataset: its label feature says
         from vitbench.train.losses import loss_for_labels
 
-        feature = _tfds_label(row["dataset"])
+        feature = _tfds_label(row["dataset"], data_dir)
         multi_label = loss_for_labels(feature) == "sigmoid"
         row["num_classes"] = (feature.feature if multi_label else feature).num_classes
         if multi_label:
@@ -164,14 +166,15 @@ def _task(row: dict, recipe: Recipe, path: pathlib.Path) -> tasks_lib.Task:
         raise ValueError(f"{path}, [data]: {error}") from None
 
 
-def _tfds_label(dataset: str):
-    """The `label` feature of a TFDS dataset (read from its builder: no data is needed)."""
+def _tfds_label(dataset: str, data_dir=None):
+    """The `label` feature of a TFDS dataset (read from its builder: no data is needed; a
+    dataset only prepared in `data_dir` is found there)."""
     import tensorflow_datasets as tfds
 
     from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets)
 
     try:
-        builder = tfds.builder(dataset)
+        builder = tfds.builder(dataset, data_dir=data_dir)
     except Exception as error:  # TFDS raises DatasetNotFoundError and others
         names = ", ".join(recipe_names())
         raise KeyError(f"unknown pretraining dataset {dataset!r}: it has no recipe ({names}) "
