@@ -14,6 +14,8 @@ import pathlib
 import tomllib
 from typing import Dict, Optional, Tuple
 
+from vitbench.models.zoo import is_whole_number
+
 TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 METHODS = ("finetune", "fewshot")  # how a task is evaluated (see `Protocol.method`)
@@ -197,7 +199,7 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
             fields = [f.name for f in dataclasses.fields(Task) if f.name != "protocol"]
             raise ValueError(f"{where}, task {name}: {error}; task fields: "
                              f"{', '.join(fields)}") from None
-        if not _whole(task.num_classes) or task.num_classes < 1:
+        if not is_whole_number(task.num_classes) or task.num_classes < 1:
             raise ValueError(f"{where}, task {name}: num_classes is {task.num_classes!r}; it "
                              "must be a positive integer")
         if task.group not in GROUPS:
@@ -221,23 +223,20 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # Protocol field -> (check, what it must be): TOML values are checked as the flags are.
 PROTOCOL_RULES = {
-    "resolution": (lambda v: _whole(v) and v > 0, "a positive integer"),
-    "steps": (lambda v: _whole(v) and v > 0, "a positive integer"),
-    "batch_size": (lambda v: _whole(v) and v > 0, "a positive integer"),
-    "warmup_steps": (lambda v: _whole(v) and v >= 0, "an integer >= 0"),
+    "resolution": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
+    "steps": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
+    "batch_size": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
+    "warmup_steps": (lambda v: is_whole_number(v) and v >= 0, "an integer >= 0"),
     "lrs": (lambda v: isinstance(v, tuple) and v and all(_number(x) and x > 0 for x in v),
             "a list of positive numbers, e.g. [0.003, 0.01]"),
     "polyak": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "shots": (lambda v: isinstance(v, tuple) and v and all(_whole(x) and x > 0 for x in v),
+    "shots": (lambda v: isinstance(v, tuple) and v
+              and all(is_whole_number(x) and x > 0 for x in v),
               "a list of positive integers, e.g. [1, 5, 10, 25]"),
     "l2_reg": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "seeds": (lambda v: _whole(v) and v > 0, "a positive integer"),
+    "seeds": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
 }
 PROTOCOL_RULES.update({name: (lambda v: isinstance(v, str), "a string") for name in (
     "train_pp", "eval_pp", "fit_split", "tune_train_split", "tune_val_split", "test_split")})

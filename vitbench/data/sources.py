@@ -304,4 +304,5 @@ def check_ready(tasks, data_dir=None) -> None:
     problems = [status(task, data_dir) for task in tasks]
     blocked = [problem.detail for problem in problems if not problem.usable]
     if blocked:
-        raise ManualDownloadError("some tasks' data is missing or unusable:\n  " + "\n  ".join(blocked))
+        raise ManualDownloadError("some tasks' data is missing or unusable:\n  "
+                                  + "\n  ".join(blocked))
