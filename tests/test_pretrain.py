@@ -51,7 +51,7 @@ def test_any_tfds_dataset_gets_its_classes_and_loss_from_its_labels():
 def test_a_dataset_listing_several_classes_per_image_gets_sigmoid(monkeypatch):
     listed = tfds.features.Sequence(tfds.features.ClassLabel(num_classes=5))
     assert losses.loss_for_labels(listed) == "sigmoid"
-    monkeypatch.setattr(recipes, "_tfds_label", lambda dataset: listed)
+    monkeypatch.setattr(recipes, "_tfds_label", lambda dataset, data_dir=None: listed)
     multi = recipes.load("some_multilabel_dataset", "vit_mu8")
     assert multi.task.num_classes == 5 and recipes.loss_of(multi) == "sigmoid"
     assert multi.task.label == "multi_hot('label', 5)" and recipes.label_key(multi.task) == "labels"
