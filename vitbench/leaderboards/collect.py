@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from vitbench.tasks import Protocol
+
 # Protocol fields that make a different row when they differ from the suite's defaults.
-SETTING_FIELDS = ("steps", "batch_size", "warmup_steps", "resolution", "polyak", "l2_reg")
+SETTING_FIELDS = tuple(Protocol().settings())
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",
                  "resolution": "px", "polyak": "polyak", "l2_reg": "l2"}
 
