@@ -212,35 +212,59 @@ class _Killed(Exception):
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
-    setup = recipes.load("demo", **{**QUICK, "steps": 20, "log_every": 5, "checkpoint_every": 5,
+    setup = recipes.load("demo", **{**QUICK, "steps": 20, "log_every": 5, "checkpoint_every": 10,
                                     "eval_every": 20, "dropout": 0.1})  # dropout: its RNG state resumes too
-    pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
-                      data_dir=demo_data_dir, verbose=0, log=lambda _: None)
-    original = pretrain._Periodic.on_epoch_end
+    whole = pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
+                              data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    original_epoch_end, original_evaluate = pretrain._Periodic.on_epoch_end, \
+        pretrain._Trainer.evaluate
 
     def killed_after_step_15(self, epoch, logs=None):
-        original(self, epoch, logs)
+        original_epoch_end(self, epoch, logs)
         if (epoch + 1) * 5 == 15:
             raise _Killed()
+
+    def killed_in_the_final_evaluation(self, model, step):
+        raise _Killed()
 
     monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", killed_after_step_15)
     with pytest.raises(_Killed):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, log=lambda _: None)
-    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", original)
-    assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 15
+    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", original_epoch_end)
+    assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 10
+    with open(tmp_path / "broken" / pretrain.METRICS, "a") as f:
+        f.write('{"step": 20, "lo')  # a line cut short by the kill
     with pytest.raises(ValueError, match="pass --resume"):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, resume=False)
+    # Resumed from step 10, then stopped again after the last save, in the final evaluation.
     messages = []
+    monkeypatch.setattr(pretrain._Trainer, "evaluate", killed_in_the_final_evaluation)
+    with pytest.raises(_Killed):
+        pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
+                          data_dir=demo_data_dir, verbose=0, log=messages.append)
+    assert "resuming at step 10" in messages[0]
+    monkeypatch.setattr(pretrain._Trainer, "evaluate", original_evaluate)
     record = pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
-                               data_dir=demo_data_dir, verbose=0, log=messages.append)
-    assert record["train"]["resumed_from_step"] == 15 and "resuming at step 15" in messages[0]
-    with np.load(tmp_path / "whole" / "final.npz") as whole, \
+                               data_dir=demo_data_dir, verbose=0, log=lambda _: None)
+    assert record["train"]["resumed_from_step"] == 20
+    for key in "train_loss", "train_accuracy":  # those of the last save, not null
+        assert record["train"][key] == pytest.approx(whole["train"][key], rel=1e-6), key
+    with np.load(tmp_path / "whole" / "final.npz") as whole_arrays, \
             np.load(tmp_path / "broken" / "final.npz") as resumed:
-        assert sorted(whole.files) == sorted(resumed.files)
-        for key in whole.files:
-            np.testing.assert_array_equal(whole[key], resumed[key], err_msg=key)
+        assert sorted(whole_arrays.files) == sorted(resumed.files)
+        for key in whole_arrays.files:
+            np.testing.assert_array_equal(whole_arrays[key], resumed[key], err_msg=key)
+    # One metrics line per step, as the unbroken run wrote them (the lines of steps 15 and 20
+    # written before the first kill are replaced, not repeated).
+    (whole_train, whole_evals), (train, evals) = (_metrics(tmp_path / name)
+                                                  for name in ("whole", "broken"))
+    assert [line["step"] for line in train] == [5, 10, 15, 20]
+    assert [line["loss"] for line in train] == pytest.approx(
+        [line["loss"] for line in whole_train], rel=1e-6)
+    assert [line["step"] for line in evals] == [20]
+    assert evals[0]["eval"] == whole_evals[0]["eval"]
 
 
 def test_gradient_accumulation_gives_the_same_update(tmp_path, demo_data_dir):

@@ -109,6 +109,11 @@ def load_state(workdir: Optional[pathlib.Path]):
     return model, state["step"]
 
 
+def saved_logs(workdir: pathlib.Path) -> dict:
+    """The training metrics (loss, accuracy) saved with the last checkpoint in `workdir`."""
+    return json.loads((workdir / STATE).read_text())["logs"]
+
+
 def check_accumulation(restored, accumulation: int, workdir) -> None:
     """Raises if a saved run's optimizer accumulates another number of passes per update than
     `accumulation`: its saved state and the input's position belong to that number."""
@@ -208,7 +213,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
             logs = {key: values[-1] for key, values in history.history.items()}
         elif restored is not None:  # killed after the last save: Keras swaps in the averaged weights at fit's end
             model.optimizer.finalize_variable_values(model.trainable_weights)
-            logs = json.loads((workdir / STATE).read_text())["logs"]
+            logs = saved_logs(workdir)
     if not np.isfinite(logs.get("loss", np.nan)):
         raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "
                             f"(lr {config.lr}); try a smaller learning rate")

@@ -126,6 +126,17 @@ def _differences(old, new, prefix=""):
         yield f"{prefix.rstrip('.')}: {old} there, {new} now"
 
 
+def _keep_metrics_until(path: pathlib.Path, step: int) -> None:
+    """Drops the metric lines written after step `step` (the last save), which a resumed run
+    writes again, so that each step has one line; and a line cut short by a kill."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+        files.write_atomic(path, "".join(kept))
+
+
 def _append_line(path: pathlib.Path, line: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
@@ -283,6 +294,8 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     try:
         restored, done = finetune.load_state(workdir)
         finetune.check_accumulation(restored, accumulation, workdir)
+        if process_index == 0:
+            _keep_metrics_until(workdir / METRICS, done)
         model = restored.set_remat(remat) if restored else build_model(pretraining, remat)
         if restored is None:
             model.compile(optimizer=make_optimizer(recipe, total, accumulation),
@@ -345,6 +358,8 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
                                 steps_per_epoch=recipe.log_every * trainer.accumulation,
                                 verbose=0, shuffle=False, callbacks=callbacks)
             logs = {key: values[-1] for key, values in history.history.items()}
+        elif done:  # stopped after the last save, during the final evaluation
+            logs = finetune.saved_logs(trainer.workdir)
     if remaining and not np.isfinite(logs.get("loss", np.nan)):
         raise finetune.DivergedError(f"pretraining diverged: the loss became {logs.get('loss')}"
                                      f" (lr {recipe.lr}); try a smaller learning rate")
