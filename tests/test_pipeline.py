@@ -212,6 +212,37 @@ def test_classes_that_do_not_match_num_classes_are_refused_before_any_work(tmp_p
     assert status.state == sources.INVALID and "bad split 'tset' (splits: train)" in status.detail
 
 
+def test_preprocessing_that_cannot_apply_to_the_data_is_refused_before_any_work(tmp_path):
+    """A label naming a feature the examples lack, on image files or on a TFDS dataset (whose
+    features its code declares, prepared or not), is `invalid` before a run starts; so is a
+    random op in the eval preprocessing. The shipped suites' preprocessing all applies."""
+    (tmp_path / "pets" / "train" / "cat").mkdir(parents=True)
+    _png(tmp_path / "pets" / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    folder = tasks.Task(name="pets", group="custom", source="folder", num_classes=1,
+                        dataset=str(tmp_path / "pets"), splits={"train": "train"},
+                        label="label_from('colour')")
+    demo = dataclasses.replace(tasks.load_suite("demo").tasks[0], label="label_from('colour')")
+    for task, features in [(folder, "image, label"), (demo, "color, count, image, objects")]:
+        status = sources.status(task, str(tmp_path / "tfds"))
+        assert status.state == sources.INVALID, task.name
+        assert (f"{task.name}: its train preprocessing" in status.detail
+                and f"(features: {features}" in status.detail
+                and "KeyError: colour" in status.detail), status.detail
+        with pytest.raises(sources.ManualDownloadError, match="KeyError: colour"):
+            sources.check_ready([task], str(tmp_path / "tfds"))
+    flipped = dataclasses.replace(folder, label="", protocol=tasks.Protocol(
+        resolution=4, eval_pp="resize({resolution})|flip_lr"))
+    status = sources.status(flipped)
+    assert status.state == sources.INVALID and "its eval preprocessing" in status.detail
+    assert "needs the example's '_rng' seed" in status.detail
+    assert sources.status(dataclasses.replace(folder, label="")).state == sources.READY
+    for suite in tasks.suite_names():
+        for task in tasks.load_suite(suite).tasks:
+            features = sources.get_source(task.source).features(task, str(tmp_path / "tfds"))
+            assert features and sources._preprocessing_problem(task, features) is None, \
+                task.name
+
+
 def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):
     lines = ["path,label,split"]
     for i in range(8):

@@ -54,6 +54,8 @@ class Source:
     # task -> what identifies the data's content in a run's config, or None where the name
     # and version do (TFDS)
     fingerprint: Callable = lambda task: None
+    # (task, data_dir) -> {feature: tf.TensorSpec} of a read example, or None where unknown
+    features: Callable = lambda task, data_dir: None
 
 
 SOURCES: Dict[str, Source] = {}
@@ -126,7 +128,15 @@ def tfds_num_examples(task, split, data_dir=None):
         return None
 
 
-SOURCES["tfds"] = Source(tfds_status, tfds_read, tfds_num_examples)
+def tfds_features(task, data_dir=None):
+    """The decoded examples' features, from the dataset's code or its prepared metadata."""
+    try:
+        return _tfds_builder(task, data_dir).info.features.get_tensor_spec()
+    except Exception:  # noqa: BLE001  (no metadata to check against: the run will tell)
+        return None
+
+
+SOURCES["tfds"] = Source(tfds_status, tfds_read, tfds_num_examples, features=tfds_features)
 
 
 # --- Image files of your own: a folder of class subfolders, or a CSV file ----------------------
@@ -272,7 +282,10 @@ def _image_files_source(load: Callable) -> Source:
                    for split, pairs in sorted(files.splits.items())}
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
-    return Source(file_status, file_read, file_num_examples, file_fingerprint)
+    def file_features(task, data_dir=None):
+        return {"image": tf.TensorSpec([], tf.string), "label": tf.TensorSpec([], tf.int64)}
+
+    return Source(file_status, file_read, file_num_examples, file_fingerprint, file_features)
 
 
 SOURCES["folder"] = _image_files_source(folder_images)
@@ -280,8 +293,35 @@ SOURCES["csv"] = _image_files_source(csv_images)
 
 
 def status(task, data_dir=None) -> Status:
-    """Whether the task's data is ready, will be downloaded, or needs the user's files."""
-    return get_source(task.source).status(task, data_dir)
+    """Whether the task's data is ready, will be downloaded, or needs the user's files; and
+    `INVALID` where its preprocessing cannot apply to the data's examples."""
+    source = get_source(task.source)
+    state = source.status(task, data_dir)
+    if state.usable:
+        problem = _preprocessing_problem(task, source.features(task, data_dir))
+        if problem:
+            return Status(INVALID, problem)
+    return state
+
+
+def _preprocessing_problem(task, features) -> Optional[str]:
+    """Why the task's train or eval preprocessing fails on examples with `features` (traced,
+    not run: a label op naming a feature the data lacks, say), or None."""
+    from vitbench.data import registry
+
+    if features is None:
+        return None
+    seed = {"_rng": tf.TensorSpec([2], tf.int64)}  # the train pipeline's per-example seed
+    for phase, spec in ("train", {**features, **seed}), ("eval", features):
+        try:
+            tf.function(registry.chain(task.pp(phase)), autograph=False).get_concrete_function(
+                spec)
+        except Exception as error:  # noqa: BLE001  (whatever the tracing raised, named below)
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            return (f"{task.name}: its {phase} preprocessing {task.pp(phase)!r} does not apply "
+                    f"to the data's examples (features: {', '.join(sorted(features))}): "
+                    f"{type(error).__name__}: {message}")
+    return None
 
 
 def num_examples(task, split, data_dir=None) -> Optional[int]:
