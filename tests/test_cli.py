@@ -1,5 +1,6 @@
 """The `vitbench` command line: help, the zoo table, the checkpoint table, errors."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -67,8 +68,21 @@ def test_unknown_command_and_flag_and_model(capsys):
     assert status == 2 and "commands: demo, run, pretrain, leaderboard, models, checkpoints, tasks, bench" in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
+    assert "`vitbench models --help` lists its flags" in err and "--image_size" not in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")
     assert status == 1 and "known models: vit_mu32" in err
+
+
+def test_ctrl_c_ends_a_command_without_a_traceback(capsys, monkeypatch):
+    from vitbench import commands
+
+    def interrupted(flag_values):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(commands.COMMANDS, "models", dataclasses.replace(
+        commands.COMMANDS["models"], run=interrupted))
+    status, _, err = run(capsys, "models")
+    assert status == 130 and err.strip() == "vitbench models: interrupted"
 
 
 def test_console_script_is_installed():

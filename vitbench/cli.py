@@ -54,13 +54,17 @@ def main(argv=None) -> int:
     try:
         flag_values([f"{PROG} {name}"] + args)
     except flags.Error as error:
-        print(f"{PROG} {name}: {error}\n\n{command_usage(command, flag_values)}", file=sys.stderr)
+        print(f"{PROG} {name}: {error}\n`{PROG} {name} --help` lists its flags.",
+              file=sys.stderr)
         return 2
     if flag_values.help:
         print(command_usage(command, flag_values))
         return 0
     try:
         return command.run(flag_values) or 0
+    except KeyboardInterrupt:  # Ctrl-C: what was recorded or saved stays; no traceback
+        print(f"\n{PROG} {name}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`vitbench models | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
