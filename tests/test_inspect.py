@@ -95,7 +95,7 @@ def test_similarity_mosaic_places_each_patch_map_in_its_tile():
 def write_images(directory, count=3, size=(20, 28)):
     import tensorflow as tf
 
-    directory.mkdir()
+    directory.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for index in range(count):
         pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
@@ -106,7 +106,7 @@ def write_images(directory, count=3, size=(20, 28)):
 def test_inspect_writes_four_figures_the_numbers_and_a_page(tmp_path, capsys):
     model = randomize(create_model(TINY, num_classes=5, image_size=24))  # 3x3 patches
     model.save(tmp_path / "tiny.keras")
-    write_images(tmp_path / "images")
+    write_images(tmp_path / "images" / "cat")  # a class subfolder, as a task's folder has
     out = tmp_path / "figures"
     assert cli.main(["inspect", f"--ckpt={tmp_path / 'tiny.keras'}",
                      f"--images={tmp_path / 'images'}", f"--out={out}",
@@ -155,3 +155,15 @@ def test_inspect_errors_are_clear(tmp_path, capsys):
     assert cli.main(["inspect", f"--ckpt={tmp_path / 'tiny.keras'}",
                      f"--images={tmp_path / 'empty'}", f"--out={tmp_path / 'out'}"]) != 0
     assert "no images" in capsys.readouterr().err
+    # An unreadable image is named; an unusable output folder fails before any work.
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "cat" / "bad.jpg").write_text("not a jpeg")
+    assert cli.main(["inspect", f"--ckpt={tmp_path / 'tiny.keras'}",
+                     f"--images={tmp_path / 'photos'}", f"--out={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'photos' / 'cat' / 'bad.jpg'} is not a readable image" in err
+    assert "Traceback" not in err
+    assert cli.main(["inspect", f"--ckpt={tmp_path / 'nothing.npz'}",
+                     f"--out={tmp_path / 'tiny.keras' / 'x'}"]) == 1
+    assert "Not a directory" in capsys.readouterr().err
+    assert cli.main(["inspect", f"--ckpt={tmp_path / 'tiny.keras'}", "--rollout_images=0"]) == 2

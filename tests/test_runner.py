@@ -233,7 +233,8 @@ def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, mon
 @pytest.mark.parametrize("flag, status, message", [  # status 2: refused as the flags parse
     ("--steps=0", 2, "flag --steps=0: 0 is not a positive integer"),
     ("--batch_size=-4", 2, "flag --batch_size=-4: -4 is not a positive integer"),
-    ("--polyak=1.5", 2, "flag --polyak=1.5: 1.5 is not a number in the range [0, 1]"),
+    ("--polyak=-0.5", 2, "flag --polyak=-0.5: -0.5 is not a non-negative number"),
+    ("--polyak=1", 1, "--polyak is 1.0; it must be a number in [0, 1)"),  # would never move
     ("--micro_batch_size=0", 1, "--micro_batch_size must be a positive integer or 'auto', not '0'"),
     ("--lrs=0.01,-1", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got 0.01,-1"),
     ("--lrs=fast", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got fast"),

@@ -41,13 +41,22 @@ class Overrides:
     seed: int = 0
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
 
-    def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
-        changes = {key: value for key, value in [
+    def __post_init__(self):
+        for key, value in self.changes.items():  # as a suite file's values are checked
+            tasks_lib.check_protocol_value(key, value, f"--{key}")
+
+    @property
+    def changes(self) -> dict:
+        """The protocol fields these overrides set."""
+        return {key: value for key, value in [
             ("steps", self.steps), ("warmup_steps", self.warmup_steps),
             ("batch_size", self.batch_size), ("lrs", self.lrs),
             ("resolution", self.resolution), ("polyak", self.polyak), ("shots", self.shots)]
             if value is not None}
-        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
+
+    def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
+        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
+                                                                      **self.changes))
 
 
 @dataclasses.dataclass(frozen=True)

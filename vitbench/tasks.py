@@ -252,7 +252,13 @@ def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
     if values.get("method", base.method) not in METHODS:
         raise ValueError(f"{where}: method {values['method']!r} is not one of {METHODS}")
     for key, value in values.items():
-        check, must_be = PROTOCOL_RULES.get(key, (lambda v: True, ""))
-        if not check(value):
-            raise ValueError(f"{where}: protocol field {key} is {value!r}; it must be {must_be}")
+        check_protocol_value(key, value, f"{where}: protocol field {key}")
     return dataclasses.replace(base, **values)
+
+
+def check_protocol_value(key: str, value, what: str) -> None:
+    """Raises a ValueError that names `what` (where the value came from) unless `value` suits
+    the protocol field `key` (`PROTOCOL_RULES`)."""
+    check, must_be = PROTOCOL_RULES.get(key, (lambda v: True, ""))
+    if not check(value):
+        raise ValueError(f"{what} is {value!r}; it must be {must_be}")

@@ -12,8 +12,8 @@ def _define(fv):
                         ".npz/.keras file, a `vitbench pretrain` workdir (e.g. "
                         "results/pretrain/demo_vit_mu8, which `vitbench demo` trains) or a URL.",
                         flag_values=fv)
-    flags.DEFINE_string("images", None, "Directory of images (jpg, png, ...) to measure "
-                        "attention on (default: the demo dataset's test images, offline).",
+    flags.DEFINE_string("images", None, "Directory of images (jpg, png, ...; subfolders too) "
+                        "to measure attention on (default: the demo dataset's test images, offline).",
                         flag_values=fv)
     flags.DEFINE_string("out", None, "Output directory (default "
                         "<results_dir>/figures/<checkpoint name>).", flag_values=fv)
@@ -22,7 +22,7 @@ def _define(fv):
     flags.DEFINE_integer("num_images", 32, "Images the attention distance averages over "
                          "(the paper: 128).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("rollout_images", 8, "Images shown with their attention rollout.",
-                         lower_bound=0, flag_values=fv)
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the checkpoint's; another "
                          "resamples the position embeddings).", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("data_dir", None, "TFDS data dir for the demo images.", flag_values=fv)
@@ -43,8 +43,6 @@ def inspect(fv):
     if not fv.ckpt:
         raise ValueError("--ckpt is required, e.g. --ckpt results/pretrain/demo_vit_mu8 (the "
                          "checkpoint `vitbench demo` pretrains) or --ckpt vit_b16")
-    if fv.num_images < 1 or fv.rollout_images < 1:
-        raise ValueError("--num_images and --rollout_images must be at least 1")
     paths = report.inspect_checkpoint(fv.ckpt, fv.out, fv.images, fv.num_images,
                                       fv.rollout_images, fv.resolution, fv.data_dir,
                                       fv.results_dir)

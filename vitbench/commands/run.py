@@ -43,7 +43,7 @@ def _define(fv):
     flags.DEFINE_float("polyak", None, "Evaluate the Polyak (exponential moving) average of the "
                        "weights with this decay; the paper's Table 2 ImageNet fine-tunes use "
                        "0.9999 at 512/518 px (default: the protocol's, 0 = off).",
-                       lower_bound=0, upper_bound=1, flag_values=fv)
+                       lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and new heads.",
                          lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("sweep", False, "Select the learning rate per task: train on the "

@@ -40,19 +40,30 @@ def default_out_dir(ckpt: str, results_dir="results") -> pathlib.Path:
 
 
 def read_image_dir(directory, size, count: int) -> np.ndarray:
-    """Up to `count` images of `directory` (sorted by name), preprocessed as evaluation does
-    (`decode|resize|value_range(-1, 1)`, the eval pipeline's ops) at `size` (h, w)."""
+    """Up to `count` images of `directory` and its subfolders (a task's class folders, say),
+    sorted by path, preprocessed as evaluation does (`decode|resize|value_range(-1, 1)`, the
+    eval pipeline's ops) at `size` (h, w)."""
     import tensorflow as tf
 
     from vitbench.data import registry
 
-    paths = sorted(p for p in pathlib.Path(directory).iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    root = pathlib.Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images: {root} is not a directory")
+    paths = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:count]
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory} or "
+                                "its subfolders")
     preprocess = registry.chain(f"decode|resize({tuple(size)})|value_range(-1, 1)")
-    return np.stack([preprocess({"image": tf.io.read_file(str(path))})["image"].numpy()
-                     for path in paths]).astype(np.float32)
+    images = []
+    for path in paths:
+        try:
+            images.append(preprocess({"image": tf.io.read_file(str(path))})["image"].numpy())
+        except tf.errors.InvalidArgumentError as error:
+            raise ValueError(f"{path} is not a readable image ({error.message.strip()}); "
+                             "remove it or pass another --images folder") from None
+    return np.stack(images).astype(np.float32)
 
 
 def demo_images(size, count: int, data_dir=None) -> np.ndarray:
@@ -188,11 +199,12 @@ def inspect_checkpoint(ckpt: str, out_dir=None, image_dir=None, count: int = 32,
     everything; returns the written paths by kind."""
     from vitbench.checkpoints.loader import load_model
 
+    out_dir = pathlib.Path(out_dir or default_out_dir(ckpt, results_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)  # an unusable one fails before any work
     model = load_model(ckpt, image_size=resolution)
     size = model.image_size
     images = (read_image_dir(image_dir, size, count) if image_dir
               else demo_images(size, count, data_dir))
     numbers = compute(model, images, rollout_count=min(rollout_count, len(images)))
-    return write(numbers, out_dir or default_out_dir(ckpt, results_dir),
-                 f"{ckpt}: what the ViT learned")
+    return write(numbers, out_dir, f"{ckpt}: what the ViT learned")
 
