@@ -168,6 +168,38 @@ def test_a_block_missing_an_array_is_named_whichever_block(saved, block):
     assert str(error.value).endswith(f"missing '{key}' (expected shape (32,))")
 
 
+def test_a_stray_array_past_the_last_block_is_named_unexpected(saved):
+    """One array of a block that is not there does not make the model a block deeper (and
+    every array of that block 'missing')."""
+    _, path = saved
+    key = f"Transformer/encoderblock_{TINY.num_layers + 7}/LayerNorm_0/scale"
+    _rewrite(path, lambda a: a.update({key: np.ones(32, "f4")}))
+    with pytest.raises(npz.CheckpointError) as error:
+        vitbench.load_model(path)
+    assert str(error.value).splitlines()[1:] == [f"  unexpected '{key}' with shape (32,)"]
+
+
+def test_a_whole_missing_block_is_named_missing(saved):
+    _, path = saved
+    block = "Transformer/encoderblock_0/"
+    _rewrite(path, lambda a: [a.pop(key) for key in list(a) if key.startswith(block)])
+    with pytest.raises(npz.CheckpointError) as error:
+        vitbench.load_model(path)
+    problems = str(error.value).splitlines()[1:]
+    assert problems[-1] == "  ... and 6 more"  # a block has 16 arrays
+    assert all(line.startswith(f"  missing '{block}") for line in problems[:-1])
+
+
+@pytest.mark.parametrize("key", ["head/bias", "head/kernel"])
+def test_half_a_head_is_named_missing(saved, key):
+    _, path = saved
+    _rewrite(path, lambda a: a.pop(key))
+    with pytest.raises(npz.CheckpointError) as error:
+        vitbench.load_model(path)
+    assert str(error.value).splitlines()[1:] == [f"  missing '{key}' (expected shape "
+                                                 f"{(24, 10) if key.endswith('kernel') else (10,)})"]
+
+
 @pytest.mark.parametrize("num_classes", [-1, 2.5, "5"])
 def test_a_bad_class_count_is_named(saved, num_classes):
     with pytest.raises(ValueError, match=f"num_classes must be a whole number >= 0 .0: no "
@@ -208,6 +240,13 @@ def test_corrupt_keras_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.keras"
     path.write_bytes(b"this is not a zip archive")
     with pytest.raises(npz.CheckpointError, match="not a readable .keras file"):
+        vitbench.load_model(path)
+
+
+def test_a_zip_that_is_not_a_keras_model_is_named(saved, tmp_path):
+    path = tmp_path / "weights.keras"
+    path.write_bytes(saved[1].read_bytes())  # an .npz under the wrong name
+    with pytest.raises(npz.CheckpointError, match="not a Keras model file .*is it an .npz"):
         vitbench.load_model(path)
 
 

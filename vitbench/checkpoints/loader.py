@@ -59,6 +59,13 @@ def read_arrays(path: pathlib.Path):
         if not zipfile.is_zipfile(path):
             raise npz.CheckpointError(f"{path} is not a readable .keras file (not a zip "
                                       "archive; a download or copy cut short?)")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if "config.json" not in names:  # a zip, not of a Keras model
+            hint = (" It holds .npy arrays: is it an .npz file? Name it so." if names and all(
+                name.endswith(".npy") for name in names) else "")
+            raise npz.CheckpointError(f"{path} is not a Keras model file (a zip archive "
+                                      f"without config.json).{hint}")
         saved = keras.saving.load_model(path, compile=False)
         stored = (saved.config, saved.image_size) if hasattr(saved, "config") else None
         return npz.model_to_arrays(saved), stored

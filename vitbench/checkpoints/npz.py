@@ -110,8 +110,9 @@ def _require(arrays, key, source, ndim):
 def _most_common_size(arrays, keys, source, ndim: int, axis: int) -> int:
     """The size of `axis` that most of the arrays `keys` (one per block) have, so that a single
     damaged array is the one the loader names, not all the others."""
-    _require(arrays, keys[0], source, ndim)
     sizes = [arrays[key].shape[axis] for key in keys if key in arrays and arrays[key].ndim == ndim]
+    if not sizes:
+        _require(arrays, keys[0], source, ndim)  # raises, naming it
     return collections.Counter(sizes).most_common(1)[0][0]
 
 
@@ -120,13 +121,17 @@ def infer_architecture(arrays, source="checkpoint",
                        ) -> Tuple[ViTConfig, int, Tuple[int, int]]:
     """(config, num_classes, patch grid) read off the array shapes of an official checkpoint.
 
-    The depth is the number of `encoderblock_<i>` indices, so that a block missing one array
-    is named by the strict loading. The files carry no grid shape: the grid is the one of
-    `image_size` (height, width) where that has as many patches as the position embedding,
-    else square."""
+    The depth counts up to the last `encoderblock_<i>` that holds at least half as many arrays
+    as the fullest one, so that the strict loading names a block's missing arrays (even a
+    whole block's) as missing and a stray array past the last block as unexpected. The files
+    carry no grid shape: the grid is the one of `image_size` (height, width) where that has as
+    many patches as the position embedding, else square."""
     patch, _, _, hidden = _require(arrays, "embedding/kernel", source, 4)
-    indices = {int(match.group(1)) for match in map(BLOCK_INDEX.match, arrays) if match}
-    num_layers = max(indices) + 1 if indices else 0
+    per_block = collections.Counter(int(match.group(1))
+                                    for match in map(BLOCK_INDEX.match, arrays) if match)
+    fullest = max(per_block.values(), default=0)
+    num_layers = max((index + 1 for index, count in per_block.items() if 2 * count >= fullest),
+                     default=0)
     if not num_layers:
         _require(arrays, "Transformer/encoderblock_0/LayerNorm_0/scale", source, 1)
     blocks = [f"Transformer/encoderblock_{i}/" for i in range(num_layers)]
@@ -136,7 +141,8 @@ def infer_architecture(arrays, source="checkpoint",
                                 source, 2, 1)
     classifier = "token" if "cls" in arrays else "gap"
     representation = arrays["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in arrays else None
-    num_classes = arrays["head/bias"].shape[0] if "head/bias" in arrays else 0
+    head = arrays.get("head/bias", arrays.get("head/kernel"))  # either names a missing other
+    num_classes = head.shape[-1] if head is not None and head.ndim else 0
     tokens = _require(arrays, POSEMB_KEY, source, 3)[1] - (classifier == "token")
     config = ViTConfig(name="vit", hidden_size=int(hidden), mlp_dim=int(mlp_dim),
                        num_heads=int(num_heads), num_layers=num_layers, patch_size=int(patch),
