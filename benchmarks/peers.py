@@ -56,6 +56,9 @@ def timm_throughput(model_name, mode, batch_size, resolution, precision, steps, 
     from vitbench import bench
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # float32 matmuls on TF32 tensor cores where the GPU has them, as JAX and TensorFlow do by
+    # default (torch's default is full float32): fp32 compares like with like.
+    torch.set_float32_matmul_precision("high")
     torch.manual_seed(0)
     model = timm_model(model_name, resolution, num_classes, dropout).to(device)
     # In the compute dtype, as vitbench's pipelines hand images over: the same bytes to copy.
@@ -135,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also time timm under torch.compile (default: on a GPU)")
     args = parser.parse_args(argv)
+    # JAX would otherwise take 75% of the GPU's memory before timm runs in this process.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
     # torch and timm (whose triton crashes a process that loaded TensorFlow first) before

@@ -105,9 +105,25 @@ def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatc
 
 
 def test_spec_sheet_peaks_by_device_and_precision():
+    """Dense tensor-core peaks; fp32 is TF32's (JAX's default for float32 matmuls on these
+    GPUs); the PCIe and NVL cards have their own."""
     assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
-    assert bench.peak_tflops("NVIDIA A100-SXM4-40GB", "fp32") == 19.5
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "fp32") == 494.7
+    assert bench.peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.5
+    assert bench.peak_tflops("NVIDIA H100 NVL", "bf16") == 835.5
+    assert bench.peak_tflops("NVIDIA H200", "bf16") == 989.4
+    assert bench.peak_tflops("NVIDIA H200 NVL", "fp32") == 417.5
+    assert bench.peak_tflops("NVIDIA A100-SXM4-40GB", "fp32") == 156.0
     assert bench.peak_tflops("cpu", "fp32") is None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mode=infer", "--remat"], "applies to training only"),
+    (["--mode=train", "--peak_tflops=0"], "peak TFLOP/s must be positive, not 0.0")])
+def test_model_benchmark_settings_that_cannot_apply_are_refused(capsys, flags, message):
+    assert cli.main(["bench", "--model=vit_mu8", "--batch_size=2", "--resolution=16"]
+                    + flags) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_peers_script_times_timm_on_the_same_model():

@@ -80,11 +80,18 @@ def pipeline_records(task, measurements, batch_size: int, cores: Optional[int] =
 # --- Model throughput: one training step or one forward pass at a time --------------------------
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
-# Dense peaks from the vendors' spec sheets (TFLOP/s), by device kind and precision: the
-# denominator of the model-FLOP utilisation. Elsewhere pass --peak_tflops.
-PEAK_TFLOPS = {("H100", "bf16"): 989.4, ("H100", "fp32"): 66.9,
-               ("H200", "bf16"): 989.4, ("H200", "fp32"): 66.9,
-               ("A100", "bf16"): 312.0, ("A100", "fp32"): 19.5}
+# Dense (not sparse) tensor-core peaks from NVIDIA's spec sheets (TFLOP/s), by device kind and
+# precision: the denominator of the model-FLOP utilisation; the first name the device's kind
+# contains is used, so the PCIe and NVL cards come before the SXM ones ("NVIDIA H100 80GB
+# HBM3"). fp32 is TF32's peak: JAX and TensorFlow run float32 matmuls on TF32 tensor cores on
+# these GPUs by default (`benchmarks/peers.py` lets torch do the same). Elsewhere pass
+# --peak_tflops.
+PEAK_TFLOPS = {("H100 PCIe", "bf16"): 756.5, ("H100 PCIe", "fp32"): 378.0,
+               ("H100 NVL", "bf16"): 835.5, ("H100 NVL", "fp32"): 417.5,
+               ("H200 NVL", "bf16"): 835.5, ("H200 NVL", "fp32"): 417.5,
+               ("H100", "bf16"): 989.4, ("H100", "fp32"): 494.7,
+               ("H200", "bf16"): 989.4, ("H200", "fp32"): 494.7,
+               ("A100", "bf16"): 312.0, ("A100", "fp32"): 156.0}
 TRAIN_FLOPS_PER_FORWARD = 3  # forward, plus a backward pass of about twice the forward
 
 
@@ -163,6 +170,11 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
 
     if mode not in ("train", "infer"):
         raise ValueError(f"mode {mode!r} is not one of train, infer")
+    if remat and mode != "train":
+        raise ValueError("remat recomputes activations for the backward pass: it applies to "
+                         "training only")
+    if peak is not None and peak <= 0:
+        raise ValueError(f"the peak TFLOP/s must be positive, not {peak}")
     if input not in INPUTS:
         raise ValueError(f"input {input!r} is not one of {', '.join(INPUTS)}")
     previous = keras.config.dtype_policy().name
@@ -200,6 +212,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
                       callbacks=[keras.callbacks.TerminateOnNaN(), timer])
             seconds = timer.ends[-1] - timer.ends[warmup_calls - 1]
         else:
+            warmup = max(warmup, 1)  # the first call compiles
             batches = itertools.repeat({"image": images}, (warmup + steps) * passes)
             outputs = prediction.predict_batches(model.predict_on_batch, batches, micro)
             for _ in itertools.islice(outputs, warmup * passes):

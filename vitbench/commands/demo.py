@@ -19,7 +19,8 @@ def _define(fv):
                          "recipe's 4 epochs, 625 steps).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps", None, "Fine-tuning steps per task (default: the demo "
                          "suite's 300).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_list("tasks", [], "Only these demo tasks (default: all four).", flag_values=fv)
+    flags.DEFINE_list("tasks", [], "Only these demo tasks, of demo_count, demo_shape, demo_color, "
+                      "demo_position (default: all four).", flag_values=fv)
     flags.DEFINE_list("shots", None, "Few-shot: images per class (default 1,5,10,25).",
                       flag_values=fv)
 
@@ -53,8 +54,8 @@ def demo(fv):
 
     1. Pretrains vit_mu8 on the `upstream` split of the generated demo dataset (20000 images
        named by shape, colour and object count together: 48 classes; tasks/pretrain/demo.toml).
-    2. Transfers it to the demo suite (count, shape, colour, position): fine-tuning and
-       few-shot linear probes, recorded as `vitbench run` records them.
+    2. Transfers it to the demo suite (demo_count, demo_shape, demo_color, demo_position):
+       fine-tuning and few-shot linear probes, recorded as `vitbench run` records them.
     3. Does the same from random initialisation (scratch:vit_mu8).
     4. Writes the leaderboards (results/demo.md, results/demo_fewshot.md, both models as rows)
        and prints what pretraining bought per task.
