@@ -229,6 +229,19 @@ def test_wrong_shape_is_named_with_both_shapes(saved):
         vitbench.load_model(path)
 
 
+def test_non_finite_weights_are_named(saved):
+    _, path = saved
+    key = "Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"
+
+    def damage(arrays):
+        arrays[key] = arrays[key].copy()
+        arrays[key][3, 5] = np.nan
+
+    _rewrite(path, damage)
+    with pytest.raises(npz.CheckpointError, match=f"'{key}' holds NaN or infinite values$"):
+        vitbench.load_model(path)
+
+
 def test_corrupt_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"this is not a zip archive")

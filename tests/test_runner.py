@@ -212,6 +212,17 @@ def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
     assert "dtd" not in missing  # downloaded by TFDS when the run starts
 
 
+def test_the_dry_run_shows_shots_not_steps_for_few_shot_probes(tmp_path):
+    text = runner.describe_plan(tasks.load_suite("demo"), ["demo_shape"], "scratch:vit_mu8",
+                                runner.Overrides(shots=(1, 5)), tmp_path)
+    header, _, finetune, fewshot = text.splitlines()[:4]
+    assert header.split() == ["task", "phase", "method", "lr", "train", "eval", "steps",
+                              "batch", "shots", "res", "status"]
+    assert finetune.split()[2:] == ["finetune", "0.03", "train+validation", "test", "300", "64",
+                                    "32", "to", "do"]
+    assert fewshot.split()[2:] == ["fewshot", "train+validation", "test", "1,5", "32", "to", "do"]
+
+
 def test_shots_are_distinct_and_in_order():
     from vitbench.commands.run import positive_integers
 

@@ -483,8 +483,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training
     done = {} if force else records.by_hash(records.read(path))
     to_do = [run for run in runs if not _is_done(run, done)]
-    suite_bar = progress.bar(f"{suite.name} suite", sum(_images(run) for run in to_do),
-                             enabled=bool(verbose and to_do))
+    images = sum(_images(run) for run in to_do)  # none for few-shot probes: no bar
+    suite_bar = progress.bar(f"{suite.name} suite", images, enabled=bool(verbose and images))
     log = log or suite_bar.write
     ckpt_info, finished = None, []
     with suite_bar:
@@ -570,17 +570,23 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
     rows, todo_images = [], 0
+    any_fewshot = any(run.method == "fewshot" for run in runs)
     for run in runs:
         lr = choose_lr(run, done)
         is_done = _is_done(run, done)
         todo_images += 0 if is_done else _images(run)
+        protocol, trains = run.task.protocol, run.method == "finetune"
         rows.append({"task": run.task.name, "phase": run.phase,
                      "method": run.method,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
                      "train": run.task.split(run.train_split),
-                     "eval": run.task.split(run.eval_split), "steps": run.task.protocol.steps,
-                     "batch": run.task.protocol.batch_size, "res": run.task.protocol.resolution,
-                     "status": "done" if is_done else "to do"})
+                     "eval": run.task.split(run.eval_split),
+                     # a few-shot probe trains no steps: its shots instead
+                     "steps": protocol.steps if trains else "",
+                     "batch": protocol.batch_size if trains else "",
+                     **({"shots": "" if trains else ",".join(map(str, protocol.shots))}
+                        if any_fewshot else {}),
+                     "res": protocol.resolution, "status": "done" if is_done else "to do"})
     text = tabulate(rows, headers="keys")
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"

@@ -187,7 +187,8 @@ def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
 
 
 def assign_arrays(model, arrays: Dict[str, np.ndarray], source="checkpoint") -> None:
-    """Loads official-layout arrays into a model; any missing, extra or misshapen key raises."""
+    """Loads official-layout arrays into a model; any missing, extra, misshapen or non-finite
+    array raises."""
     variables = model_variables(model)
     missing = [key for key in variables if key not in arrays]
     unexpected = sorted(key for key in arrays if key not in variables)
@@ -197,6 +198,8 @@ def assign_arrays(model, arrays: Dict[str, np.ndarray], source="checkpoint") -> 
     problems += [f"{key!r} has shape {arrays[key].shape}, expected {tuple(variable.shape)}"
                  for key, variable in variables.items()
                  if key in arrays and arrays[key].shape != tuple(variable.shape)]
+    problems += [f"{key!r} holds NaN or infinite values" for key in variables
+                 if key in arrays and not np.isfinite(arrays[key]).all()]
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
