@@ -4,6 +4,7 @@ and data / model parallel training on 2 virtual CPU devices matching one device.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,12 +68,14 @@ def test_bad_recipe_input_is_a_clear_error():
         recipes.load("demo", checkpoint_every=7)
     with pytest.raises(ValueError, match="lr_decay 'step' is not one of"):
         recipes.load("demo", lr_decay="step")
-    with pytest.raises(ValueError, match="batch_size must be at least 1, not 0"):
-        recipes.load("demo", batch_size=0)
-    with pytest.raises(ValueError, match="warmup_steps must be at least 0, not -5"):
-        recipes.load("demo", warmup_steps=-5)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), not 1.0"):
-        recipes.load("demo", dropout=1.0)
+    for field, value, must_be in [
+            ("batch_size", 0, "a positive integer"), ("warmup_steps", -5, "an integer >= 0"),
+            ("dropout", 1.0, "a number in [0, 1)"), ("lr", "0.01", "a number >= 0"),
+            ("steps", 2.5, "an integer >= 0"), ("representation", "yes", "true or false"),
+            ("fewshot_shots", (0,), "a list of positive integers")]:
+        message = f"{field} is {value!r}; it must be {must_be}"
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            recipes.load("demo", **{field: value})
 
 
 def test_an_unusable_results_dir_or_workdir_fails_before_any_work(tmp_path, monkeypatch):

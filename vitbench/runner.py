@@ -18,7 +18,7 @@ import shutil
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from vitbench import records, tasks as tasks_lib
+from vitbench import records, rules, tasks as tasks_lib
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
 # (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published.
@@ -43,7 +43,7 @@ class Overrides:
 
     def __post_init__(self):
         for key, value in self.changes.items():  # as a suite file's values are checked
-            tasks_lib.check_protocol_value(key, value, f"--{key}")
+            rules.check(tasks_lib.PROTOCOL_RULES, key, value, f"--{key}")
 
     @property
     def changes(self) -> dict:

@@ -14,7 +14,7 @@ import pathlib
 import tomllib
 from typing import Dict, Optional, Tuple
 
-from vitbench.models.zoo import is_whole_number
+from vitbench import rules
 
 TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
@@ -199,9 +199,8 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
             fields = [f.name for f in dataclasses.fields(Task) if f.name != "protocol"]
             raise ValueError(f"{where}, task {name}: {error}; task fields: "
                              f"{', '.join(fields)}") from None
-        if not is_whole_number(task.num_classes) or task.num_classes < 1:
-            raise ValueError(f"{where}, task {name}: num_classes is {task.num_classes!r}; it "
-                             "must be a positive integer")
+        rules.check({"num_classes": rules.integer(1)}, "num_classes", task.num_classes,
+                    f"{where}, task {name}: num_classes")
         if task.group not in GROUPS:
             raise ValueError(f"{where}, task {name}: group {task.group!r} is not one of {GROUPS}")
         tasks.append(task)
@@ -219,27 +218,17 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
     return Suite(name, data.get("description", ""), tuple(tasks), path, fewshot)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# Protocol field -> (check, what it must be): TOML values are checked as the flags are.
+# Protocol field -> what it must be: TOML values and flags are checked alike.
 PROTOCOL_RULES = {
-    "resolution": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
-    "steps": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
-    "batch_size": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
-    "warmup_steps": (lambda v: is_whole_number(v) and v >= 0, "an integer >= 0"),
-    "lrs": (lambda v: isinstance(v, tuple) and v and all(_number(x) and x > 0 for x in v),
-            "a list of positive numbers, e.g. [0.003, 0.01]"),
-    "polyak": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "shots": (lambda v: isinstance(v, tuple) and v
-              and all(is_whole_number(x) and x > 0 for x in v),
-              "a list of positive integers, e.g. [1, 5, 10, 25]"),
-    "l2_reg": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "seeds": (lambda v: is_whole_number(v) and v > 0, "a positive integer"),
+    "resolution": rules.integer(1), "steps": rules.integer(1), "batch_size": rules.integer(1),
+    "warmup_steps": rules.integer(0), "seeds": rules.integer(1),
+    "lrs": rules.list_of(rules.POSITIVE, "positive numbers", "[0.003, 0.01]"),
+    "polyak": rules.FRACTION,
+    "shots": rules.list_of(rules.integer(1), "positive integers", "[1, 5, 10, 25]"),
+    "l2_reg": rules.NON_NEGATIVE,
+    **{name: rules.TEXT for name in ("train_pp", "eval_pp", "fit_split", "tune_train_split",
+                                     "tune_val_split", "test_split")},
 }
-PROTOCOL_RULES.update({name: (lambda v: isinstance(v, str), "a string") for name in (
-    "train_pp", "eval_pp", "fit_split", "tune_train_split", "tune_val_split", "test_split")})
 
 
 def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
@@ -252,13 +241,5 @@ def _protocol(values: dict, base: Protocol, where: str) -> Protocol:
     if values.get("method", base.method) not in METHODS:
         raise ValueError(f"{where}: method {values['method']!r} is not one of {METHODS}")
     for key, value in values.items():
-        check_protocol_value(key, value, f"{where}: protocol field {key}")
+        rules.check(PROTOCOL_RULES, key, value, f"{where}: protocol field {key}")
     return dataclasses.replace(base, **values)
-
-
-def check_protocol_value(key: str, value, what: str) -> None:
-    """Raises a ValueError that names `what` (where the value came from) unless `value` suits
-    the protocol field `key` (`PROTOCOL_RULES`)."""
-    check, must_be = PROTOCOL_RULES.get(key, (lambda v: True, ""))
-    if not check(value):
-        raise ValueError(f"{what} is {value!r}; it must be {must_be}")

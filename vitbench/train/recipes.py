@@ -16,7 +16,7 @@ import pathlib
 import tomllib
 from typing import Optional, Tuple
 
-from vitbench import tasks as tasks_lib
+from vitbench import rules, tasks as tasks_lib
 
 RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
 # Fields that only decide what is measured along the way, not the trained weights: a run may
@@ -25,10 +25,21 @@ EVALUATION_FIELDS = ("eval_every", "fewshot", "fewshot_shots", "fewshot_seeds")
 ANY_TFDS = "tfds"  # the recipe file of TFDS datasets that have none of their own
 
 
-# The smallest valid value of each numeric recipe field (steps 0: from epochs).
-MINIMUMS = {"epochs": 0, "steps": 0, "batch_size": 1, "lr": 0, "warmup_steps": 0,
-            "weight_decay": 0, "grad_clip_norm": 0, "resolution": 1, "seed": 0, "log_every": 1,
-            "checkpoint_every": 1, "eval_every": 1, "fewshot_seeds": 1}
+# Recipe field -> what it must be (steps 0: from epochs).
+RECIPE_RULES = {
+    "epochs": rules.NON_NEGATIVE, "steps": rules.integer(0), "batch_size": rules.integer(1),
+    "lr": rules.NON_NEGATIVE, "warmup_steps": rules.integer(0),
+    "weight_decay": rules.NON_NEGATIVE, "b1": rules.FRACTION, "b2": rules.FRACTION,
+    "epsilon": rules.POSITIVE, "grad_clip_norm": rules.NON_NEGATIVE, "dropout": rules.FRACTION,
+    "resolution": rules.integer(1), "representation": rules.BOOLEAN, "seed": rules.integer(0),
+    "log_every": rules.integer(1), "checkpoint_every": rules.integer(1),
+    "eval_every": rules.integer(1), "fewshot_seeds": rules.integer(1),
+    "fewshot": rules.list_of(rules.TEXT, "'suite/task' names", '["demo/demo_color"]',
+                             may_be_empty=True),
+    "fewshot_shots": rules.list_of(rules.integer(1), "positive integers", "[10, 25]"),
+    **{name: rules.TEXT for name in ("dataset", "model", "lr_decay", "loss", "train_pp",
+                                     "eval_pp", "train_split", "eval_split")},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +82,8 @@ class Recipe:
         from vitbench.train.losses import LOSSES
         from vitbench.train.schedules import SCHEDULES
 
-        for name, minimum in MINIMUMS.items():
-            if getattr(self, name) < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, not {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        for field in dataclasses.fields(self):
+            rules.check(RECIPE_RULES, field.name, getattr(self, field.name), field.name)
         if self.lr_decay not in SCHEDULES:
             raise ValueError(f"lr_decay {self.lr_decay!r} is not one of {sorted(SCHEDULES)}")
         if self.loss and self.loss not in LOSSES:
