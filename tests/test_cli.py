@@ -42,6 +42,14 @@ def test_models_at_another_resolution(capsys):
     h14 = next(line for line in out.splitlines() if line.startswith("vit_h14 "))
     assert " 730 " in h14  # 27 x 27 whole patches of 14 px + class token
     assert "patch sizes [14]: 384 px is not a multiple" in out
+    # Models whose patch is larger than the image are left out, not the whole table refused.
+    status, out, _ = run(capsys, "models", "--image_size=16")
+    names = {line.split()[0] for line in out.splitlines() if line.startswith("vit_")}
+    assert status == 0 and names == {name for name, config in zoo.ZOO.items()
+                                     if config.patch_size <= 16} and "vit_mu8" in names
+    assert "patch sizes [32]" in out and "patch sizes [14]: 16 px" in out
+    status, _, err = run(capsys, "models", "--image_size=4")
+    assert status == 1 and "the smallest patch is 8 px" in err
 
 
 def test_checkpoints_shows_what_is_cached(capsys):

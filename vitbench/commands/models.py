@@ -21,6 +21,8 @@ def zoo_rows(image_size: int, num_classes: int):
     """One row per zoo model: architecture, parameters and compute at `image_size`."""
     rows = []
     for name, config in zoo.ZOO.items():
+        if config.patch_size > image_size:
+            continue  # not one patch fits
         rows.append({
             "model": name, "width": config.hidden_size, "depth": config.num_layers,
             "heads": config.num_heads, "mlp": config.mlp_dim, "patch": config.patch_size,
@@ -41,9 +43,15 @@ def run(fv):
     the figure timm and DeiT call "FLOPs"; GFLOPs is twice that.
     """
     rows = zoo_rows(fv.image_size, fv.num_classes)
+    if not rows:
+        raise ValueError(f"no zoo model has a patch of {fv.image_size} px or less; the "
+                         f"smallest patch is {min(zoo.PATCH_SIZES)} px")
     print(f"ViT zoo at {fv.image_size}x{fv.image_size} px, {fv.num_classes}-class head\n")
     print(tabulate(rows, headers="keys", intfmt=",", floatfmt=".2f"))
-    cropped = sorted({p for p in zoo.PATCH_SIZES if fv.image_size % p})
+    too_large = sorted({p for p in zoo.PATCH_SIZES if p > fv.image_size})
+    if too_large:
+        print(f"\n(models with patch sizes {too_large} are left out: larger than the image)")
+    cropped = sorted({p for p in zoo.PATCH_SIZES if fv.image_size % p} - set(too_large))
     if cropped:
         print(f"\n(patch sizes {cropped}: {fv.image_size} px is not a multiple of them, so the "
               "pixels past the last whole patch are not seen, as in the official code)")
