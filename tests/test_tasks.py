@@ -132,7 +132,10 @@ TASK = ('[[task]]\nname = "a"\ngroup = "custom"\ndataset = "x"\nnum_classes = 2\
 
 @pytest.mark.parametrize("body,message", [
     ('[[task]]\nname = "a"\ngroup = "custom"\ndataset = "x"\nnum_classes = 2\nsplits = {}\n'
-     'colour = "red"\n', "unexpected keyword argument 'colour'"),
+     'colour = "red"\n', r"task a: unknown field\(s\) colour \(required: name, group, "
+                          "dataset, num_classes, splits; optional: source, version"),
+    (TASK.replace("num_classes = 2\n", "").replace('dataset = "x"\n', ""),
+     r"task a: missing field\(s\) dataset, num_classes \(required: name, group"),
     ('[protocol]\nstep = 3\n[[task]]\nname = "a"\n', r"unknown protocol field\(s\) \['step'\]"),
     ('[[task]]\nname = "a"\ngroup = "weird"\ndataset = "x"\nnum_classes = 2\nsplits = {}\n',
      "group 'weird'"),

@@ -193,12 +193,17 @@ def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
         row = dict(row)
         name = row.get("name", "?")
         protocol = _protocol(row.pop("protocol", {}), defaults, f"{where}, task {name}")
-        try:
-            task = Task(**row, protocol=protocol)
-        except TypeError as error:
-            fields = [f.name for f in dataclasses.fields(Task) if f.name != "protocol"]
-            raise ValueError(f"{where}, task {name}: {error}; task fields: "
-                             f"{', '.join(fields)}") from None
+        fields = [f for f in dataclasses.fields(Task) if f.name != "protocol"]
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        missing = [field for field in required if field not in row]
+        unknown = sorted(set(row) - {f.name for f in fields})
+        if missing or unknown:
+            problems = ([f"missing field(s) {', '.join(missing)}"] if missing else []) + (
+                [f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+            raise ValueError(f"{where}, task {name}: {'; '.join(problems)} (required: "
+                             f"{', '.join(required)}; optional: "
+                             f"{', '.join(f.name for f in fields if f.name not in required)})")
+        task = Task(**row, protocol=protocol)
         rules.check({"num_classes": rules.integer(1)}, "num_classes", task.num_classes,
                     f"{where}, task {name}: num_classes")
         if task.group not in GROUPS:
