@@ -215,35 +215,35 @@ class _Killed(Exception):
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
+    """Killed in the evaluation after a save, then in the final evaluation: every evaluation
+    is made once, each step has one metrics line, and the weights are the unbroken run's."""
     setup = recipes.load("demo", **{**QUICK, "steps": 20, "log_every": 5, "checkpoint_every": 10,
-                                    "eval_every": 20, "dropout": 0.1})  # dropout: its RNG state resumes too
+                                    "eval_every": 10, "dropout": 0.1})  # dropout: its RNG state resumes too
     whole = pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
                               data_dir=demo_data_dir, verbose=0, log=lambda _: None)
-    original_epoch_end, original_evaluate = pretrain._Periodic.on_epoch_end, \
-        pretrain._Trainer.evaluate
+    original_evaluate = pretrain._Trainer.evaluate
 
-    def killed_after_step_15(self, epoch, logs=None):
-        original_epoch_end(self, epoch, logs)
-        if (epoch + 1) * 5 == 15:
-            raise _Killed()
+    def killed_in_the_evaluation_at(killed_step):
+        def evaluate(self, model, step):
+            if step == killed_step:
+                raise _Killed()
+            return original_evaluate(self, model, step)
+        return evaluate
 
-    def killed_in_the_final_evaluation(self, model, step):
-        raise _Killed()
-
-    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", killed_after_step_15)
+    monkeypatch.setattr(pretrain._Trainer, "evaluate", killed_in_the_evaluation_at(10))
     with pytest.raises(_Killed):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, log=lambda _: None)
-    monkeypatch.setattr(pretrain._Periodic, "on_epoch_end", original_epoch_end)
     assert json.loads((tmp_path / "broken" / "state.json").read_text())["step"] == 10
     with open(tmp_path / "broken" / pretrain.METRICS, "a") as f:
+        f.write('{"loss": 9.0, "step": 15}\n')  # written after the last save: redone
         f.write('{"step": 20, "lo')  # a line cut short by the kill
     with pytest.raises(ValueError, match="pass --resume"):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, resume=False)
     # Resumed from step 10, then stopped again after the last save, in the final evaluation.
     messages = []
-    monkeypatch.setattr(pretrain._Trainer, "evaluate", killed_in_the_final_evaluation)
+    monkeypatch.setattr(pretrain._Trainer, "evaluate", killed_in_the_evaluation_at(20))
     with pytest.raises(_Killed):
         pretrain.pretrain(setup, tmp_path / "broken", results_dir=tmp_path / "b",
                           data_dir=demo_data_dir, verbose=0, log=messages.append)
@@ -259,15 +259,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir,
         assert sorted(whole_arrays.files) == sorted(resumed.files)
         for key in whole_arrays.files:
             np.testing.assert_array_equal(whole_arrays[key], resumed[key], err_msg=key)
-    # One metrics line per step, as the unbroken run wrote them (the lines of steps 15 and 20
-    # written before the first kill are replaced, not repeated).
+    # One metrics line per step and one per evaluation, as the unbroken run wrote them.
     (whole_train, whole_evals), (train, evals) = (_metrics(tmp_path / name)
                                                   for name in ("whole", "broken"))
     assert [line["step"] for line in train] == [5, 10, 15, 20]
     assert [line["loss"] for line in train] == pytest.approx(
         [line["loss"] for line in whole_train], rel=1e-6)
-    assert [line["step"] for line in evals] == [20]
-    assert evals[0]["eval"] == whole_evals[0]["eval"]
+    assert [line["step"] for line in evals] == [10, 20]
+    assert [line["eval"] for line in evals] == [line["eval"] for line in whole_evals]
 
 
 def test_gradient_accumulation_gives_the_same_update(tmp_path, demo_data_dir):

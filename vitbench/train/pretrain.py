@@ -17,7 +17,9 @@ A run lives in its workdir:
 - `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
   them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split,
   precision@1 for multi-hot labels, as `classification.top1_accuracy` scores it; k-shot
-  linear accuracy of the recipe's few-shot probes); `tensorboard/` has the training curves
+  linear accuracy of the recipe's few-shot probes). A resumed run drops the lines written after
+  the last save (it writes them again) and makes an evaluation that the stop cut short, so
+  each step has one line. `tensorboard/` has the training curves
   (one point per `log_every` steps) when the `tensorboard` package is installed.
 - `final.npz`: the trained weights in the official `.npz` layout, written at the end; that is
   what `vitbench run --ckpt <workdir>` transfers.
@@ -135,6 +137,13 @@ def _keep_metrics_until(path: pathlib.Path, step: int) -> None:
     kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
     if len(kept) < len(lines):
         files.write_atomic(path, "".join(kept))
+
+
+def _evaluated_at(path: pathlib.Path, step: int) -> bool:
+    """Whether the metric lines hold an evaluation at `step`."""
+    return path.exists() and any('"eval"' in line and json.loads(line)["step"] == step
+                                 for line in path.read_text().splitlines(keepends=True)
+                                 if line.endswith("\n"))
 
 
 def _append_line(path: pathlib.Path, line: dict) -> None:
@@ -308,6 +317,9 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
             f"{recipe.batch_size} images ({accumulation} pass{'es' * (accumulation > 1)} of "
             f"{micro}) on {distribute.describe(distribution)}, {precision}"
             + (f"; resuming at step {done}" if done else ""))
+        if 0 < done < total and done % recipe.eval_every == 0 and not _evaluated_at(
+                workdir / METRICS, done):  # stopped in the evaluation after the last save
+            trainer.evaluate(model, done)
         summary = _fit(model, trainer, process_index, process_count, verbose)
         trainer.save(model, total, summary["logs"])
         final = trainer.evaluate(model, total)
