@@ -196,8 +196,8 @@ def test_half_a_head_is_named_missing(saved, key):
     _rewrite(path, lambda a: a.pop(key))
     with pytest.raises(npz.CheckpointError) as error:
         vitbench.load_model(path)
-    assert str(error.value).splitlines()[1:] == [f"  missing '{key}' (expected shape "
-                                                 f"{(24, 10) if key.endswith('kernel') else (10,)})"]
+    shape = (24, 10) if key.endswith("kernel") else (10,)
+    assert str(error.value).splitlines()[1:] == [f"  missing '{key}' (expected shape {shape})"]
 
 
 @pytest.mark.parametrize("num_classes", [-1, 2.5, "5"])

@@ -217,8 +217,9 @@ class _Killed(Exception):
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
     """Killed in the evaluation after a save, then in the final evaluation: every evaluation
     is made once, each step has one metrics line, and the weights are the unbroken run's."""
+    # dropout: its random state resumes too
     setup = recipes.load("demo", **{**QUICK, "steps": 20, "log_every": 5, "checkpoint_every": 10,
-                                    "eval_every": 10, "dropout": 0.1})  # dropout: its RNG state resumes too
+                                    "eval_every": 10, "dropout": 0.1})
     whole = pretrain.pretrain(setup, tmp_path / "whole", results_dir=tmp_path / "a",
                               data_dir=demo_data_dir, verbose=0, log=lambda _: None)
     original_evaluate = pretrain._Trainer.evaluate

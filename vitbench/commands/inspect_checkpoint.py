@@ -13,7 +13,8 @@ def _define(fv):
                         "results/pretrain/demo_vit_mu8, which `vitbench demo` trains) or a URL.",
                         flag_values=fv)
     flags.DEFINE_string("images", None, "Directory of images (jpg, png, ...; subfolders too) "
-                        "to measure attention on (default: the demo dataset's test images, offline).",
+                        "to measure attention on (default: the demo dataset's test images, "
+                        "offline).",
                         flag_values=fv)
     flags.DEFINE_string("out", None, "Output directory (default "
                         "<results_dir>/figures/<checkpoint name>).", flag_values=fv)
