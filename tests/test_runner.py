@@ -250,11 +250,14 @@ def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, mon
     ("--lrs=0.01,-1", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got 0.01,-1"),
     ("--lrs=fast", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got fast"),
 ])
-def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message, capsys):
+def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message, capsys,
+                                                          tmp_path, monkeypatch):
     from vitbench import cli
 
-    assert cli.main(["run", flag]) == status
+    monkeypatch.setattr(runner, "execute", lambda *a: pytest.fail("a run started"))
+    assert cli.main(["run", flag, f"--results_dir={tmp_path}"]) == status
     assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
