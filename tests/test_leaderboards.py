@@ -206,6 +206,24 @@ def test_upstream_board_joins_the_upstream_suites(tmp_path):
     assert "Mean" not in ours  # the paper does not average upstream tasks
 
 
+def test_a_probe_with_other_shot_counts_fills_its_cells_only():
+    """`--shots 5` after the default shots replaces the 5-shot cell, not the 1-shot one."""
+    from vitbench.leaderboards import collect
+
+    def probe(shots, **metrics):
+        return record("demo", "demo_shape", {**metrics, "seeds": {k: [v] for k, v in
+                                                                  metrics.items()}},
+                      lr=None, method="fewshot", shots=shots)
+
+    table = collect.collect([probe([1, 5], **{"1shot": 0.3, "5shot": 0.4}),
+                             probe([5], **{"5shot": 0.5})])
+    (cells,) = table.values()
+    cell = cells["demo_shape"]
+    assert cell.values("1shot") == [30.0] and cell.values("5shot") == [50.0]
+    assert cell.runs[0]["config"]["shots"] == [1, 5]
+    assert cell.runs[0]["metrics"]["seeds"] == {"1shot": [0.3], "5shot": [0.5]}
+
+
 def test_leaderboard_command_and_empty_results(tmp_path, capsys):
     from vitbench import cli
 
@@ -215,3 +233,10 @@ def test_leaderboard_command_and_empty_results(tmp_path, capsys):
     assert cli.main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
     assert str(tmp_path / "demo.md") in capsys.readouterr().out
     assert (tmp_path / "demo.csv").exists()
+    # Lines that are not run records (another tool's, hand-written notes) stop no board.
+    write_records(tmp_path, "notes", [{"config_hash": "x", "config": {"task": "t"}},
+                                      {"config_hash": "y"}])
+    with pytest.warns(UserWarning, match=r"notes.jsonl: record x is not a run record \(no "
+                                         r"suite, ckpt, phase, seed, lr\)"):
+        assert cli.main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
+    assert str(tmp_path / "demo.md") in capsys.readouterr().out

@@ -181,7 +181,9 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     assert model.config.representation_size == 64 and model.num_classes == 48
     import keras
 
-    trained = keras.saving.load_model(workdir / "checkpoint.keras", compile=False)
+    from vitbench.train import finetune
+
+    trained = keras.saving.load_model(finetune.checkpoint_path(workdir), compile=False)
     images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model.predict_on_batch(images),
                                trained.predict_on_batch(images), atol=1e-5)

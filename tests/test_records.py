@@ -37,6 +37,14 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path):
         assert records.read(path) == [{"config_hash": "a"}]
 
 
+def test_a_line_that_is_not_utf8_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_bytes(b"\xff\xfe\x00garbage\n")
+    records.append(path, {"config_hash": "b"})
+    with pytest.warns(UserWarning, match="runs.jsonl:1 is not a whole record"):
+        assert records.read(path) == [{"config_hash": "b"}]
+
+
 def test_a_line_that_is_not_a_record_is_skipped_with_a_warning(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text('{"a": 1}\n')

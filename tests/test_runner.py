@@ -52,12 +52,16 @@ def test_upstream_suites_select_over_their_grid():
 
 
 def test_choose_lr_picks_the_best_validation_score():
-    run = runner.plan(tasks.load_suite("pets"), [], "c", runner.Overrides())[-1]
-    done = {}
-    for lr, accuracy in [(0.001, 0.5), (0.003, 0.8), (0.01, 0.8), (0.03, 0.1)]:
+    """Ties go to the smaller rate whatever the grid's order, as the leaderboards choose."""
+    from vitbench.leaderboards import collect
+
+    run = runner.plan(tasks.load_suite("pets"), [], "c",
+                      runner.Overrides(lrs=(0.03, 0.01, 0.003, 0.001)))[-1]
+    done, scores = {}, {0.03: 0.1, 0.01: 0.8, 0.003: 0.8, 0.001: 0.5}
+    for lr, accuracy in scores.items():
         tune = dataclasses.replace(run, phase="tune", lr=lr)
         done[records.config_hash(tune.config())] = {"metrics": {"accuracy": accuracy}}
-    assert runner.choose_lr(run, done) == 0.003  # a tie goes to the first in the grid
+    assert runner.choose_lr(run, done) == 0.003 == collect.best_lr(scores)
     del done[next(iter(done))]
     assert runner.choose_lr(run, done) is None
 
@@ -258,6 +262,32 @@ def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message,
     assert cli.main(["run", flag, f"--results_dir={tmp_path}"]) == status
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
+    """Processes sharing a results dir (one per GPU) claim each run: a claimed run is skipped,
+    not trained twice into the same work folder; once released (its process ended) it runs."""
+    suite = tasks.load_suite("demo")
+    run, = runner.plan(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN, fewshot=False)
+    digest = records.config_hash(run.config(run.lr))
+    logged = []
+    with runner._claimed(tmp_path, "demo", digest) as mine:
+        with runner._claimed(tmp_path, "demo", digest) as theirs:
+            assert mine and not theirs
+        with mock_tfds(num_examples=16):
+            assert runner.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
+                                    tmp_path, verbose=0, log=logged.append,
+                                    fewshot=False) == []
+    assert logged[-1].endswith("demo_shape final lr=0.03: running or done in another "
+                               "process, skipped")
+    assert records.read(records.records_path(tmp_path, "demo")) == []
+    with mock_tfds(num_examples=16):
+        finished = runner.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
+                                    tmp_path, verbose=0, log=logged.append, fewshot=False)
+    assert [record["config_hash"] for record in finished] == [digest]
+    assert not list((tmp_path / "work" / "demo").iterdir())  # no lock or work folder left
+    assert finished[0]["config"]["dataset"] == "vitbench_demo:1.*.*"  # the task's pattern
+    assert finished[0]["data_version"] == "1.1.0"  # the version read
 
 
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):

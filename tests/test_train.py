@@ -129,6 +129,36 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_resumed_with_another_save_interval_saves_the_step_it_is_at(tmp_path,
+                                                                         monkeypatch):
+    """Saved at step 2 with --checkpoint_every 2, resumed with 3: the next save is step 5 (it
+    was labelled 3, and a second restart fed steps 3-5 again to weights past them)."""
+    task = demo_task()
+    config = finetune.TrainConfig(lr=0.05, steps=6, batch_size=4, micro_batch_size=4,
+                                  warmup_steps=1)
+    save = finetune.save_state
+
+    def save_then_die(*args):
+        save(*args)
+        raise Killed
+
+    with mock_tfds(num_examples=12):
+        straight, _ = finetune.fine_tune(tiny_model(), task, "fit", config)
+        monkeypatch.setattr(finetune, "save_state", save_then_die)
+        for every in (2, 3):
+            with pytest.raises(Killed):
+                finetune.fine_tune(tiny_model(), task, "fit", config, workdir=tmp_path,
+                                   checkpoint_every=every)
+        monkeypatch.setattr(finetune, "save_state", save)
+        assert finetune.load_state(tmp_path)[1] == 5
+        assert [path.name for path in tmp_path.glob("*.keras")] == ["checkpoint_5.keras"]
+        resumed, summary = finetune.fine_tune(tiny_model(), task, "fit", config,
+                                              workdir=tmp_path, checkpoint_every=3)
+    assert summary["resumed_from_step"] == 5
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_diverging_run_raises():
     task = demo_task()
     config = finetune.TrainConfig(lr=1e30, steps=3, batch_size=4, micro_batch_size=4)

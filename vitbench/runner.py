@@ -10,6 +10,7 @@ recorded is not run again unless forced.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import pathlib
@@ -165,21 +166,30 @@ def _data_key(task: tasks_lib.Task) -> Optional[str]:
     return sources.fingerprint(task)
 
 
+def _data_version(task: tasks_lib.Task, data_dir=None) -> Optional[str]:
+    """The TFDS version a run read (its config holds the task's version pattern, `3.*.*`)."""
+    if task.source != "tfds":
+        return None
+    from vitbench.data import sources
+
+    return str(sources.tfds_prepared_builder(task, data_dir).version)
+
+
 def choose_lr(run: Run, done: dict) -> Optional[float]:
     """The run's rate, or for a final run after tune runs the grid's best rate on tune_val from
     the records (None while tune runs are missing)."""
+    from vitbench.leaderboards.collect import best_lr
+
     if not run.needs_lr:
         return run.lr
-    scores = []
+    scores = {}
     for lr in run.task.protocol.lrs:
         tune = dataclasses.replace(run, phase="tune", lr=lr)
         record = done.get(records.config_hash(tune.config()))
         if record is None:
             return None
-        accuracy = record["metrics"]["accuracy"]
-        scores.append((-1.0 if accuracy is None else accuracy,  # a diverged run never wins
-                       -run.task.protocol.lrs.index(lr), lr))
-    return max(scores)[2]
+        scores[lr] = record["metrics"]["accuracy"]
+    return best_lr(scores)  # as the leaderboards choose
 
 
 def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, **options):
@@ -399,6 +409,7 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     record = {
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
         "protocol": dict(run.defaults), **outcome, "precision": run.precision,
+        "data_version": _data_version(run.task, data_dir),
         "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -489,6 +500,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     ckpt_info, finished = None, []
     with suite_bar:
         for number, run in enumerate(runs, 1):
+            if not force:  # runs that other processes on this results dir have finished
+                done = records.by_hash(records.read(path))
             lr = choose_lr(run, {**done, **{
                 r["config_hash"]: r for r in finished}})
             digest = records.config_hash(run.config(lr))
@@ -497,15 +510,48 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
             if digest in done:
                 log(f"{label}: done ({_result(done[digest])}), skipped")
                 continue
-            log(f"{label}: {_doing(run)} at {run.task.protocol.resolution} px")
-            ckpt_info = ckpt_info or checkpoint_id(ckpt)
-            record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
-                             ckpt_info, suite_bar if verbose else None)
+            if run.needs_lr and lr is None:
+                log(f"{label}: its tune runs are running in another process, skipped")
+                continue
+            with _claimed(results_dir, run.suite, digest) as claimed:
+                if not claimed or (not force and digest in records.by_hash(
+                        records.read(path))):  # finished meanwhile
+                    log(f"{label}: running or done in another process, skipped")
+                    continue
+                log(f"{label}: {_doing(run)} at {run.task.protocol.resolution} px")
+                ckpt_info = ckpt_info or checkpoint_id(ckpt)
+                record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
+                                 ckpt_info, suite_bar if verbose else None)
             finished.append(record)
             speed = record.get("train", {}).get("images_per_second")
             log(f"{label}: {run.eval_split} {_result(record)}"
                 + (f" ({speed:.1f} images/s)" if speed else ""))
     return finished
+
+
+@contextlib.contextmanager
+def _claimed(results_dir, suite: str, digest: str):
+    """Holds `<results_dir>/work/<suite>/<digest>.lock` for this process, and yields True; or
+    False where another process holds it (its run is being trained there). Processes sharing
+    a results dir (one per GPU, say) so never train one run twice or share its work folder.
+    The lock goes with the process, however it ends; a claimer checks the records again."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): one process per results dir
+        yield True
+        return
+    lock = pathlib.Path(results_dir) / "work" / suite / f"{digest}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)  # a later claimer makes a new one, then reads records
 
 
 def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,

@@ -11,6 +11,8 @@ Rules, applied in this order:
   runs were recorded (a learning-rate sweep), the final run at the rate with the best
   validation accuracy counts (ties: the smaller rate); otherwise the final run written last.
   Several seeds are averaged, each selected on its own.
+- Few-shot probes of one row, task and seed with other shot counts fill their own cells: each
+  shot count's result comes from the last record that has it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,28 @@ class Cell:
         return [r["config"]["lr"] for r in self.runs.values()]
 
 
+# What a run record's config must hold to be placed on a board (`runner.Run.config`).
+CONFIG_FIELDS = ("suite", "task", "ckpt", "phase", "seed", "lr")
+
+
+def run_records(records: Iterable[dict], source) -> List[dict]:
+    """The records that are `vitbench run` records; others (notes, another tool's lines) are
+    skipped with a warning naming `source`, so that one of them stops no board."""
+    import warnings
+
+    kept = []
+    for record in records:
+        config = record.get("config")
+        missing = [key for key in CONFIG_FIELDS if key not in config] \
+            if isinstance(config, dict) else ["config"]
+        if missing or not isinstance(record.get("metrics"), dict):
+            warnings.warn(f"{source}: record {record.get('config_hash')} is not a run record "
+                          f"(no {', '.join(missing or ['metrics'])}); skipped")
+            continue
+        kept.append(record)
+    return kept
+
+
 def latest_per_config(records: Iterable[dict]) -> List[dict]:
     """One record per config hash, the one written last, in the order of those last writes."""
     last = {}
@@ -99,12 +123,14 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
             tunes.setdefault(key, {})[config["lr"]] = record["metrics"].get("accuracy")
         else:
             runs = finals.setdefault(key, {})
-            runs.pop(config["lr"], None)  # keep the order of writing: the last one is last
+            earlier = runs.pop(config["lr"], None)  # keep the order of writing: the last is last
+            if earlier is not None and method_of(record) == "fewshot":
+                record = _merged_probes(earlier, record)
             runs[config["lr"]] = record
     table: Dict[Row, Dict[str, Cell]] = {}
     for (row, task, seed), runs in finals.items():
         scores = tunes.get((row, task, seed), {})
-        best = _best_lr(scores)
+        best = best_lr(scores)
         chosen = runs[best] if best in runs else list(runs.values())[-1]
         cell = table.setdefault(row, {}).setdefault(task, Cell())
         cell.runs[seed] = chosen
@@ -113,7 +139,19 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
     return table
 
 
-def _best_lr(scores: Dict[float, Optional[float]]) -> Optional[float]:
+def _merged_probes(earlier: dict, later: dict) -> dict:
+    """Two few-shot records of one row, task and seed as one: each shot count's result from
+    the later record that has it (a `--shots 5` probe replaces the 5-shot cell only)."""
+    metrics = {**earlier["metrics"], **later["metrics"],
+               "seeds": {**earlier["metrics"].get("seeds", {}),
+                         **later["metrics"].get("seeds", {})}}
+    shots = sorted(set(earlier["config"].get("shots", ())) | set(later["config"].get("shots", ())))
+    return {**later, "metrics": metrics, "config": {**later["config"], "shots": shots}}
+
+
+def best_lr(scores: Dict[float, Optional[float]]) -> Optional[float]:
+    """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
+    smaller rate), as the sweep chooses it (`runner.choose_lr`) and the boards do."""
     if not scores:
         return None
     return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from vitbench import files, records
 from vitbench.leaderboards import boards as boards_lib
-from vitbench.leaderboards import reference, render
+from vitbench.leaderboards import collect, reference, render
 
 EXPLANATIONS = {"finetune": """\
 Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
@@ -49,7 +49,8 @@ def write_all(results_dir="results", generated: Optional[str] = None) -> List[pa
     """Writes every board with records under `results_dir`; returns the files written."""
     results_dir = pathlib.Path(results_dir)
     available = boards_lib.record_files(results_dir)
-    loaded = {suite: records.read(path) for suite, path in available.items()}
+    loaded = {suite: collect.run_records(records.read(path), path)
+              for suite, path in available.items()}
     written = []
     for board in boards_lib.boards_for(list(available), lambda suite: loaded[suite]):
         sources = {suite: available[suite] for suite in board.suites if suite in available}

@@ -32,7 +32,7 @@ from vitbench.models import vit  # noqa: F401  (registers the classes a saved ch
 from vitbench.train import execution, optimizers, progress
 from vitbench.train.schedules import WarmupCosine
 
-CHECKPOINT, STATE = "checkpoint.keras", "state.json"
+CHECKPOINT, STATE = "checkpoint_{step}.keras", "state.json"
 
 
 class DivergedError(RuntimeError):
@@ -87,15 +87,26 @@ def _seed_states(model):
 
 
 def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
-    """Writes the checkpoint, then the state file that names its step and holds the random
-    states; both atomically."""
+    """Writes the checkpoint of `step` (`checkpoint_<step>.keras`), then the state file that
+    names it and holds the step, the metrics and the random states, both atomically; then
+    removes the older checkpoint. A stop at any point leaves a state file naming a whole
+    checkpoint of its own step."""
     workdir.mkdir(parents=True, exist_ok=True)
-    temporary = workdir / f".{CHECKPOINT}.tmp.keras"
+    name = CHECKPOINT.format(step=step)
+    temporary = workdir / f".{name}.{os.getpid()}.tmp.keras"  # Keras wants the suffix
     model.save(temporary)
-    os.replace(temporary, workdir / CHECKPOINT)
-    state = {"step": step, "logs": {k: float(v) for k, v in logs.items()},
+    os.replace(temporary, workdir / name)
+    state = {"step": step, "checkpoint": name, "logs": {k: float(v) for k, v in logs.items()},
              "seed_states": [np.asarray(v).tolist() for v in _seed_states(model)]}
     files.write_atomic(workdir / STATE, json.dumps(state))
+    for older in workdir.glob(CHECKPOINT.format(step="*")):
+        if older.name != name:
+            older.unlink(missing_ok=True)
+
+
+def checkpoint_path(workdir: pathlib.Path) -> pathlib.Path:
+    """The checkpoint that `workdir`'s state file names."""
+    return workdir / json.loads((workdir / STATE).read_text())["checkpoint"]
 
 
 def load_state(workdir: Optional[pathlib.Path]):
@@ -103,7 +114,7 @@ def load_state(workdir: Optional[pathlib.Path]):
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
     state = json.loads((workdir / STATE).read_text())
-    model = keras.saving.load_model(workdir / CHECKPOINT)
+    model = keras.saving.load_model(checkpoint_path(workdir))
     for variable, value in zip(_seed_states(model), state.get("seed_states", [])):
         variable.assign(np.asarray(value, dtype=variable.dtype))
     return model, state["step"]
@@ -127,15 +138,21 @@ def check_accumulation(restored, accumulation: int, workdir) -> None:
 
 
 class _SaveAtEpochEnd(keras.callbacks.Callback):
-    """Saves the training state at the end of every epoch (one epoch = `steps` updates)."""
+    """Saves the training state at the end of every epoch (one epoch = `steps` updates) of a
+    fit that starts at update `start_step`, epoch `initial_epoch`. The step is counted from
+    there, not from the epoch's number: a run resumed with another save interval saves the
+    step its weights are at."""
 
-    def __init__(self, workdir: pathlib.Path, steps_per_epoch: int, last_step: int):
+    def __init__(self, workdir: pathlib.Path, steps_per_epoch: int, last_step: int,
+                 start_step: int, initial_epoch: int):
         super().__init__()
         self.workdir, self.steps_per_epoch, self.last_step = workdir, steps_per_epoch, last_step
+        self.start_step, self.initial_epoch = start_step, initial_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if np.isfinite((logs or {}).get("loss", np.nan)):
-            step = min((epoch + 1) * self.steps_per_epoch, self.last_step)
+            epochs_done = epoch + 1 - self.initial_epoch
+            step = min(self.start_step + epochs_done * self.steps_per_epoch, self.last_step)
             save_state(self.model, self.workdir, step, logs)
 
 
@@ -203,7 +220,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
                                    config.steps, done, config.batch_size, config.accumulation,
                                    suite_bar)
     if saving:
-        callbacks.append(_SaveAtEpochEnd(workdir, chunk, config.steps))
+        callbacks.append(_SaveAtEpochEnd(workdir, chunk, config.steps, done, done // chunk))
     with run_bar:
         if remaining:
             history = model.fit(feed, initial_epoch=done // chunk,

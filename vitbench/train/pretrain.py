@@ -10,8 +10,8 @@ Precision: bf16 compute with float32 weights on GPU and TPU, float32 on CPU.
 A run lives in its workdir:
 - `pretrain.json`: the run's config (what decides the weights); a workdir holding another is
   refused, while evaluation settings may change between runs.
-- `checkpoint.keras` + `state.json`: model, optimizer state and step, written atomically every
-  `checkpoint_every` steps. The input pipeline is a deterministic function of the seed and the
+- `checkpoint_<step>.keras` + `state.json` (which names it): model, optimizer state and step,
+  written atomically every `checkpoint_every` steps (see `finetune.save_state`). The input pipeline is a deterministic function of the seed and the
   step, so a run started again continues from the last save to the same weights as an unbroken
   run (bit for bit on CPU).
 - `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
