@@ -51,6 +51,19 @@ def test_upstream_suites_select_over_their_grid():
     assert runs[-1].config(0.01)["train_split"] == "train"
 
 
+def test_another_seed_of_a_checkpoints_probe_is_the_same_probe():
+    """A probe's seed draws only a scratch model's weights (the shots have seeds of their
+    own): --seed 1 on a checkpoint finds the seed-0 probe done, not a second 'seed'."""
+    suite = tasks.load_suite("demo")
+
+    def probe(ckpt, seed):
+        runs = runner.plan(suite, ["demo_shape"], ckpt, runner.Overrides(seed=seed))
+        return next(run for run in runs if run.method == "fewshot").config()
+
+    assert probe("vit_b16", 1) == probe("vit_b16", 0)
+    assert probe("scratch:vit_mu8", 1)["seed"] == 1
+
+
 def test_choose_lr_picks_the_best_validation_score():
     """Ties go to the smaller rate whatever the grid's order, as the leaderboards choose."""
     from vitbench.leaderboards import collect

@@ -149,9 +149,12 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             runs.append(Run(phase="final", lr=grid[0], **common))
     probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
+    # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
+    # a scratch model's weights, so another seed of a checkpoint is the same probe.
+    probe_seed = overrides.seed if ckpt.startswith(SCRATCH_PREFIX) else 0
     for task in probes:
         runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
-                        overrides.micro_batch_size, overrides.seed, precision, ckpt_sha256,
+                        overrides.micro_batch_size, probe_seed, precision, ckpt_sha256,
                         data_sha256=_data_key(task),
                         defaults=tuple(task.protocol.settings().items())))
     return runs
@@ -482,7 +485,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     """Runs every planned run that is not recorded yet (all of them with `force`).
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
-    run bar below it shows the current run's step, loss and accuracy.
+    run bar below it shows the current run's step, loss and accuracy. Processes may share a
+    results dir: each run is claimed first (`_claimed`), and one claimed elsewhere is skipped.
     """
     from vitbench.data import sources
     from vitbench.train import progress

@@ -105,8 +105,10 @@ def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
 
 
 def checkpoint_path(workdir: pathlib.Path) -> pathlib.Path:
-    """The checkpoint that `workdir`'s state file names."""
-    return workdir / json.loads((workdir / STATE).read_text())["checkpoint"]
+    """The checkpoint that `workdir`'s state file names (`checkpoint.keras` in the state
+    files of vitbench before checkpoints were named by their step)."""
+    return workdir / json.loads((workdir / STATE).read_text()).get("checkpoint",
+                                                                     "checkpoint.keras")
 
 
 def load_state(workdir: Optional[pathlib.Path]):

@@ -11,9 +11,9 @@ A run lives in its workdir:
 - `pretrain.json`: the run's config (what decides the weights); a workdir holding another is
   refused, while evaluation settings may change between runs.
 - `checkpoint_<step>.keras` + `state.json` (which names it): model, optimizer state and step,
-  written atomically every `checkpoint_every` steps (see `finetune.save_state`). The input pipeline is a deterministic function of the seed and the
-  step, so a run started again continues from the last save to the same weights as an unbroken
-  run (bit for bit on CPU).
+  written atomically every `checkpoint_every` steps (see `finetune.save_state`). The input
+  pipeline is a deterministic function of the seed and the step, so a run started again
+  continues from the last save to the same weights as an unbroken run (bit for bit on CPU).
 - `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
   them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split,
   precision@1 for multi-hot labels, as `classification.top1_accuracy` scores it; k-shot
@@ -85,8 +85,8 @@ def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 
 
 def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
     return optimizers.AdamW(
-        learning_rate=make_schedule(recipe, total_steps, accumulation), weight_decay=recipe.weight_decay, beta_1=recipe.b1,
-        beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
+        learning_rate=make_schedule(recipe, total_steps, accumulation),
+        weight_decay=recipe.weight_decay, beta_1=recipe.b1, beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None)
 
 
