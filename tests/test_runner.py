@@ -301,6 +301,7 @@ def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
     assert not list((tmp_path / "work" / "demo").iterdir())  # no lock or work folder left
     assert finished[0]["config"]["dataset"] == "vitbench_demo:1.*.*"  # the task's pattern
     assert finished[0]["data_version"] == "1.1.0"  # the version read
+    assert finished[0]["distribution"] == "one device"
 
 
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):

@@ -397,6 +397,8 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     """Trains or probes, evaluates and records one run; returns its record."""
     import keras
 
+    from vitbench.train import distribute
+
     config = run.config(lr)
     digest = records.config_hash(config)
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
@@ -413,6 +415,9 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
         "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
         "protocol": dict(run.defaults), **outcome, "precision": run.precision,
         "data_version": _data_version(run.task, data_dir),
+        # what trained it ("one device" unless a Keras distribution is set), beside the
+        # devices the environment lists
+        "distribution": distribute.describe(keras.distribution.distribution()),
         "wall_seconds": time.time() - start,
         "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
