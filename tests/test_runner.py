@@ -1,6 +1,7 @@
 """The runner: plans, learning-rate selection, skipping recorded runs, a demo run end to end."""
 
 import dataclasses
+import pathlib
 
 import pytest
 
@@ -302,6 +303,42 @@ def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
     assert finished[0]["config"]["dataset"] == "vitbench_demo:1.*.*"  # the task's pattern
     assert finished[0]["data_version"] == "1.1.0"  # the version read
     assert finished[0]["distribution"] == "one device"
+
+
+def test_a_claim_on_a_lock_file_its_holder_removed_is_made_again(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder finished (and removed it)
+    locks a file no one else will find: it must claim the new file instead."""
+    import builtins
+
+    opened = []
+
+    def open_then_holder_removes(path, *args):
+        handle = builtins.open(path, *args)
+        if not opened:
+            pathlib.Path(path).unlink()  # the holder finished between our open and our lock
+        opened.append(path)
+        return handle
+
+    monkeypatch.setattr(runner, "open", open_then_holder_removes, raising=False)
+    with runner._claimed(tmp_path, "demo", "abc") as claimed:
+        lock = tmp_path / "work" / "demo" / "abc.lock"
+        assert claimed and len(opened) == 2 and lock.exists()
+        monkeypatch.undo()
+        with runner._claimed(tmp_path, "demo", "abc") as other:
+            assert not other  # the new file is the one held
+
+
+def test_a_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*could train this run twice"):
+        with runner._claimed(tmp_path, "demo", "abc") as claimed:
+            assert claimed
 
 
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):

@@ -152,9 +152,12 @@ def test_a_run_resumed_with_another_save_interval_saves_the_step_it_is_at(tmp_pa
         monkeypatch.setattr(finetune, "save_state", save)
         assert finetune.load_state(tmp_path)[1] == 5
         assert [path.name for path in tmp_path.glob("*.keras")] == ["checkpoint_5.keras"]
+        (tmp_path / ".checkpoint_4.keras.99999.tmp.keras").write_bytes(b"a killed save's")
         resumed, summary = finetune.fine_tune(tiny_model(), task, "fit", config,
                                               workdir=tmp_path, checkpoint_every=3)
     assert summary["resumed_from_step"] == 5
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint_6.keras",
+                                                                "state.json"]
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 

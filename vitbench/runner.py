@@ -3,7 +3,7 @@
 For each task: if its learning-rate grid has one value (VTAB-1k as the paper ran it), one
 final run trains on the task's `fit` split and is scored on `test`. With several values (the
 upstream suites, or `--sweep`), each is first trained on `tune_train` and scored on
-`tune_val`; the best (ties: the first in the grid) is retrained on `fit` and scored on `test`.
+`tune_val`; the best (ties: the smaller rate) is retrained on `fit` and scored on `test`.
 Every finished run appends a record (see `vitbench.records`); a run whose config hash is
 recorded is not run again unless forced.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import pathlib
 import platform
 import shutil
@@ -520,7 +521,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                 log(f"{label}: done ({_result(done[digest])}), skipped")
                 continue
             if run.needs_lr and lr is None:
-                log(f"{label}: its tune runs are running in another process, skipped")
+                log(f"{label}: its tune runs are not recorded (training in another "
+                    "process, or failed there), skipped")
                 continue
             with _claimed(results_dir, run.suite, digest) as claimed:
                 if not claimed or (not force and digest in records.by_hash(
@@ -543,24 +545,42 @@ def _claimed(results_dir, suite: str, digest: str):
     """Holds `<results_dir>/work/<suite>/<digest>.lock` for this process, and yields True; or
     False where another process holds it (its run is being trained there). Processes sharing
     a results dir (one per GPU, say) so never train one run twice or share its work folder.
-    The lock goes with the process, however it ends; a claimer checks the records again."""
+    The lock goes with the process, however it ends; a claimer checks the records again.
+    Where the filesystem has no locks (Windows, Lustre without flock), it yields True."""
     try:
         import fcntl
-    except ImportError:  # no POSIX locks (Windows): one process per results dir
+    except ImportError:
         yield True
         return
     lock = pathlib.Path(results_dir) / "work" / suite / f"{digest}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
+    while True:
+        handle = open(lock, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             yield False
             return
-        try:
+        except OSError as error:  # no locks on this filesystem
+            handle.close()
+            import warnings
+
+            warnings.warn(f"{lock}: cannot lock ({error}); processes sharing {results_dir} "
+                          "could train this run twice")
             yield True
-        finally:
-            lock.unlink(missing_ok=True)  # a later claimer makes a new one, then reads records
+            return
+        try:  # the file the previous holder removed (as it finished) is no claim: again
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)  # a later claimer makes a new one, then reads records
+        handle.close()
 
 
 def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
+import os
 import pathlib
 import re
 from typing import Iterable, Optional
@@ -39,10 +41,20 @@ def default_out_dir(ckpt: str, results_dir="results") -> pathlib.Path:
     return pathlib.Path(results_dir) / "figures" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def _image_files(root: pathlib.Path):
+    """The image files under `root` in sorted order (a folder's files, then its subfolders),
+    walked lazily: taking 32 from an ImageNet-size tree lists only the first folders."""
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in sorted(names):
+            if pathlib.Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield pathlib.Path(folder) / name
+
+
 def read_image_dir(directory, size, count: int) -> np.ndarray:
     """Up to `count` images of `directory` and its subfolders (a task's class folders, say),
-    sorted by path, preprocessed as evaluation does (`decode|resize|value_range(-1, 1)`, the
-    eval pipeline's ops) at `size` (h, w)."""
+    in `_image_files` order, preprocessed as evaluation does (`decode|resize|value_range(-1,
+    1)`, the eval pipeline's ops) at `size` (h, w)."""
     import tensorflow as tf
 
     from vitbench.data import registry
@@ -50,8 +62,7 @@ def read_image_dir(directory, size, count: int) -> np.ndarray:
     root = pathlib.Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"--images: {root} is not a directory")
-    paths = sorted(p for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:count]
+    paths = list(itertools.islice(_image_files(root), count))
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory} or "
                                 "its subfolders")

@@ -99,7 +99,8 @@ def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
     state = {"step": step, "checkpoint": name, "logs": {k: float(v) for k, v in logs.items()},
              "seed_states": [np.asarray(v).tolist() for v in _seed_states(model)]}
     files.write_atomic(workdir / STATE, json.dumps(state))
-    for older in workdir.glob(CHECKPOINT.format(step="*")):
+    for older in [*workdir.glob(CHECKPOINT.format(step="*")),  # and a killed save's
+                  *workdir.glob(f".{CHECKPOINT.format(step='*')}.*.tmp.keras")]:
         if older.name != name:
             older.unlink(missing_ok=True)
 
