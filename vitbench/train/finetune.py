@@ -105,27 +105,27 @@ def save_state(model, workdir: pathlib.Path, step: int, logs: dict) -> None:
             older.unlink(missing_ok=True)
 
 
-def checkpoint_path(workdir: pathlib.Path) -> pathlib.Path:
-    """The checkpoint that `workdir`'s state file names (`checkpoint.keras` in the state
-    files of vitbench before checkpoints were named by their step)."""
-    return workdir / json.loads((workdir / STATE).read_text()).get("checkpoint",
-                                                                     "checkpoint.keras")
+def read_state(workdir: pathlib.Path) -> dict:
+    """`workdir`'s state file: step, checkpoint name, training metrics, random states."""
+    return json.loads((workdir / STATE).read_text())
+
+
+def checkpoint_path(workdir: pathlib.Path, state: Optional[dict] = None) -> pathlib.Path:
+    """The checkpoint that `workdir`'s state file (or `state`, read from it) names
+    (`checkpoint.keras` in the state files of vitbench before checkpoints were named by their
+    step)."""
+    return workdir / (state or read_state(workdir)).get("checkpoint", "checkpoint.keras")
 
 
 def load_state(workdir: Optional[pathlib.Path]):
     """(model, step) saved in `workdir`, or (None, 0)."""
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
-    state = json.loads((workdir / STATE).read_text())
-    model = keras.saving.load_model(checkpoint_path(workdir))
+    state = read_state(workdir)
+    model = keras.saving.load_model(checkpoint_path(workdir, state))
     for variable, value in zip(_seed_states(model), state.get("seed_states", [])):
         variable.assign(np.asarray(value, dtype=variable.dtype))
     return model, state["step"]
-
-
-def saved_logs(workdir: pathlib.Path) -> dict:
-    """The training metrics (loss, accuracy) saved with the last checkpoint in `workdir`."""
-    return json.loads((workdir / STATE).read_text())["logs"]
 
 
 def check_accumulation(restored, accumulation: int, workdir) -> None:
@@ -233,7 +233,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
             logs = {key: values[-1] for key, values in history.history.items()}
         elif restored is not None:  # killed after the last save: Keras swaps in the averaged weights at fit's end
             model.optimizer.finalize_variable_values(model.trainable_weights)
-            logs = saved_logs(workdir)
+            logs = read_state(workdir)["logs"]
     if not np.isfinite(logs.get("loss", np.nan)):
         raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "
                             f"(lr {config.lr}); try a smaller learning rate")

@@ -115,7 +115,7 @@ def _check_workdir(workdir: pathlib.Path, config: dict, resume: bool, is_main: b
         raise ValueError(f"{workdir} holds a pretraining run with other settings "
                          f"({'; '.join(differ)}); pass another --workdir, or delete that one")
     if not resume and (workdir / finetune.STATE).exists():
-        step = json.loads((workdir / finetune.STATE).read_text())["step"]
+        step = finetune.read_state(workdir)["step"]
         raise ValueError(f"{workdir} holds this run's checkpoint at step {step}; pass --resume "
                          "to continue it, or another --workdir")
 
@@ -371,7 +371,7 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
                                 verbose=0, shuffle=False, callbacks=callbacks)
             logs = {key: values[-1] for key, values in history.history.items()}
         elif done:  # stopped after the last save, during the final evaluation
-            logs = finetune.saved_logs(trainer.workdir)
+            logs = finetune.read_state(trainer.workdir)["logs"]
     if remaining and not np.isfinite(logs.get("loss", np.nan)):
         raise finetune.DivergedError(f"pretraining diverged: the loss became {logs.get('loss')}"
                                      f" (lr {recipe.lr}); try a smaller learning rate")
