@@ -414,6 +414,59 @@ def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_d
                                                             rel=1e-5)
 
 
+def test_two_devices_fine_tune_and_probe_as_one(tmp_path, demo_data_dir, capsys):
+    """`vitbench run` splits every batch over the local devices (here 2 virtual CPU devices in
+    a process of their own) and gets one device's numbers: loss, accuracy, few-shot."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import UNOPTIMISED_BACKEND
+    from vitbench import cli
+
+    flags = ["--tasks=demo_color", "--steps=6", "--batch_size=8", "--resolution=16",
+             "--shots=1,5", "--checkpoint_every=3", f"--data_dir={demo_data_dir}"]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "VITBENCH_CACHE": str(tmp_path / "cache2"),
+           "XLA_FLAGS": f"{UNOPTIMISED_BACKEND} --xla_force_host_platform_device_count=2"}
+    two = tmp_path / "two"
+    result = subprocess.run([sys.executable, "-c", "from vitbench.cli import run; run()", "run",
+                             f"--results_dir={two}"] + flags, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training and evaluating on DataParallel over 2 devices (batch 2)" in result.stdout
+    one = tmp_path / "one"
+    assert cli.main(["run", f"--results_dir={one}"] + flags) == 0
+    [tuned_two, probe_two] = records.read(records.records_path(two, "demo"))
+    [tuned_one, probe_one] = records.read(records.records_path(one, "demo"))
+    assert tuned_two["distribution"] == probe_two["distribution"] == \
+        "DataParallel over 2 devices (batch 2)"
+    assert tuned_one["distribution"] == "one device"
+    assert tuned_two["config_hash"] == tuned_one["config_hash"]  # the same run, however split
+    assert tuned_two["micro_batch_size"] == tuned_one["micro_batch_size"] == 8
+    assert tuned_two["train"]["train_loss"] == pytest.approx(tuned_one["train"]["train_loss"],
+                                                             rel=1e-4)
+    assert tuned_two["metrics"]["examples"] == 500
+    assert tuned_two["metrics"]["accuracy"] == pytest.approx(tuned_one["metrics"]["accuracy"],
+                                                             abs=2 / 500)
+    assert probe_two["features"]["computed"] == probe_one["features"]["computed"]
+    for shots in ("1shot", "5shot"):
+        assert probe_two["metrics"][shots] == pytest.approx(probe_one["metrics"][shots],
+                                                            abs=2 / 500)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, capsys):
+    from vitbench import cli
+
+    monkeypatch.setattr(runner, "replicas", lambda: 2)
+    assert cli.main(["run", "--batch_size=6", "--micro_batch_size=3", "--nofewshot"]) == 1
+    assert ("the batch (6) and the micro-batch (3) must split evenly over the 2 devices"
+            in capsys.readouterr().err)
+    suite = tasks.load_suite("demo")
+    with pytest.raises(ValueError, match="the batch \\(63\\) and the micro-batch \\(63\\)"):
+        runner.run_suite(suite, ["demo_color"], "scratch:vit_mu8",
+                         runner.Overrides(batch_size=63), "unused")
+
+
 def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
     # One task per group (a manual-download one and a label transform among them) keeps this
     # test short; all 19 ran the same way in 228 s when this was written.

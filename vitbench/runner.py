@@ -6,6 +6,11 @@ upstream suites, or `--sweep`), each is first trained on `tune_train` and scored
 `tune_val`; the best (ties: the smaller rate) is retrained on `fit` and scored on `test`.
 Every finished run appends a record (see `vitbench.records`); a run whose config hash is
 recorded is not run again unless forced.
+
+Runs train and evaluate under the global `keras.distribution` when one is set (`vitbench run`
+sets data parallelism over every local device, `vitbench.train.distribute.configure`): each
+batch and micro-batch is split over the devices, so both must divide evenly
+(`check_split_over_devices`), and the numbers are one device's up to float rounding.
 """
 
 from __future__ import annotations
@@ -321,16 +326,48 @@ def environment() -> dict:
             "python": platform.python_version()}
 
 
+def replicas() -> int:
+    """How many ways the global distribution splits each batch (1 on one device)."""
+    import keras
+
+    from vitbench.train import distribute
+
+    return distribute.data_parallel_size(keras.distribution.distribution())
+
+
+def check_split_over_devices(task_list: Sequence[tasks_lib.Task],
+                             micro_batch_size: Optional[int] = None) -> None:
+    """Raises, before any work, unless every task's batch and the micro-batch split evenly over
+    the data-parallel devices."""
+    ways = replicas()
+    for task in task_list:
+        batch = task.protocol.batch_size
+        micro = micro_batch_size or batch
+        if batch % ways or micro % ways:
+            raise ValueError(
+                f"{task.name}: the batch ({batch}) and the micro-batch ({micro}) must split "
+                f"evenly over the {ways} devices training it: make --batch_size and "
+                f"--micro_batch_size multiples of {ways}, or show fewer devices (e.g. "
+                "CUDA_VISIBLE_DEVICES)")
+
+
+def _pass_size(run: Run, model) -> int:
+    """The run's micro-batch: the one asked for, else `execution.pass_size` of the model."""
+    from vitbench.train import execution
+
+    return run.micro_batch_size or execution.pass_size(
+        model.config, model.image_size, run.task.protocol.batch_size, replicas())
+
+
 def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
                          checkpoint_every: int, verbose: int, suite_bar) -> dict:
     """Fine-tunes from the checkpoint with a zero head, then scores the eval split."""
     from vitbench.evaluate import classification
-    from vitbench.train import execution, finetune
+    from vitbench.train import finetune
 
     p = run.task.protocol
     model = load_for_task(run.ckpt, run.task, run.remat)
-    micro = run.micro_batch_size or execution.pass_size(model.config, model.image_size,
-                                                        p.batch_size)
+    micro = _pass_size(run, model)
     train_config = finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
                                         micro_batch_size=micro,
                                         warmup_steps=min(p.warmup_steps, p.steps),
@@ -356,7 +393,6 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
     """Few-shot linear probes of the frozen checkpoint (features cached per checkpoint)."""
     from vitbench.data import sources
     from vitbench.evaluate import fewshot
-    from vitbench.train import execution
 
     p, model = run.task.protocol, None
     identity = {"ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
@@ -371,9 +407,8 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
             nonlocal model
             model = model or load_for_features(run.ckpt, run.task)
             computed.append(role)
-            micro = run.micro_batch_size or execution.pass_size(
-                model.config, model.image_size, p.batch_size)
-            x, y = fewshot.extract_features(model, run.task, role, micro, data_dir)
+            x, y = fewshot.extract_features(model, run.task, role, _pass_size(run, model),
+                                            data_dir)
             return {"features": x, "labels": y}
 
         arrays = fewshot.cached({**identity, "split": run.task.split(role)}, compute)
@@ -438,22 +473,25 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
                         remat: bool = False) -> int:
     """The largest micro-batch whose training step fits: the default pass
     (`execution.pass_size`: the whole batch on an accelerator, cache-sized passes on a CPU,
-    where a larger pass is only slower), halved while it divides, until a step runs.
+    where a larger pass is only slower), halved while it divides (and still splits over the
+    data-parallel devices), until a step runs.
 
     `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
     default it trains the model (rematerialised with `remat`) on zeros.
     """
     from vitbench.train import execution
 
+    check_split_over_devices([task])
     model = load_for_task(ckpt, task, remat)
     try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())
-    micro = execution.pass_size(model.config, model.image_size, task.protocol.batch_size)
+    ways = replicas()
+    micro = execution.pass_size(model.config, model.image_size, task.protocol.batch_size, ways)
     while True:
         try:
             try_step(micro)
             return micro
         except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
-            if not _is_out_of_memory(error) or micro == 1 or micro % 2:
+            if not _is_out_of_memory(error) or micro % 2 or (micro // 2) % ways:
                 raise
             micro //= 2
 
@@ -474,8 +512,9 @@ def _zero_batch_trainer(model, task: tasks_lib.Task, micro: int):
 
 def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
                        probe_steps: int = 3, remat: bool = False) -> float:
-    """Training images/s of this model at the task's resolution on this machine (zero data)."""
-    batch = min(micro_batch_size, 8)
+    """Training images/s of this model at the task's resolution on this machine (zero data),
+    from passes of at most 8 images per data-parallel device."""
+    batch = min(micro_batch_size, 8 * replicas())
     step = _zero_batch_trainer(load_for_task(ckpt, task, remat), task, batch)
     step()  # compile
     start = time.perf_counter()
@@ -499,6 +538,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     check_checkpoint(ckpt, runs)
+    check_split_over_devices([run.task for run in runs], overrides.micro_batch_size)
     sources.check_ready(_data_needed(runs), data_dir)
     path = records.records_path(results_dir, suite.name)
     path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training

@@ -101,14 +101,22 @@ def run(fv):
     With no flags: the offline demo suite with a tiny randomly initialised ViT (a few minutes
     on 2 CPU cores). Records go to <results_dir>/runs/<suite>.jsonl; runs already recorded
     are skipped (--force redoes them), and --dry_run shows what is done and what is left.
+    On the JAX backend each run is data parallel over every local device (each batch split
+    over them); CUDA_VISIBLE_DEVICES chooses the GPUs.
     """
-    from vitbench import runner, tasks
-
     import dataclasses
+
+    from vitbench import runner, tasks
+    from vitbench.train import distribute
 
     suite = tasks.load_suite(fv.suite)
     overrides = overrides_from(fv)
-    first = overrides.apply(suite.select(fv.tasks)[0])  # unknown task names fail here
+    chosen = [overrides.apply(task) for task in suite.select(fv.tasks)]  # unknown names fail
+    first = chosen[0]
+    distribution = distribute.configure()  # data parallel over every local device (JAX)
+    if distribution is not None:
+        print(f"training and evaluating on {distribute.describe(distribution)}")
+    runner.check_split_over_devices(chosen, overrides.micro_batch_size)
     if fv.micro_batch_size == "auto":
         micro = runner.fitting_micro_batch(fv.ckpt, first, remat=fv.remat)
         print(f"micro-batch size {micro} fits ({first.protocol.batch_size // micro} passes "
