@@ -65,6 +65,22 @@ def test_another_seed_of_a_checkpoints_probe_is_the_same_probe():
     assert probe("scratch:vit_mu8", 1)["seed"] == 1
 
 
+def test_repeats_run_the_whole_protocol_once_per_seed():
+    """Each seed tunes and selects on its own; a checkpoint's probe is one probe for them all
+    (its shots have seeds of their own), a scratch model's one per seed (its weights)."""
+    suite = tasks.load_suite("demo")
+    overrides = runner.Overrides(seed=3, repeats=2, lrs=(0.01, 0.03))
+    runs = runner.plan(suite, ["demo_shape"], "vit_b16", overrides)
+    assert [(r.method, r.phase, r.lr, r.seed) for r in runs] == [
+        ("finetune", "tune", 0.01, 3), ("finetune", "tune", 0.03, 3), ("finetune", "final", None, 3),
+        ("finetune", "tune", 0.01, 4), ("finetune", "tune", 0.03, 4), ("finetune", "final", None, 4),
+        ("fewshot", "final", None, 0)]
+    scratch = runner.plan(suite, ["demo_shape"], "scratch:vit_mu8", overrides)
+    assert [r.seed for r in scratch if r.method == "fewshot"] == [3, 4]
+    with pytest.raises(ValueError, match="--repeats is 0; it must be a positive integer"):
+        runner.Overrides(repeats=0)
+
+
 def test_choose_lr_picks_the_best_validation_score():
     """Ties go to the smaller rate whatever the grid's order, as the leaderboards choose."""
     from vitbench.leaderboards import collect
@@ -192,6 +208,23 @@ def test_run_command_sweep_then_final(tmp_path, capsys):
     best = max(saved[:2], key=lambda r: (r["metrics"]["accuracy"], -r["config"]["lr"]))
     assert saved[2]["config"]["lr"] == best["config"]["lr"]
     assert saved[2]["config"]["train_split"] == "train+validation"
+
+
+def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsys):
+    import numpy as np
+
+    from vitbench import cli
+
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--results_dir={tmp_path}", "--repeats=2",
+                         "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
+        assert "2 runs finished" in capsys.readouterr().out
+    saved = records.read(records.records_path(tmp_path, "demo"))
+    assert [r["config"]["seed"] for r in saved] == [0, 1]
+    accuracies = [100 * r["metrics"]["accuracy"] for r in saved]
+    row = next(line for line in (tmp_path / "demo.md").read_text().splitlines()
+               if "| scratch:vit_mu8 (steps 4" in line)
+    assert f"{np.mean(accuracies):.2f} ± {np.std(accuracies, ddof=1):.2f}" in row
 
 
 def test_unknown_task_fails_before_any_work(capsys):

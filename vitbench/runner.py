@@ -46,11 +46,17 @@ class Overrides:
     polyak: Optional[float] = None
     shots: Optional[Tuple[int, ...]] = None
     seed: int = 0
+    repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
 
     def __post_init__(self):
         for key, value in self.changes.items():  # as a suite file's values are checked
             rules.check(tasks_lib.PROTOCOL_RULES, key, value, f"--{key}")
+        rules.check({"repeats": rules.integer(1)}, "repeats", self.repeats, "--repeats")
+
+    @property
+    def seeds(self) -> range:
+        return range(self.seed, self.seed + self.repeats)
 
     @property
     def changes(self) -> dict:
@@ -127,9 +133,10 @@ class Run:
 
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
          sweep: bool = False, fewshot: bool = True) -> List[Run]:
-    """All runs of the chosen tasks, in order: per fine-tuning task its tune runs then its
-    final run; then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the
-    probes its `[fewshot]` table adds to its fine-tuning tasks)."""
+    """All runs of the chosen tasks, in order: per fine-tuning task and seed
+    (`overrides.seeds`) its tune runs then its final run (each seed selects its own rate);
+    then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
+    `[fewshot]` table adds to its fine-tuning tasks)."""
     runs, precision, ckpt_sha256 = [], precision_policy(), content_key(ckpt)
     for task in suite.select(task_names):
         if task.protocol.method == "fewshot":
@@ -146,23 +153,25 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             raise ValueError(f"micro-batch size {micro} must divide the batch size "
                              f"{task.protocol.batch_size} of {task.name}")
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
-                      seed=overrides.seed, precision=precision, ckpt_sha256=ckpt_sha256,
-                      remat=overrides.remat, defaults=defaults, data_sha256=_data_key(task))
-        if len(grid) > 1:
-            runs += [Run(phase="tune", lr=lr, **common) for lr in grid]
-            runs.append(Run(phase="final", lr=None, **common))
-        else:
-            runs.append(Run(phase="final", lr=grid[0], **common))
+                      precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
+                      defaults=defaults, data_sha256=_data_key(task))
+        for seed in overrides.seeds:
+            if len(grid) > 1:
+                runs += [Run(phase="tune", lr=lr, seed=seed, **common) for lr in grid]
+                runs.append(Run(phase="final", lr=None, seed=seed, **common))
+            else:
+                runs.append(Run(phase="final", lr=grid[0], seed=seed, **common))
     probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
     # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
     # a scratch model's weights, so another seed of a checkpoint is the same probe.
-    probe_seed = overrides.seed if ckpt.startswith(SCRATCH_PREFIX) else 0
+    probe_seeds = overrides.seeds if ckpt.startswith(SCRATCH_PREFIX) else [0]
     for task in probes:
-        runs.append(Run(suite.name, overrides.apply(task), ckpt, "final", None,
-                        overrides.micro_batch_size, probe_seed, precision, ckpt_sha256,
-                        data_sha256=_data_key(task),
-                        defaults=tuple(task.protocol.settings().items())))
+        runs += [Run(suite.name, overrides.apply(task), ckpt, "final", None,
+                     overrides.micro_batch_size, seed, precision, ckpt_sha256,
+                     data_sha256=_data_key(task),
+                     defaults=tuple(task.protocol.settings().items()))
+                 for seed in probe_seeds]
     return runs
 
 

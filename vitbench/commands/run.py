@@ -46,6 +46,10 @@ def _define(fv):
                        lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and new heads.",
                          lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("repeats", 1, "Run the whole protocol (learning-rate selection "
+                         "included) this many times, with seeds --seed, --seed + 1, ...; the "
+                         "leaderboards show the mean and std over seeds.", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_boolean("sweep", False, "Select the learning rate per task: train on the "
                          "tune split for each rate in --lrs (default 0.001,0.003,0.01,0.03 "
                          "where the suite fixes one), score on the validation split, retrain "
@@ -74,7 +78,7 @@ def overrides_from(fv):
                      lrs=positive_floats("--lrs", fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, polyak=fv.polyak,
                      shots=positive_integers("--shots", fv.shots) if fv.shots else None,
-                     seed=fv.seed, remat=fv.remat)
+                     seed=fv.seed, repeats=fv.repeats, remat=fv.remat)
 
 
 def positive_floats(flag, values):
