@@ -137,3 +137,24 @@ def test_load_model_from_url_and_from_registry_name(server, tmp_path, monkeypatc
     np.testing.assert_array_equal(vitbench.load_model("tiny", progress=False)(images()),
                                   model(images()))
     assert len(server.requests) == 1  # the second load was a cache hit
+
+
+def test_offline_mode_serves_the_cache_and_downloads_nothing(server, monkeypatch, capsys):
+    from vitbench import cli
+
+    server.files["/vit_models/a.npz"] = PAYLOAD
+    url = server.url + "/vit_models/a.npz"
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    with pytest.raises(download.DownloadError,
+                       match="not in the cache and VITBENCH_OFFLINE is set") as error:
+        download.fetch(url, progress=False)
+    assert str(download.cached_path(url)) in str(error.value) and server.requests == []
+    # fetched beforehand where there is network (`vitbench checkpoints --download`) ...
+    monkeypatch.setenv("VITBENCH_OFFLINE", "0")
+    assert cli.main(["checkpoints", f"--download={url}", "--model=vit_b16"]) == 0
+    assert f"{url}: {download.cached_path(url)}" in capsys.readouterr().out
+    # ... it is served from the cache offline
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    assert download.fetch(url).read_bytes() == PAYLOAD and len(server.requests) == 1
+    assert cli.main(["checkpoints", "--download=vit_b17"]) == 1
+    assert "unknown checkpoint 'vit_b17'. Did you mean" in capsys.readouterr().err

@@ -288,3 +288,59 @@ def test_images_leave_the_pipelines_in_the_requested_dtype():
         assert str(b["image"].dtype) == "bfloat16"
         np.testing.assert_array_equal(b["image"], a["image"].astype(b["image"].dtype))
         np.testing.assert_array_equal(b["label"], a["label"])
+
+
+def test_offline_a_dataset_tfds_would_download_is_missing_before_any_work(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    task = tasks.load_suite("cifar10").task("cifar10")
+    status = sources.status(task, str(tmp_path))
+    assert status.state == sources.MISSING and not status.usable
+    assert f"not prepared in {tmp_path}" in status.detail and "--prepare" in status.detail
+    with pytest.raises(sources.ManualDownloadError, match="VITBENCH_OFFLINE is set"):
+        sources.check_ready([task], str(tmp_path))
+    with pytest.raises(sources.ManualDownloadError, match="VITBENCH_OFFLINE is set"):
+        pipeline.train_dataset(task, "fit", 4, data_dir=str(tmp_path))
+
+
+class TinyDownloadable(tfds.core.GeneratorBasedBuilder):
+    """A dataset TFDS would 'download' (here: generate) on first use: 6 examples."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 3)),
+            "label": tfds.features.ClassLabel(num_classes=2)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(4), "test": self._generate_examples(2)}
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            yield i, {"image": np.full((8, 8, 3), i, np.uint8), "label": i % 2}
+
+
+def test_prepare_readies_a_suites_data_ahead_of_an_offline_run(tmp_path, monkeypatch, capsys):
+    from vitbench import cli
+
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text('name = "tiny"\n[protocol]\nresolution = 8\n[[task]]\nname = "tiny"\n'
+                          'group = "custom"\ndataset = "tiny_downloadable"\nnum_classes = 2\n'
+                          'splits = { train = "train", val = "train", trainval = "train", '
+                          'test = "test" }\n')
+    data_dir = tmp_path / "tfds"
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    assert cli.main(["tasks", f"--suite={suite_file}", f"--data_dir={data_dir}"]) == 0
+    listing = capsys.readouterr().out
+    assert "missing" in listing and "VITBENCH_OFFLINE is set" in listing
+    monkeypatch.setenv("VITBENCH_OFFLINE", "")
+    assert cli.main(["tasks", f"--suite={suite_file}", f"--data_dir={data_dir}",
+                     "--prepare"]) == 0
+    listing = capsys.readouterr().out
+    assert "tiny_downloadable: preparing (will download)" in listing
+    assert "ready" in listing and "to do before" not in listing
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    task = tasks.load_suite(str(suite_file)).task("tiny")
+    assert sources.status(task, str(data_dir)).state == sources.READY
+    assert sources.num_examples(task, "train", str(data_dir)) == 4

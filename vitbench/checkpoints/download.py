@@ -22,6 +22,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from vitbench import offline
+
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
 
@@ -77,6 +79,11 @@ def fetch(url: str, sha256: str = "", progress: bool = True) -> pathlib.Path:
     target = cached_path(url)
     if target.exists():
         return target
+    if offline.is_offline():
+        raise DownloadError(f"{url} is not in the cache and {offline.VARIABLE} is set, so it is "
+                            f"not downloaded: put the file at {target} (`vitbench checkpoints "
+                            "--download NAME` fetches a known one where there is network, into "
+                            "the same $VITBENCH_CACHE)")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     _download(to_https(url), partial, progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from vitbench.checkpoints import download
-from vitbench.checkpoints.registry import known_checkpoints
+from vitbench.checkpoints.registry import find_checkpoint, get_checkpoint, known_checkpoints
 from vitbench.commands import command
 from vitbench.models import zoo
 
@@ -15,6 +15,9 @@ def _define(fv):
 
     flags.DEFINE_string("model", None, "Only checkpoints of this zoo model (e.g. vit_b16).",
                         flag_values=fv)
+    flags.DEFINE_list("download", [], "Download these checkpoints (names, aliases or URLs) into "
+                      "the cache, e.g. on a machine with network before an offline job "
+                      "(VITBENCH_OFFLINE); then list them.", flag_values=fv)
 
 
 def checkpoint_rows(model=None):
@@ -37,8 +40,14 @@ def run(fv):
     """List every known checkpoint: model, upstream data, resolution, URL, cached or not.
 
     Any name or alias here works as `--ckpt` and in `vitbench.load_model`. Files are cached
-    under $VITBENCH_CACHE (default ~/.cache/vitbench).
+    under $VITBENCH_CACHE (default ~/.cache/vitbench); `--download` fetches some first.
     """
+    from vitbench.checkpoints.loader import resolve
+
+    for name in fv.download:
+        if not (download.is_remote(name) or find_checkpoint(name)):
+            get_checkpoint(name)  # raises, listing close and valid names
+        print(f"{name}: {resolve(name)}")
     # An unknown model name raises, listing the valid ones.
     rows = checkpoint_rows(fv.model and zoo.get_config(fv.model).name)
     if not rows:

@@ -16,6 +16,10 @@ def _define(fv):
                         "~/tensorflow_datasets).", flag_values=fv)
     flags.DEFINE_boolean("status", True, "Check whether each task's data is present.",
                          flag_values=fv)
+    flags.DEFINE_boolean("prepare", False, "Download and prepare the suite's TFDS data now "
+                         "(what `vitbench run` would do on first use), e.g. on a machine with "
+                         "network before an offline job (VITBENCH_OFFLINE); data that needs "
+                         "manual files is listed, not prepared.", flag_values=fv)
 
 
 def suite_rows():
@@ -39,6 +43,23 @@ def task_rows(suite, statuses=None):
     return rows
 
 
+def prepare(suite, data_dir) -> None:
+    """Prepares, once each, every TFDS dataset of the suite (ImageNet-ReaL's labels included)
+    that TFDS downloads or vitbench generates; the status table that follows shows the rest."""
+    from vitbench.data import sources
+
+    needed = {}
+    for task in suite.tasks:
+        for each in (task, task.real_labels_task()):
+            if each is not None and each.source == "tfds":
+                needed.setdefault(each.tfds_spec, each)
+    for spec, task in needed.items():
+        state = sources.status(task, data_dir).state
+        if state in (sources.WILL_DOWNLOAD, sources.WILL_GENERATE):
+            print(f"{spec}: preparing ({state})", flush=True)
+            sources.tfds_prepared_builder(task, data_dir)
+
+
 @command("tasks", _define)
 def run(fv):
     """List the suites, or a suite's tasks with splits, classes, group and data status.
@@ -46,7 +67,7 @@ def run(fv):
     Data status: `ready` (prepared in the data dir), `will generate` (vitbench renders it),
     `will download` (TFDS fetches it on first use), `needs manual files` (the detail below the
     table says which files go where), `missing` (a folder or CSV file of yours that is not there,
-    or holds no images) or `invalid` (its classes do not match the task's `num_classes`).
+    or holds no images; a TFDS dataset not prepared while VITBENCH_OFFLINE is set) or `invalid` (its classes do not match the task's `num_classes`).
     """
     from vitbench import tasks
     from vitbench.data import sources
@@ -58,6 +79,8 @@ def run(fv):
     suite = tasks.load_suite(fv.suite)
     data_dir = fv.data_dir or sources.default_data_dir()
     print(f"suite {suite.name}: {suite.description}\ndata dir: {data_dir}\n")
+    if fv.prepare:
+        prepare(suite, data_dir)
     statuses = {task.name: sources.status(task, data_dir) for task in suite.tasks} \
         if fv.status else None
     print(tabulate(task_rows(suite, statuses), headers="keys"))

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vitbench import offline
 from vitbench.data import builders  # noqa: F401  (registers vitbench's own TFDS datasets)
 
 READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING, INVALID = (
@@ -88,6 +89,12 @@ def tfds_status(task, data_dir=None) -> Status:
         if manual.is_dir() and any(manual.iterdir()):
             return Status(WILL_DOWNLOAD, f"will prepare from the files in {manual}")
         return Status(NEEDS_MANUAL, _manual_message(task, builder))
+    if offline.is_offline():
+        return Status(MISSING, f"{task.name}: TFDS dataset {task.tfds_spec} is not prepared in "
+                               f"{builder.data_dir_root} and {offline.VARIABLE} is set, so it "
+                               "is not downloaded: prepare it where there is network (`vitbench "
+                               "tasks --suite SUITE --prepare --data_dir DIR`) and copy "
+                               f"DIR/{builder.name} into {builder.data_dir_root}")
     return Status(WILL_DOWNLOAD, f"TFDS downloads it into {builder.data_dir_root}")
 
 
@@ -102,7 +109,7 @@ def tfds_prepared_builder(task, data_dir=None):
     builder = _tfds_builder(task, data_dir)
     if not builder.is_prepared():
         status = tfds_status(task, data_dir)
-        if status.state == NEEDS_MANUAL:
+        if status.state in (NEEDS_MANUAL, MISSING):
             raise ManualDownloadError(status.detail)
         try:
             builder.download_and_prepare()
