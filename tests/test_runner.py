@@ -590,3 +590,66 @@ def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
     model = runner.load_for_task(str(path), task)
     assert all(np.all(np.asarray(w) == 0) for w in model.get_layer("head").weights)
     assert np.any(np.asarray(model.get_layer("embedding").kernel) != 0)  # the rest is loaded
+
+
+def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, capsys):
+    """The record's accuracy is the released head's on the test split, the board shows it as
+    a row of its own beside a fine-tuned row of the same checkpoint."""
+    import numpy as np
+
+    from conftest import randomize
+    from vitbench import cli
+    from vitbench.checkpoints import npz
+    from vitbench.checkpoints.loader import load_model
+    from vitbench.data import pipeline
+    from vitbench.models.vit import create_model
+
+    path = npz.save_npz(randomize(create_model("vit_mu8", 4, 16), scale=0.5),
+                        tmp_path / "four.npz")
+    flags = [f"--ckpt={path}", "--tasks=demo_color", "--resolution=16", "--batch_size=8",
+             "--steps=2", f"--results_dir={tmp_path}"]
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", "--as_released"] + flags) == 0
+        assert "demo_color as released: scoring its own head as released" in \
+            capsys.readouterr().out
+        task = runner.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
+        model = load_model(str(path), progress=False)
+        batches = list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 8)))
+        predicted = np.concatenate([np.argmax(model.predict_on_batch(b["image"]), -1)
+                                    for b in batches])
+        expected = np.mean(predicted == np.concatenate([b["label"] for b in batches]))
+        assert cli.main(["run", "--nofewshot"] + flags) == 0  # and fine-tuned, for the board
+    released, tuned = records.read(records.records_path(tmp_path, "demo"))
+    assert released["config"]["method"] == "evaluate" and "train" not in released
+    assert released["config"]["train_split"] is None and released["config"]["seed"] == 0
+    assert released["metrics"] == {"accuracy": pytest.approx(expected), "examples": 16}
+    assert tuned["config"]["method"] == "finetune"
+    board = (tmp_path / "demo.md").read_text()
+    row = next(line for line in board.splitlines() if "(as released, px 16)" in line)
+    assert f"{100 * expected:.2f}" in row
+    assert sum(f"| {path.name}" in line or str(path) in line for line in board.splitlines()
+               if line.startswith("| [")) == 2  # two rows: as released, and fine-tuned
+
+
+@pytest.mark.parametrize("ckpt, suite, message", [
+    ("vit_b16", "imagenet", "vit_b16 has a 21843-class head and imagenet2012 has 1000 classes"),
+    ("scratch:vit_mu8", "demo", "scratch:vit_mu8 is untrained"),
+])
+def test_as_released_refuses_a_head_that_cannot_score_the_task(ckpt, suite, message, capsys):
+    from vitbench import cli
+
+    assert cli.main(["run", "--as_released", f"--ckpt={ckpt}", f"--suite={suite}",
+                     "--results_dir=/nonexistent/never_written"]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_as_released_runs_at_the_checkpoints_published_resolution():
+    suite = tasks.load_suite("imagenet")
+
+    def resolution(ckpt, **overrides):
+        [run] = runner.plan(suite, [], ckpt, runner.Overrides(as_released=True, **overrides))
+        return run.method, run.config()["resolution"]
+
+    assert resolution("vit_b16.i21k_ft_in1k") == ("evaluate", 384)
+    assert resolution("vit_b16.i21k_ft_in1k_224") == ("evaluate", 224)
+    assert resolution("vit_b16.i21k_ft_in1k_224", resolution=256) == ("evaluate", 256)

@@ -48,6 +48,7 @@ class Overrides:
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
+    as_released: bool = False  # score the checkpoint's own head instead of fine-tuning
 
     def __post_init__(self):
         for key, value in self.changes.items():  # as a suite file's values are checked
@@ -68,8 +69,10 @@ class Overrides:
             if value is not None}
 
     def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
-        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
-                                                                      **self.changes))
+        changes = self.changes
+        if self.as_released and task.protocol.method == "finetune":
+            changes["method"] = "evaluate"
+        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,8 @@ class Run:
         if self.method == "fewshot":
             return {**common, "lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg,
                     "seeds": p.seeds, "features": "pre_logits"}
+        if self.method == "evaluate":
+            return {**common, "lr": None, "train_split": None, "head": "checkpoint"}
         return {**common, "lr": lr if lr is not None else self.lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
                 "train_pp": self.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
@@ -143,6 +148,10 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             continue
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
+        if task.protocol.method == "evaluate":
+            runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
+                                         defaults))
+            continue
         grid = task.protocol.lrs
         if sweep and len(grid) == 1 and overrides.lrs is None:
             grid = DEFAULT_SWEEP
@@ -161,7 +170,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                 runs.append(Run(phase="final", lr=None, seed=seed, **common))
             else:
                 runs.append(Run(phase="final", lr=grid[0], seed=seed, **common))
-    probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
+    probes = suite.fewshot_tasks(task_names) if fewshot and not overrides.as_released else tuple(
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
     # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
     # a scratch model's weights, so another seed of a checkpoint is the same probe.
@@ -173,6 +182,20 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                      defaults=tuple(task.protocol.settings().items()))
                  for seed in probe_seeds]
     return runs
+
+
+def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults) -> Run:
+    """The run scoring `ckpt`'s own head on the task's test split: at the checkpoint's
+    published resolution where the registry knows it and `--resolution` does not say, with
+    seed 0 (nothing random: `--repeats` would only repeat it)."""
+    from vitbench.checkpoints import registry
+
+    entry = registry.find_checkpoint(ckpt)
+    if entry is not None and overrides.resolution is None:
+        task = dataclasses.replace(task, protocol=dataclasses.replace(
+            task.protocol, resolution=entry.resolution))
+    return Run(suite.name, task, ckpt, "final", None, overrides.micro_batch_size, 0, precision,
+               ckpt_sha256, data_sha256=_data_key(task), defaults=defaults)
 
 
 def _data_key(task: tasks_lib.Task) -> Optional[str]:
@@ -245,13 +268,21 @@ def load_for_features(ckpt: str, task: tasks_lib.Task):
 
 def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     """Fails, before any work, on a checkpoint that cannot be had (an unknown scratch model,
-    a local file that is not there) or whose patch is larger than a run's images (for zoo
-    and registry models, whose patch size is known without reading the file)."""
+    a local file that is not there), whose patch is larger than a run's images (for zoo
+    and registry models, whose patch size is known without reading the file), or whose head
+    cannot score a task as released (a scratch model, another number of classes)."""
     from vitbench.checkpoints import download, registry
     from vitbench.checkpoints.loader import resolve
     from vitbench.models import zoo
 
     entry = registry.find_checkpoint(ckpt)
+    for run in runs:
+        if run.method == "evaluate":
+            if ckpt.startswith(SCRATCH_PREFIX):
+                raise ValueError(f"{ckpt} is untrained: scoring a head as released needs a "
+                                 "trained checkpoint")
+            if entry is not None:
+                check_head(ckpt, entry.num_classes, run.task)
     if ckpt.startswith(SCRATCH_PREFIX):
         model = ckpt[len(SCRATCH_PREFIX):]
     elif entry is not None:
@@ -264,6 +295,16 @@ def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     config = zoo.get_config(model)  # an unknown name lists the valid ones
     for run in runs:
         config.grid(run.task.protocol.resolution)  # smaller than a patch: raises, naming both
+
+
+def check_head(ckpt: str, head_classes: int, task: tasks_lib.Task) -> None:
+    """Raises unless a checkpoint's head has the task's classes (scoring it as released)."""
+    if head_classes != task.num_classes:
+        what = "no head" if not head_classes else f"a {head_classes}-class head"
+        raise ValueError(f"{ckpt} has {what} and {task.name} has {task.num_classes} classes: "
+                         "scoring as released needs a checkpoint fine-tuned on the task's "
+                         "label space (e.g. an ImageNet-1k fine-tune for imagenet); fine-tune "
+                         "this one instead (without --as_released)")
 
 
 def content_key(ckpt: str) -> Optional[str]:
@@ -397,6 +438,22 @@ def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
     return {**outcome, "metrics": metrics}
 
 
+def _score_as_released(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
+                       suite_bar) -> dict:
+    """Scores the checkpoint's own head on the test split (and ImageNet-ReaL where the task
+    has it): no training."""
+    from vitbench.checkpoints.loader import load_model
+    from vitbench.evaluate import classification
+
+    model = load_model(run.ckpt, image_size=run.task.protocol.resolution, progress=False)
+    check_head(run.ckpt, model.num_classes, run.task)
+    micro = _pass_size(run, model)
+    metrics = classification.top1_accuracy(model, run.task, run.eval_split, micro, data_dir)
+    if run.task.real_dataset:
+        metrics.update(classification.real_accuracy_of(model, run.task, micro, data_dir))
+    return {"status": "finished", "error": None, "micro_batch_size": micro, "metrics": metrics}
+
+
 def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
                     suite_bar) -> dict:
     """Few-shot linear probes of the frozen checkpoint (features cached per checkpoint)."""
@@ -433,7 +490,8 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
                          "dimensions": int(train[0].shape[1])}}
 
 
-METHODS = {"finetune": _fine_tune_and_score, "fewshot": _probe_few_shot}
+METHODS = {"finetune": _fine_tune_and_score, "fewshot": _probe_few_shot,
+           "evaluate": _score_as_released}
 
 
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
@@ -565,7 +623,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                 r["config_hash"]: r for r in finished}})
             digest = records.config_hash(run.config(lr))
             label = f"[{number}/{len(runs)}] {run.task.name} " + (
-                f"{run.phase} lr={lr}" if run.method == "finetune" else "few-shot")
+                f"{run.phase} lr={lr}" if run.method == "finetune" else
+                {"fewshot": "few-shot", "evaluate": "as released"}[run.method])
             if digest in done:
                 log(f"{label}: done ({_result(done[digest])}), skipped")
                 continue
@@ -653,8 +712,8 @@ def _data_needed(runs: Sequence[Run]) -> List[tasks_lib.Task]:
 
 
 def _images(run: Run) -> int:
-    """Training images of a run (a few-shot probe trains none)."""
-    if run.method == "fewshot":
+    """Training images of a run (a few-shot probe or a head scored as released: none)."""
+    if run.method != "finetune":
         return 0
     return run.task.protocol.steps * run.task.protocol.batch_size
 
@@ -669,6 +728,8 @@ def _doing(run: Run) -> str:
     p = run.task.protocol
     if run.method == "fewshot":
         return f"probing frozen features ({', '.join(map(str, p.shots))} shots, {p.seeds} seeds)"
+    if run.method == "evaluate":
+        return "scoring its own head as released"
     return f"training {p.steps} steps of {p.batch_size}"
 
 

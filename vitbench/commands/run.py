@@ -59,6 +59,11 @@ def _define(fv):
                          "as `fewshot` always runs its own).", flag_values=fv)
     flags.DEFINE_list("shots", None, "Few-shot: images per class (default: the protocol's, "
                       "1,5,10,25).", flag_values=fv)
+    flags.DEFINE_boolean("as_released", False, "Score the checkpoint's own classifier head on "
+                         "each task's test split, without training (e.g. vit_b16.i21k_ft_in1k "
+                         "on --suite imagenet, ReaL included), at the checkpoint's published "
+                         "resolution unless --resolution says otherwise; its head must have the "
+                         "task's classes. No few-shot probes.", flag_values=fv)
     flags.DEFINE_boolean("force", False, "Redo runs that are already recorded.", flag_values=fv)
     flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost; train nothing.",
                          flag_values=fv)
@@ -78,7 +83,8 @@ def overrides_from(fv):
                      lrs=positive_floats("--lrs", fv.lrs) if fv.lrs else None,
                      resolution=fv.resolution, polyak=fv.polyak,
                      shots=positive_integers("--shots", fv.shots) if fv.shots else None,
-                     seed=fv.seed, repeats=fv.repeats, remat=fv.remat)
+                     seed=fv.seed, repeats=fv.repeats, remat=fv.remat,
+                     as_released=fv.as_released)
 
 
 def positive_floats(flag, values):
@@ -127,9 +133,9 @@ def run(fv):
               "per update)")
         overrides = dataclasses.replace(overrides, micro_batch_size=micro)
     if fv.dry_run:
-        speed = runner.measure_throughput(fv.ckpt, first,
-                                          overrides.micro_batch_size or first.protocol.batch_size,
-                                          remat=fv.remat)
+        speed = None if fv.as_released else runner.measure_throughput(
+            fv.ckpt, first, overrides.micro_batch_size or first.protocol.batch_size,
+            remat=fv.remat)
         print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                    fv.sweep, speed, fv.fewshot, fv.data_dir))
         return 0

@@ -39,7 +39,7 @@ class Board:
     title: str
     columns: Tuple[Column, ...]
     means: bool  # group means (where several groups) and the overall mean
-    method: str = "finetune"  # which records it shows (config["method"])
+    method: str = "finetune"  # which records it shows (`collect.board_method`)
     overall_mean: bool = True
 
     @property
@@ -83,7 +83,7 @@ def fewshot_board(suite: str, tasks: List[Tuple[str, str]], shots: Tuple[int, ..
 def board_from_records(suite: str, records: List[dict]) -> Board:
     """A board for a suite known only from its records (a suite file outside `tasks/`)."""
     names = dict.fromkeys(record["config"]["task"] for record in records
-                          if collect_lib.method_of(record) == "finetune")
+                          if collect_lib.board_method(record) == "finetune")
     return Board(suite, suite, tuple(Column(suite, name, name, "custom") for name in names),
                  means=True)
 
@@ -116,7 +116,7 @@ def boards_for(suites, read=lambda suite: []) -> List[Board]:
         boards.append(UPSTREAM)
     for suite in suites:
         records = read(suite)
-        methods = {collect_lib.method_of(record) for record in records}
+        methods = {collect_lib.board_method(record) for record in records}
         if "finetune" in methods and suite not in UPSTREAM.suites:
             known = _known_holding(suite, records)
             boards.append(suite_board(known) if known else board_from_records(suite, records))

@@ -6,7 +6,8 @@ Rules, applied in this order:
 - A row is a checkpoint (its name, and its content hash for local files) with the protocol
   settings that differ from the suite's defaults (steps, batch, warm-up, resolution, Polyak,
   few-shot l2; all of them where the defaults are not known); precision and seeds are not
-  part of the row.
+  part of the row. A checkpoint's own head scored without training (`--as_released`) is a
+  row of its own on the fine-tuning boards, labelled "as released".
 - A cell is a task's final runs (trained on `fit`, scored on `test`) of that row. Where tune
   runs were recorded (a learning-rate sweep), the final run at the rate with the best
   validation accuracy counts (ties: the smaller rate); otherwise the final run written last.
@@ -35,13 +36,14 @@ class Row:
     ckpt: str
     sha256: Optional[str] = None
     setting: Tuple[Tuple[str, object], ...] = ()
+    as_released: bool = False  # the checkpoint's own head, not trained (method "evaluate")
 
     @property
     def label(self) -> str:
         label = self.ckpt + (f" @{self.sha256[:8]}" if self.sha256 else "")
-        if self.setting:
-            label += " (" + ", ".join(f"{SETTING_NAMES[k]} {v}" for k, v in self.setting) + ")"
-        return label
+        notes = (["as released"] if self.as_released else []) + [
+            f"{SETTING_NAMES[k]} {v}" for k, v in self.setting]
+        return label + (" (" + ", ".join(notes) + ")" if notes else "")
 
 
 @dataclasses.dataclass
@@ -103,11 +105,18 @@ def row_of(record: dict, defaults: Optional[dict] = None) -> Row:
     config = record["config"]
     setting = tuple((key, config[key]) for key in SETTING_FIELDS if key in config and (
         defaults is None or (key in defaults and config[key] != defaults[key])))
-    return Row(config["ckpt"], config.get("ckpt_sha256"), setting)
+    return Row(config["ckpt"], config.get("ckpt_sha256"), setting,
+               method_of(record) == "evaluate")
 
 
 def method_of(record: dict) -> str:
     return record["config"].get("method", "finetune")
+
+
+def board_method(record: dict) -> str:
+    """The kind of board that shows a record: "fewshot", or "finetune" (whose boards also
+    show checkpoints' heads scored as released)."""
+    return "fewshot" if method_of(record) == "fewshot" else "finetune"
 
 
 def collect(records: Iterable[dict], defaults_of=lambda record: None

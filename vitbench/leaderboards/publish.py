@@ -14,7 +14,8 @@ EXPLANATIONS = {"finetune": """\
 Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
 (mean ± std over seeds where there are several). Our rows come first, best mean first; rows
 in *italics* are numbers reported in the ViT paper. A row is a checkpoint (`@hash`: a local
-file's content) and the settings that differ from the suite's protocol.
+file's content) and the settings that differ from the suite's protocol; `as released`: the
+checkpoint's own head scored without training (`vitbench run --as_released`).
 `(Δ ±x)`: ours minus the reported number of the paper model the checkpoint is (Table 9, else
 Table 5, else Table 2). `(partial k/n)`: a mean over the k of n tasks recorded so far, with
 the missing tasks listed. The `#` links to the hyper-parameters of each run (the learning

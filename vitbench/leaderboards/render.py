@@ -80,7 +80,7 @@ def board_lines(board: Board, records_by_suite: Dict[str, List[dict]],
     ours = {}
     for suite in board.suites:
         shown = [record for record in records_by_suite.get(suite, [])
-                 if collect_lib.method_of(record) == board.method]
+                 if collect_lib.board_method(record) == board.method]
         table = collect_lib.collect(shown, protocol_defaults)
         for row, cells in table.items():
             for column in board.columns:
@@ -212,7 +212,13 @@ def _fewshot_details(column, cell, runs, config) -> dict:
                                        f"{metrics.get('test_examples')}"}
 
 
-DETAILS = {"finetune": _finetune_details, "fewshot": _fewshot_details}
+def _as_released_details(column, cell, runs, config) -> dict:
+    return {"task": column.title, "lr": "-", "validation accuracy by lr": "(as released)",
+            "seeds": "-", "steps × batch": "-", "px": config["resolution"]}
+
+
+DETAILS = {"finetune": _finetune_details, "fewshot": _fewshot_details,
+           "evaluate": _as_released_details}
 
 
 def details_markdown(board: Board, details) -> str:
@@ -227,10 +233,11 @@ def details_markdown(board: Board, details) -> str:
                 continue
             seen.add(column.task)
             runs = list(cell.runs.values())
-            line = DETAILS[board.method](column, cell, runs, runs[0]["config"])
+            line = DETAILS[collect_lib.method_of(runs[0])](column, cell, runs,
+                                                           runs[0]["config"])
             line.update({
                 "precision": ", ".join(sorted({r.get("precision", "?") for r in runs})),
-                "train split": runs[0]["config"]["train_split"],
+                "train split": runs[0]["config"]["train_split"] or "-",
                 "records": ", ".join(r["config_hash"][:8] for r in runs)})
             lines.append(line)
         parts.append(pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True) + "\n")
