@@ -612,6 +612,10 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
         assert cli.main(["run", "--as_released"] + flags) == 0
         assert "demo_color as released: scoring its own head as released" in \
             capsys.readouterr().out
+        assert cli.main(["run", "--as_released", "--dry_run"] + flags) == 0
+        plan = capsys.readouterr().out  # nothing trained, nothing timed
+        assert "evaluate" in plan and "train+validation" not in plan
+        assert "1 of 1 runs done; 0 training images to go\n" in plan
         task = runner.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
         model = load_model(str(path), progress=False)
         batches = list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 8)))

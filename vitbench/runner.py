@@ -764,7 +764,8 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
         rows.append({"task": run.task.name, "phase": run.phase,
                      "method": run.method,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
-                     "train": run.task.split(run.train_split),
+                     "train": run.task.split(run.train_split)
+                     if run.method != "evaluate" else "",  # scored as released: no training
                      "eval": run.task.split(run.eval_split),
                      # a few-shot probe trains no steps: its shots instead
                      "steps": protocol.steps if trains else "",
