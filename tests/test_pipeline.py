@@ -321,14 +321,64 @@ class TinyDownloadable(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": np.full((8, 8, 3), i, np.uint8), "label": i % 2}
 
 
+class TinyDownloadableToo(TinyDownloadable):
+    """Another such dataset."""
+
+
+def test_offline_a_manual_dataset_that_also_downloads_is_missing(tmp_path, monkeypatch):
+    """ImageNet prepares from its two tars offline; ImageNet-ReaL also downloads its labels."""
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    imagenet = tasks.load_suite("imagenet").task("imagenet2012")
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+        (manual / name).write_bytes(b"")
+    assert sources.status(imagenet, str(tmp_path)).state == sources.WILL_DOWNLOAD
+    status = sources.status(imagenet.real_labels_task(), str(tmp_path))
+    assert status.state == sources.MISSING
+    assert "reassessed-imagenet/master/real.json is not downloaded" in status.detail
+
+
+def _tiny_suite(tmp_path, datasets=("tiny_downloadable",)):
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text('name = "tiny"\n[protocol]\nresolution = 8\n' + "".join(
+        f'[[task]]\nname = "{name}"\ngroup = "custom"\ndataset = "{name}"\nnum_classes = 2\n'
+        'splits = { train = "train", val = "train", trainval = "train", test = "test" }\n'
+        for name in datasets))
+    return suite_file
+
+
+def test_prepare_goes_on_past_a_failed_download(tmp_path, monkeypatch, capsys):
+    from vitbench import cli
+
+    suite_file = _tiny_suite(tmp_path, ("tiny_downloadable", "tiny_downloadable_too"))
+    real_prepare = sources.tfds_prepared_builder
+
+    def failing_first(task, data_dir=None):
+        if task.name == "tiny_downloadable":
+            raise sources.DownloadFailedError("the server hung up")
+        return real_prepare(task, data_dir)
+
+    monkeypatch.setattr(sources, "tfds_prepared_builder", failing_first)
+    assert cli.main(["tasks", f"--suite={suite_file}", f"--data_dir={tmp_path / 'tfds'}",
+                     "--prepare"]) == 1
+    listing = capsys.readouterr().out
+    assert "tiny_downloadable: failed: the server hung up" in listing
+    assert "tiny_downloadable_too: preparing (will download)" in listing
+    rows = {line.split()[0]: line.split()[-1] for line in listing.splitlines()
+            if line.startswith("tiny_downloadable") and ":" not in line}
+    assert rows == {"tiny_downloadable": "download", "tiny_downloadable_too": "ready"}
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    assert cli.main(["tasks", f"--suite={suite_file}", "--prepare"]) == 1
+    assert "--prepare downloads, and VITBENCH_OFFLINE is set" in capsys.readouterr().err
+    assert cli.main(["tasks", "--prepare"]) == 1
+    assert "--prepare needs --suite" in capsys.readouterr().err
+
+
 def test_prepare_readies_a_suites_data_ahead_of_an_offline_run(tmp_path, monkeypatch, capsys):
     from vitbench import cli
 
-    suite_file = tmp_path / "tiny.toml"
-    suite_file.write_text('name = "tiny"\n[protocol]\nresolution = 8\n[[task]]\nname = "tiny"\n'
-                          'group = "custom"\ndataset = "tiny_downloadable"\nnum_classes = 2\n'
-                          'splits = { train = "train", val = "train", trainval = "train", '
-                          'test = "test" }\n')
+    suite_file = _tiny_suite(tmp_path)
     data_dir = tmp_path / "tfds"
     monkeypatch.setenv("VITBENCH_OFFLINE", "1")
     assert cli.main(["tasks", f"--suite={suite_file}", f"--data_dir={data_dir}"]) == 0
@@ -341,6 +391,6 @@ def test_prepare_readies_a_suites_data_ahead_of_an_offline_run(tmp_path, monkeyp
     assert "tiny_downloadable: preparing (will download)" in listing
     assert "ready" in listing and "to do before" not in listing
     monkeypatch.setenv("VITBENCH_OFFLINE", "1")
-    task = tasks.load_suite(str(suite_file)).task("tiny")
+    task = tasks.load_suite(str(suite_file)).task("tiny_downloadable")
     assert sources.status(task, str(data_dir)).state == sources.READY
     assert sources.num_examples(task, "train", str(data_dir)) == 4

@@ -347,8 +347,8 @@ def test_two_devices_data_and_model_parallel_match_one_device(tmp_path, demo_dat
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '{"devices": 2}' in result.stdout
-    assert "DataParallel over 2 devices (batch 2)" in result.stdout
-    assert "ModelParallel over 2 devices (batch 1, model 2)" in result.stdout
+    assert "DataParallel over 2 devices (mesh batch=2)" in result.stdout
+    assert "ModelParallel over 2 devices (mesh batch=1 x model=2)" in result.stdout
     pretrain.pretrain(recipes.load("demo", **recipe), tmp_path / "one", results_dir=tmp_path,
                       data_dir=demo_data_dir, verbose=0, log=lambda _: None)
     one, _ = _metrics(tmp_path / "one")
@@ -431,7 +431,7 @@ def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir)
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
-    assert "DataParallel over 2 devices (batch 2)" in outputs[0][0]
+    assert "DataParallel over 2 devices (mesh batch=2)" in outputs[0][0]
     assert "final weights:" in outputs[0][0] and "final weights:" not in outputs[1][0]
     train, evals = _metrics(workdir)
     assert [line["step"] for line in train] == [5, 10]

@@ -215,10 +215,19 @@ def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsy
 
     from vitbench import cli
 
+    flags = ["run", f"--results_dir={tmp_path}", "--repeats=2", "--tasks=demo_color"]
     with mock_tfds(num_examples=16):
-        assert cli.main(["run", f"--results_dir={tmp_path}", "--repeats=2",
-                         "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
-        assert "2 runs finished" in capsys.readouterr().out
+        assert cli.main(flags + TINY_FLAGS[:-1]) == 0
+        out = capsys.readouterr().out
+        assert "2 runs finished" in out
+        assert "[1/2] demo_color final lr=0.03 seed=0: test accuracy" in out
+        assert "[2/2] demo_color final lr=0.03 seed=1: test accuracy" in out
+        assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run"]) == 0
+        plan = capsys.readouterr().out
+        assert plan.split("\n")[0].split()[:3] == ["task", "phase", "seed"]
+        assert "2 of 2 runs done" in plan
+        assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run", "--force"]) == 0
+        assert "0 of 2 runs done" in capsys.readouterr().out  # --force redoes them
     saved = records.read(records.records_path(tmp_path, "demo"))
     assert [r["config"]["seed"] for r in saved] == [0, 1]
     accuracies = [100 * r["metrics"]["accuracy"] for r in saved]
@@ -466,13 +475,13 @@ def test_two_devices_fine_tune_and_probe_as_one(tmp_path, demo_data_dir, capsys)
                              f"--results_dir={two}"] + flags, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training and evaluating on DataParallel over 2 devices (batch 2)" in result.stdout
+    assert "training and evaluating on DataParallel over 2 devices (mesh batch=2)" in result.stdout
     one = tmp_path / "one"
     assert cli.main(["run", f"--results_dir={one}"] + flags) == 0
     [tuned_two, probe_two] = records.read(records.records_path(two, "demo"))
     [tuned_one, probe_one] = records.read(records.records_path(one, "demo"))
     assert tuned_two["distribution"] == probe_two["distribution"] == \
-        "DataParallel over 2 devices (batch 2)"
+        "DataParallel over 2 devices (mesh batch=2)"
     assert tuned_one["distribution"] == "one device"
     assert tuned_two["config_hash"] == tuned_one["config_hash"]  # the same run, however split
     assert tuned_two["micro_batch_size"] == tuned_one["micro_batch_size"] == 8
@@ -494,6 +503,8 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, ca
     assert cli.main(["run", "--batch_size=6", "--micro_batch_size=3", "--nofewshot"]) == 1
     assert ("the batch (6) and the micro-batch (3) must split evenly over the 2 devices"
             in capsys.readouterr().err)
+    assert cli.main(["run", "--batch_size=8", "--micro_batch_size=3", "--nofewshot"]) == 1
+    assert "micro-batch size 3 must divide the batch size 8" in capsys.readouterr().err
     suite = tasks.load_suite("demo")
     with pytest.raises(ValueError, match="the batch \\(63\\) and the micro-batch \\(63\\)"):
         runner.run_suite(suite, ["demo_color"], "scratch:vit_mu8",
@@ -657,3 +668,19 @@ def test_as_released_runs_at_the_checkpoints_published_resolution():
     assert resolution("vit_b16.i21k_ft_in1k") == ("evaluate", 384)
     assert resolution("vit_b16.i21k_ft_in1k_224") == ("evaluate", 224)
     assert resolution("vit_b16.i21k_ft_in1k_224", resolution=256) == ("evaluate", 256)
+
+
+def test_offline_a_checkpoint_not_in_the_cache_is_refused_before_any_work(tmp_path, monkeypatch,
+                                                                          capsys):
+    from vitbench import cli
+    from vitbench.checkpoints import download, registry
+
+    monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+    url = registry.get_checkpoint("vit_ti16.augreg_i21k").url
+    for extra in ([], ["--dry_run"]):
+        assert cli.main(["run", "--ckpt=vit_ti16.augreg_i21k", f"--results_dir={tmp_path}"]
+                        + extra) == 1
+        out, err = capsys.readouterr()
+        assert f"{url} is not in the cache and VITBENCH_OFFLINE is set" in err
+        assert str(download.cached_path(url)) in err and "training" not in out
+    assert not (tmp_path / "runs").exists()

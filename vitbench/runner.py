@@ -10,7 +10,7 @@ recorded is not run again unless forced.
 Runs train and evaluate under the global `keras.distribution` when one is set (`vitbench run`
 sets data parallelism over every local device, `vitbench.train.distribute.configure`): each
 batch and micro-batch is split over the devices, so both must divide evenly
-(`check_split_over_devices`), and the numbers are one device's up to float rounding.
+(`check_batches`), and the numbers are one device's up to float rounding.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
         if task.protocol.method == "evaluate":
+            check_batches([task], overrides.micro_batch_size)
             runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
                                          defaults))
             continue
@@ -158,9 +159,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
                                                                           lrs=grid))
         micro = overrides.micro_batch_size
-        if micro and (micro > task.protocol.batch_size or task.protocol.batch_size % micro):
-            raise ValueError(f"micro-batch size {micro} must divide the batch size "
-                             f"{task.protocol.batch_size} of {task.name}")
+        check_batches([task], micro)
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
                       defaults=defaults, data_sha256=_data_key(task))
@@ -268,7 +267,7 @@ def load_for_features(ckpt: str, task: tasks_lib.Task):
 
 def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     """Fails, before any work, on a checkpoint that cannot be had (an unknown scratch model,
-    a local file that is not there), whose patch is larger than a run's images (for zoo
+    a local file that is not there, a download in offline mode), whose patch is larger than a run's images (for zoo
     and registry models, whose patch size is known without reading the file), or whose head
     cannot score a task as released (a scratch model, another number of classes)."""
     from vitbench.checkpoints import download, registry
@@ -286,8 +285,10 @@ def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     if ckpt.startswith(SCRATCH_PREFIX):
         model = ckpt[len(SCRATCH_PREFIX):]
     elif entry is not None:
+        download.check_fetchable(entry.url)  # offline and not cached: refused here
         model = entry.model
     elif download.is_remote(ckpt):
+        download.check_fetchable(ckpt)
         return
     else:
         resolve(ckpt, progress=False)  # a missing file raises, naming it
@@ -385,14 +386,17 @@ def replicas() -> int:
     return distribute.data_parallel_size(keras.distribution.distribution())
 
 
-def check_split_over_devices(task_list: Sequence[tasks_lib.Task],
-                             micro_batch_size: Optional[int] = None) -> None:
-    """Raises, before any work, unless every task's batch and the micro-batch split evenly over
-    the data-parallel devices."""
+def check_batches(task_list: Sequence[tasks_lib.Task],
+                  micro_batch_size: Optional[int] = None) -> None:
+    """Raises, before any work, unless the micro-batch divides every task's batch and both
+    split evenly over the data-parallel devices."""
     ways = replicas()
     for task in task_list:
         batch = task.protocol.batch_size
         micro = micro_batch_size or batch
+        if micro > batch or batch % micro:
+            raise ValueError(f"micro-batch size {micro} must divide the batch size {batch} of "
+                             f"{task.name}")
         if batch % ways or micro % ways:
             raise ValueError(
                 f"{task.name}: the batch ({batch}) and the micro-batch ({micro}) must split "
@@ -548,7 +552,7 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
     """
     from vitbench.train import execution
 
-    check_split_over_devices([task])
+    check_batches([task])
     model = load_for_task(ckpt, task, remat)
     try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())
     ways = replicas()
@@ -605,7 +609,6 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     check_checkpoint(ckpt, runs)
-    check_split_over_devices([run.task for run in runs], overrides.micro_batch_size)
     sources.check_ready(_data_needed(runs), data_dir)
     path = records.records_path(results_dir, suite.name)
     path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training
@@ -624,7 +627,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
             digest = records.config_hash(run.config(lr))
             label = f"[{number}/{len(runs)}] {run.task.name} " + (
                 f"{run.phase} lr={lr}" if run.method == "finetune" else
-                {"fewshot": "few-shot", "evaluate": "as released"}[run.method])
+                {"fewshot": "few-shot", "evaluate": "as released"}[run.method]) + (
+                f" seed={run.seed}" if overrides.repeats > 1 else "")
             if digest in done:
                 log(f"{label}: done ({_result(done[digest])}), skipped")
                 continue
@@ -745,15 +749,17 @@ def _result(record: dict) -> str:
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                   images_per_second: Optional[float] = None, fewshot: bool = True,
-                  data_dir=None) -> str:
-    """The plan as a table: every run, whether it is done, and its cost; then the tasks whose
-    data is missing (the run would stop on them before training)."""
+                  data_dir=None, force: bool = False) -> str:
+    """The plan as a table: every run, whether it is done (with `force`, none is: all are
+    redone), and its cost; then the tasks whose data is missing (the run would stop on them
+    before training)."""
     from tabulate import tabulate
 
     from vitbench.data import sources
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
-    done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
+    done = {} if force else records.by_hash(records.read(records.records_path(results_dir,
+                                                                              suite.name)))
     rows, todo_images = [], 0
     any_fewshot = any(run.method == "fewshot" for run in runs)
     for run in runs:
@@ -762,6 +768,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
         todo_images += 0 if is_done else _images(run)
         protocol, trains = run.task.protocol, run.method == "finetune"
         rows.append({"task": run.task.name, "phase": run.phase,
+                     **({"seed": run.seed} if overrides.repeats > 1 else {}),
                      "method": run.method,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
                      "train": run.task.split(run.train_split)

@@ -74,16 +74,22 @@ def sha256_of(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
+def check_fetchable(url: str) -> None:
+    """Raises in offline mode (`vitbench.offline`) unless `url` is in the cache."""
+    target = cached_path(url)
+    if offline.is_offline() and not target.exists():
+        raise DownloadError(f"{url} is not in the cache and {offline.VARIABLE} is set, so it is "
+                            f"not downloaded: put the file at {target} (`vitbench checkpoints "
+                            "--download NAME` fetches a known one where there is network, into "
+                            "the same $VITBENCH_CACHE)")
+
+
 def fetch(url: str, sha256: str = "", progress: bool = True) -> pathlib.Path:
     """The local path of `url`, downloading it into the cache first if needed."""
     target = cached_path(url)
     if target.exists():
         return target
-    if offline.is_offline():
-        raise DownloadError(f"{url} is not in the cache and {offline.VARIABLE} is set, so it is "
-                            f"not downloaded: put the file at {target} (`vitbench checkpoints "
-                            "--download NAME` fetches a known one where there is network, into "
-                            "the same $VITBENCH_CACHE)")
+    check_fetchable(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     _download(to_https(url), partial, progress)

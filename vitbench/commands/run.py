@@ -123,10 +123,11 @@ def run(fv):
     overrides = overrides_from(fv)
     chosen = [overrides.apply(task) for task in suite.select(fv.tasks)]  # unknown names fail
     first = chosen[0]
+    runner.check_checkpoint(fv.ckpt, [])  # one that cannot be had fails before any work
     distribution = distribute.configure()  # data parallel over every local device (JAX)
     if distribution is not None:
         print(f"training and evaluating on {distribute.describe(distribution)}")
-    runner.check_split_over_devices(chosen, overrides.micro_batch_size)
+    runner.check_batches(chosen, overrides.micro_batch_size)
     if fv.micro_batch_size == "auto":
         micro = runner.fitting_micro_batch(fv.ckpt, first, remat=fv.remat)
         print(f"micro-batch size {micro} fits ({first.protocol.batch_size // micro} passes "
@@ -137,7 +138,7 @@ def run(fv):
             fv.ckpt, first, overrides.micro_batch_size or first.protocol.batch_size,
             remat=fv.remat)
         print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                   fv.sweep, speed, fv.fewshot, fv.data_dir))
+                                   fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
         return 0
     finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                 sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,

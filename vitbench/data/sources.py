@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import posixpath
 import types
+import urllib.parse
 from typing import Callable, Dict, Optional
 
 import tensorflow as tf
@@ -84,18 +86,31 @@ def tfds_status(task, data_dir=None) -> Status:
         return Status(READY, builder.data_dir)
     if getattr(builder, "GENERATED_LOCALLY", False):
         return Status(WILL_GENERATE, f"vitbench renders it into {builder.data_dir_root}")
+    downloads = _downloads(builder)
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         manual = _manual_dir(builder)
-        if manual.is_dir() and any(manual.iterdir()):
+        if not (manual.is_dir() and any(manual.iterdir())):
+            return Status(NEEDS_MANUAL, _manual_message(task, builder))
+        if not (downloads and offline.is_offline()):
             return Status(WILL_DOWNLOAD, f"will prepare from the files in {manual}")
-        return Status(NEEDS_MANUAL, _manual_message(task, builder))
     if offline.is_offline():
         return Status(MISSING, f"{task.name}: TFDS dataset {task.tfds_spec} is not prepared in "
-                               f"{builder.data_dir_root} and {offline.VARIABLE} is set, so it "
-                               "is not downloaded: prepare it where there is network (`vitbench "
-                               "tasks --suite SUITE --prepare --data_dir DIR`) and copy "
-                               f"DIR/{builder.name} into {builder.data_dir_root}")
+                               f"{builder.data_dir_root} and {offline.VARIABLE} is set, so "
+                               f"{', '.join(downloads) or 'it'} is not downloaded: prepare it "
+                               "where there is network (`vitbench tasks --suite <its suite> "
+                               f"--prepare --data_dir DIR` or `tfds build {builder.name} "
+                               f"--data_dir DIR`) and copy DIR/{builder.name} into "
+                               f"{builder.data_dir_root}")
     return Status(WILL_DOWNLOAD, f"TFDS downloads it into {builder.data_dir_root}")
+
+
+def _downloads(builder) -> list:
+    """The URLs that preparing the dataset downloads: those of its checksums file whose files
+    are not in the manual-download folder (ImageNet-ReaL's label file beside the tar there)."""
+    manual = _manual_dir(builder)
+    present = {path.name for path in manual.iterdir()} if manual.is_dir() else set()
+    return [url for url in (builder.url_infos or {})
+            if posixpath.basename(urllib.parse.urlsplit(url).path) not in present]
 
 
 def _manual_message(task, builder) -> str:

@@ -117,5 +117,5 @@ def describe(distribution: Optional[object]) -> str:
     if distribution is None:
         return "one device"
     mesh = distribution.device_mesh
-    axes = ", ".join(f"{name} {size}" for name, size in zip(mesh.axis_names, mesh.shape))
-    return f"{type(distribution).__name__} over {mesh.devices.size} devices ({axes})"
+    axes = " x ".join(f"{name}={size}" for name, size in zip(mesh.axis_names, mesh.shape))
+    return f"{type(distribution).__name__} over {mesh.devices.size} devices (mesh {axes})"
