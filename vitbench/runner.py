@@ -267,9 +267,10 @@ def load_for_features(ckpt: str, task: tasks_lib.Task):
 
 def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     """Fails, before any work, on a checkpoint that cannot be had (an unknown scratch model,
-    a local file that is not there, a download in offline mode), whose patch is larger than a run's images (for zoo
-    and registry models, whose patch size is known without reading the file), or whose head
-    cannot score a task as released (a scratch model, another number of classes)."""
+    a local file that is not there, a download in offline mode), whose patch is larger than a
+    run's images (for zoo and registry models, whose patch size is known without reading the
+    file), or whose head cannot score a task as released (a scratch model, another number of
+    classes)."""
     from vitbench.checkpoints import download, registry
     from vitbench.checkpoints.loader import resolve
     from vitbench.models import zoo
