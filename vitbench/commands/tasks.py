@@ -84,7 +84,6 @@ def run(fv):
     `invalid` (its classes do not match the task's `num_classes`).
     """
     from vitbench import tasks
-    from vitbench.data import sources
 
     if fv.prepare and not fv.suite:
         raise ValueError("--prepare needs --suite: the suite whose data to prepare")
@@ -92,6 +91,8 @@ def run(fv):
         print(tabulate(suite_rows(), headers="keys"))
         print("\n`vitbench tasks --suite NAME` lists a suite's tasks and checks their data.")
         return 0
+    from vitbench.data import sources  # TensorFlow: only where data is looked at
+
     suite = tasks.load_suite(fv.suite)
     data_dir = fv.data_dir or sources.default_data_dir()
     print(f"suite {suite.name}: {suite.description}\ndata dir: {data_dir}\n")
