@@ -65,9 +65,11 @@ def tiny():
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own empty checkpoint cache."""
+    """Every test gets its own empty checkpoint cache, and downloads from the local test
+    servers even where the machine running the tests is marked offline."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("VITBENCH_CACHE", str(cache))
+    monkeypatch.delenv("VITBENCH_OFFLINE", raising=False)
     return cache
 
 

@@ -68,6 +68,7 @@ def test_demo_board_selects_dedupes_averages_and_marks_partial_rows(tmp_path):
         record("demo", "demo_shape", 0.99, ckpt="b", lr=0.03),
         record("demo", "demo_color", 0.0, ckpt="b", status="diverged"),
         record("demo", "demo_position", 0.25, ckpt="b"),
+        record("demo", "demo_position", 0.0, ckpt="b", seed=1, status="diverged"),
         # a again, with fewer steps than the protocol: a row of its own
         record("demo", "demo_count", 0.30, ckpt="a", steps=10),
     ]
@@ -83,6 +84,7 @@ def test_demo_board_selects_dedupes_averages_and_marks_partial_rows(tmp_path):
                          "Shape": "60.00", "Colour": "70.00", "Position": "85.00 ± 7.07",
                          "Mean": "66.25", "missing": ""}
     assert rows["b"]["Shape"] == "75.00" and rows["b"]["Colour"] == "diverged"
+    assert rows["b"]["Position"] == "25.00 (1 of 2 seeds diverged)"  # the mean of the others
     assert rows["b"]["Mean"] == "50.00 (partial 2/4)"
     assert rows["b"]["missing"] == "Count, Colour"
     assert rows["a (steps 10)"]["Mean"] == "30.00 (partial 1/4)"

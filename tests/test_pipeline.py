@@ -325,6 +325,13 @@ class TinyDownloadableToo(TinyDownloadable):
     """Another such dataset."""
 
 
+class TinyUnreachable(TinyDownloadable):
+    """A dataset whose download fails as TFDS reports an HTTP error."""
+
+    def _split_generators(self, dl_manager):
+        raise tfds.core.download.util.DownloadError("Failed to get url: 503 Service Unavailable")
+
+
 def test_offline_a_manual_dataset_that_also_downloads_is_missing(tmp_path, monkeypatch):
     """ImageNet prepares from its two tars offline; ImageNet-ReaL also downloads its labels."""
     monkeypatch.setenv("VITBENCH_OFFLINE", "1")
@@ -351,23 +358,16 @@ def _tiny_suite(tmp_path, datasets=("tiny_downloadable",)):
 def test_prepare_goes_on_past_a_failed_download(tmp_path, monkeypatch, capsys):
     from vitbench import cli
 
-    suite_file = _tiny_suite(tmp_path, ("tiny_downloadable", "tiny_downloadable_too"))
-    real_prepare = sources.tfds_prepared_builder
-
-    def failing_first(task, data_dir=None):
-        if task.name == "tiny_downloadable":
-            raise sources.DownloadFailedError("the server hung up")
-        return real_prepare(task, data_dir)
-
-    monkeypatch.setattr(sources, "tfds_prepared_builder", failing_first)
+    suite_file = _tiny_suite(tmp_path, ("tiny_unreachable", "tiny_downloadable_too"))
     assert cli.main(["tasks", f"--suite={suite_file}", f"--data_dir={tmp_path / 'tfds'}",
                      "--prepare"]) == 1
     listing = capsys.readouterr().out
-    assert "tiny_downloadable: failed: the server hung up" in listing
+    assert "tiny_unreachable: failed: tiny_unreachable: TFDS could not download" in listing
+    assert "503 Service Unavailable" in listing
     assert "tiny_downloadable_too: preparing (will download)" in listing
     rows = {line.split()[0]: line.split()[-1] for line in listing.splitlines()
-            if line.startswith("tiny_downloadable") and ":" not in line}
-    assert rows == {"tiny_downloadable": "download", "tiny_downloadable_too": "ready"}
+            if line.startswith("tiny_") and ":" not in line}
+    assert rows == {"tiny_unreachable": "download", "tiny_downloadable_too": "ready"}
     monkeypatch.setenv("VITBENCH_OFFLINE", "1")
     assert cli.main(["tasks", f"--suite={suite_file}", "--prepare"]) == 1
     assert "--prepare downloads, and VITBENCH_OFFLINE is set" in capsys.readouterr().err

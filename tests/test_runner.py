@@ -2,6 +2,7 @@
 
 import dataclasses
 import pathlib
+import tempfile
 
 import pytest
 
@@ -72,8 +73,10 @@ def test_repeats_run_the_whole_protocol_once_per_seed():
     overrides = runner.Overrides(seed=3, repeats=2, lrs=(0.01, 0.03))
     runs = runner.plan(suite, ["demo_shape"], "vit_b16", overrides)
     assert [(r.method, r.phase, r.lr, r.seed) for r in runs] == [
-        ("finetune", "tune", 0.01, 3), ("finetune", "tune", 0.03, 3), ("finetune", "final", None, 3),
-        ("finetune", "tune", 0.01, 4), ("finetune", "tune", 0.03, 4), ("finetune", "final", None, 4),
+        ("finetune", "tune", 0.01, 3), ("finetune", "tune", 0.03, 3),
+        ("finetune", "final", None, 3),
+        ("finetune", "tune", 0.01, 4), ("finetune", "tune", 0.03, 4),
+        ("finetune", "final", None, 4),
         ("fewshot", "final", None, 0)]
     scratch = runner.plan(suite, ["demo_shape"], "scratch:vit_mu8", overrides)
     assert [r.seed for r in scratch if r.method == "fewshot"] == [3, 4]
@@ -509,6 +512,23 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, ca
     with pytest.raises(ValueError, match="the batch \\(63\\) and the micro-batch \\(63\\)"):
         runner.run_suite(suite, ["demo_color"], "scratch:vit_mu8",
                          runner.Overrides(batch_size=63), "unused")
+    with pytest.raises(ValueError, match="caltech101: the batch \\(63\\)"):  # probes too
+        runner.plan(tasks.load_suite("fewshot"), [], "vit_b16", runner.Overrides(batch_size=63))
+
+
+def test_the_run_command_leaves_the_global_distribution_as_it_found_it():
+    import keras
+
+    from vitbench.train import distribute
+
+    mine = keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:1])
+    keras.distribution.set_distribution(mine)
+    try:
+        with distribute.local_devices() as distribution:
+            assert distribution is None and keras.distribution.distribution() is None
+        assert keras.distribution.distribution() is mine
+    finally:
+        keras.distribution.set_distribution(None)
 
 
 def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
@@ -618,7 +638,7 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
     path = npz.save_npz(randomize(create_model("vit_mu8", 4, 16), scale=0.5),
                         tmp_path / "four.npz")
     flags = [f"--ckpt={path}", "--tasks=demo_color", "--resolution=16", "--batch_size=8",
-             "--steps=2", f"--results_dir={tmp_path}"]
+             f"--results_dir={tmp_path}"]
     with mock_tfds(num_examples=16):
         assert cli.main(["run", "--as_released"] + flags) == 0
         assert "demo_color as released: scoring its own head as released" in \
@@ -633,7 +653,7 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
         predicted = np.concatenate([np.argmax(model.predict_on_batch(b["image"]), -1)
                                     for b in batches])
         expected = np.mean(predicted == np.concatenate([b["label"] for b in batches]))
-        assert cli.main(["run", "--nofewshot"] + flags) == 0  # and fine-tuned, for the board
+        assert cli.main(["run", "--nofewshot", "--steps=2"] + flags) == 0  # and fine-tuned
     released, tuned = records.read(records.records_path(tmp_path, "demo"))
     assert released["config"]["method"] == "evaluate" and "train" not in released
     assert released["config"]["train_split"] is None and released["config"]["seed"] == 0
@@ -646,16 +666,26 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
                if line.startswith("| [")) == 2  # two rows: as released, and fine-tuned
 
 
-@pytest.mark.parametrize("ckpt, suite, message", [
-    ("vit_b16", "imagenet", "vit_b16 has a 21843-class head and imagenet2012 has 1000 classes"),
-    ("scratch:vit_mu8", "demo", "scratch:vit_mu8 is untrained"),
+@pytest.mark.parametrize("flags, message", [
+    (["--ckpt=vit_b16", "--suite=imagenet"],
+     "vit_b16 has a 21843-class head and imagenet2012 has 1000 classes"),
+    (["--ckpt=vit_b16", "--suite=imagenet", "--dry_run"], "a 21843-class head"),
+    (["--ckpt=THREE", "--tasks=demo_color"], "has a 3-class head and demo_color has 4 classes"),
+    (["--ckpt=scratch:vit_mu8"], "scratch:vit_mu8 is untrained"),
+    (["--ckpt=vit_b16", "--suite=fewshot"], "the chosen tasks of suite fewshot are few-shot"),
+    (["--ckpt=THREE", "--steps=5", "--sweep"], "--as_released trains nothing: --steps, --sweep"),
 ])
-def test_as_released_refuses_a_head_that_cannot_score_the_task(ckpt, suite, message, capsys):
+def test_as_released_refuses_what_it_cannot_score_before_any_work(flags, message, capsys,
+                                                                  tmp_path):
     from vitbench import cli
+    from vitbench.checkpoints import npz
+    from vitbench.models.vit import create_model
 
-    assert cli.main(["run", "--as_released", f"--ckpt={ckpt}", f"--suite={suite}",
-                     "--results_dir=/nonexistent/never_written"]) == 1
+    three = npz.save_npz(create_model("vit_mu8", 3, 16), tmp_path / "three.npz")
+    flags = [flag.replace("THREE", str(three)) for flag in flags]
+    assert cli.main(["run", "--as_released", f"--results_dir={tmp_path}"] + flags) == 1
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_as_released_runs_at_the_checkpoints_published_resolution():
@@ -668,6 +698,13 @@ def test_as_released_runs_at_the_checkpoints_published_resolution():
     assert resolution("vit_b16.i21k_ft_in1k") == ("evaluate", 384)
     assert resolution("vit_b16.i21k_ft_in1k_224") == ("evaluate", 224)
     assert resolution("vit_b16.i21k_ft_in1k_224", resolution=256) == ("evaluate", 256)
+    from vitbench.checkpoints import npz
+    from vitbench.models.vit import create_model
+
+    with tempfile.TemporaryDirectory() as folder:  # an .npz file's grid: 6 x 6 patches of 8
+        path = npz.save_npz(create_model("vit_mu8", 1000, 48), pathlib.Path(folder) / "a.npz")
+        assert runner.released_head(str(path)) == (1000, 48)
+        assert resolution(str(path)) == ("evaluate", 48)
 
 
 def test_offline_a_checkpoint_not_in_the_cache_is_refused_before_any_work(tmp_path, monkeypatch,

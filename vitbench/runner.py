@@ -169,12 +169,18 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                 runs.append(Run(phase="final", lr=None, seed=seed, **common))
             else:
                 runs.append(Run(phase="final", lr=grid[0], seed=seed, **common))
-    probes = suite.fewshot_tasks(task_names) if fewshot and not overrides.as_released else tuple(
+    if overrides.as_released:  # heads only: no probes
+        if not runs:
+            raise ValueError(f"--as_released scores fine-tuning tasks' test splits; the chosen "
+                             f"tasks of suite {suite.name} are few-shot probes")
+        return runs
+    probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
     # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
     # a scratch model's weights, so another seed of a checkpoint is the same probe.
     probe_seeds = overrides.seeds if ckpt.startswith(SCRATCH_PREFIX) else [0]
     for task in probes:
+        check_batches([overrides.apply(task)], overrides.micro_batch_size)
         runs += [Run(suite.name, overrides.apply(task), ckpt, "final", None,
                      overrides.micro_batch_size, seed, precision, ckpt_sha256,
                      data_sha256=_data_key(task),
@@ -184,17 +190,31 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
 
 
 def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults) -> Run:
-    """The run scoring `ckpt`'s own head on the task's test split: at the checkpoint's
-    published resolution where the registry knows it and `--resolution` does not say, with
-    seed 0 (nothing random: `--repeats` would only repeat it)."""
-    from vitbench.checkpoints import registry
-
-    entry = registry.find_checkpoint(ckpt)
-    if entry is not None and overrides.resolution is None:
+    """The run scoring `ckpt`'s own head on the task's test split: at the checkpoint's own
+    resolution where that is known without loading it (`released_head`) and `--resolution`
+    does not say, with seed 0 (nothing random: `--repeats` would only repeat it)."""
+    known = released_head(ckpt)
+    if known and known[1] and overrides.resolution is None:
         task = dataclasses.replace(task, protocol=dataclasses.replace(
-            task.protocol, resolution=entry.resolution))
+            task.protocol, resolution=known[1]))
     return Run(suite.name, task, ckpt, "final", None, overrides.micro_batch_size, 0, precision,
                ckpt_sha256, data_sha256=_data_key(task), defaults=defaults)
+
+
+def released_head(ckpt: str) -> Optional[Tuple[int, Optional[int]]]:
+    """(head classes, resolution) of a registry checkpoint or a local `.npz` (also a pretrain
+    workdir's), read without loading the model; None where only loading tells (a scratch
+    model, a `.keras` file, a URL not in the registry)."""
+    from vitbench.checkpoints import download, npz, registry
+    from vitbench.checkpoints.loader import resolve
+
+    entry = registry.find_checkpoint(ckpt)
+    if entry is not None:
+        return entry.num_classes, entry.resolution
+    if ckpt.startswith(SCRATCH_PREFIX) or download.is_remote(ckpt):
+        return None
+    path = resolve(ckpt, progress=False)  # a missing file raises, naming it
+    return npz.head_and_resolution(path) if path.suffix == ".npz" else None
 
 
 def _data_key(task: tasks_lib.Task) -> Optional[str]:
@@ -281,8 +301,9 @@ def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
             if ckpt.startswith(SCRATCH_PREFIX):
                 raise ValueError(f"{ckpt} is untrained: scoring a head as released needs a "
                                  "trained checkpoint")
-            if entry is not None:
-                check_head(ckpt, entry.num_classes, run.task)
+            known = released_head(ckpt)
+            if known is not None:
+                check_head(ckpt, known[0], run.task)
     if ckpt.startswith(SCRATCH_PREFIX):
         model = ckpt[len(SCRATCH_PREFIX):]
     elif entry is not None:
@@ -417,7 +438,6 @@ def _pass_size(run: Run, model) -> int:
 def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
                          checkpoint_every: int, verbose: int, suite_bar) -> dict:
     """Fine-tunes from the checkpoint with a zero head, then scores the eval split."""
-    from vitbench.evaluate import classification
     from vitbench.train import finetune
 
     p = run.task.protocol
@@ -437,10 +457,18 @@ def _fine_tune_and_score(run: Run, lr: float, workdir: pathlib.Path, data_dir,
     except finetune.DivergedError as diverged:
         return {**outcome, "status": "diverged", "error": str(diverged), "train": {},
                 "metrics": {"accuracy": None}}
+    return {**outcome, "metrics": _scores(model, run, micro, data_dir)}
+
+
+def _scores(model, run: Run, micro: int, data_dir) -> dict:
+    """Top-1 on the run's eval split, and ImageNet-ReaL's for a final run of a task that has
+    it."""
+    from vitbench.evaluate import classification
+
     metrics = classification.top1_accuracy(model, run.task, run.eval_split, micro, data_dir)
     if run.phase == "final" and run.task.real_dataset:
         metrics.update(classification.real_accuracy_of(model, run.task, micro, data_dir))
-    return {**outcome, "metrics": metrics}
+    return metrics
 
 
 def _score_as_released(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
@@ -448,15 +476,12 @@ def _score_as_released(run: Run, lr, workdir, data_dir, checkpoint_every, verbos
     """Scores the checkpoint's own head on the test split (and ImageNet-ReaL where the task
     has it): no training."""
     from vitbench.checkpoints.loader import load_model
-    from vitbench.evaluate import classification
 
     model = load_model(run.ckpt, image_size=run.task.protocol.resolution, progress=False)
     check_head(run.ckpt, model.num_classes, run.task)
     micro = _pass_size(run, model)
-    metrics = classification.top1_accuracy(model, run.task, run.eval_split, micro, data_dir)
-    if run.task.real_dataset:
-        metrics.update(classification.real_accuracy_of(model, run.task, micro, data_dir))
-    return {"status": "finished", "error": None, "micro_batch_size": micro, "metrics": metrics}
+    return {"status": "finished", "error": None, "micro_batch_size": micro,
+            "metrics": _scores(model, run, micro, data_dir)}
 
 
 def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
@@ -759,6 +784,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     from vitbench.data import sources
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
+    check_checkpoint(ckpt, runs)  # what the run would refuse, the plan refuses
     done = {} if force else records.by_hash(records.read(records.records_path(results_dir,
                                                                               suite.name)))
     rows, todo_images = [], 0

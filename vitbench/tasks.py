@@ -18,7 +18,7 @@ from vitbench import rules
 
 TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
-METHODS = ("finetune", "fewshot", "evaluate")  # how a task is evaluated (`Protocol.method`)
+METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +31,10 @@ class Protocol:
     lrs: Tuple[float, ...] = (0.01,)
     warmup_steps: int = 200
     polyak: float = 0.0  # decay of the evaluated weight average (paper Table 2: 0.9999); 0: off
-    # "finetune" (train, then score `test`), "fewshot" (linear probes on frozen features of
-    # the `fit` split, scored on `test`; see vitbench.evaluate.fewshot) or "evaluate" (score
-    # the checkpoint's own head on `test`, as released: no training).
+    # "finetune" (train, then score `test`) or "fewshot" (linear probes on frozen features of
+    # the `fit` split, scored on `test`; see vitbench.evaluate.fewshot). `vitbench run
+    # --as_released` makes fine-tuning tasks "evaluate": score the checkpoint's own head on
+    # `test`, no training.
     method: str = "finetune"
     train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
     eval_pp: str = "resize({resolution})|value_range(-1, 1)"

@@ -94,6 +94,25 @@ def read_npz(path) -> Dict[str, np.ndarray]:
     return arrays
 
 
+def head_and_resolution(path) -> Tuple[int, Optional[int]]:
+    """(classes of the head, 0 without one; the image size its square position-embedding grid
+    was made for, None for a grid that is not square) of an official-layout `.npz`, reading
+    only the arrays that say so."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            prefix = next((p for p in STRIPPED_PREFIXES if f"{p}{POSEMB_KEY}" in data.files), "")
+            head = next((data[prefix + key] for key in ("head/bias", "head/kernel")
+                         if prefix + key in data.files), None)
+            tokens = data[prefix + POSEMB_KEY].shape[1] - (prefix + "cls" in data.files)
+            patch = data[prefix + "embedding/kernel"].shape[0]
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable official-layout .npz file ({error})"
+                              ) from error
+    side = int(round(tokens ** 0.5))
+    return (int(head.shape[-1]) if head is not None and head.ndim else 0,
+            side * int(patch) if side * side == tokens else None)
+
+
 def _require(arrays, key, source, ndim):
     if key not in arrays:
         sample = ", ".join(sorted(arrays)[:6])

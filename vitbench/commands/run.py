@@ -61,9 +61,11 @@ def _define(fv):
                       "1,5,10,25).", flag_values=fv)
     flags.DEFINE_boolean("as_released", False, "Score the checkpoint's own classifier head on "
                          "each task's test split, without training (e.g. vit_b16.i21k_ft_in1k "
-                         "on --suite imagenet, ReaL included), at the checkpoint's published "
-                         "resolution unless --resolution says otherwise; its head must have the "
-                         "task's classes. No few-shot probes.", flag_values=fv)
+                         "on --suite imagenet, ReaL included), at the checkpoint's own "
+                         "resolution where the registry or an .npz grid tells it (else the "
+                         "suite's) unless --resolution says otherwise; its head must have the "
+                         "task's classes. No few-shot probes; training flags are refused.",
+                         flag_values=fv)
     flags.DEFINE_boolean("force", False, "Redo runs that are already recorded.", flag_values=fv)
     flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost; train nothing.",
                          flag_values=fv)
@@ -104,6 +106,11 @@ def positive_integers(flag, values):
     return tuple(sorted({int(value) for value in values}))
 
 
+# Flags of training and probing, which a head scored as released (--as_released) has none of.
+TRAINING_FLAGS = ("steps", "warmup_steps", "lrs", "polyak", "shots", "sweep", "repeats", "remat",
+                  "checkpoint_every")
+
+
 @command("run", _define)
 def run(fv):
     """Fine-tune a checkpoint on every task of a suite and record the results.
@@ -119,30 +126,34 @@ def run(fv):
     from vitbench import runner, tasks
     from vitbench.train import distribute
 
+    if fv.as_released:
+        given = [f"--{name}" for name in TRAINING_FLAGS if fv[name].value != fv[name].default]
+        if given:
+            raise ValueError(f"--as_released trains nothing: {', '.join(given)} would change "
+                             "nothing; leave them out")
     suite = tasks.load_suite(fv.suite)
     overrides = overrides_from(fv)
     chosen = [overrides.apply(task) for task in suite.select(fv.tasks)]  # unknown names fail
-    first = chosen[0]
     runner.check_checkpoint(fv.ckpt, [])  # one that cannot be had fails before any work
-    distribution = distribute.configure()  # data parallel over every local device (JAX)
-    if distribution is not None:
-        print(f"training and evaluating on {distribute.describe(distribution)}")
-    runner.check_batches(chosen, overrides.micro_batch_size)
-    if fv.micro_batch_size == "auto":
-        micro = runner.fitting_micro_batch(fv.ckpt, first, remat=fv.remat)
-        print(f"micro-batch size {micro} fits ({first.protocol.batch_size // micro} passes "
-              "per update)")
-        overrides = dataclasses.replace(overrides, micro_batch_size=micro)
-    if fv.dry_run:
-        speed = None if fv.as_released else runner.measure_throughput(
-            fv.ckpt, first, overrides.micro_batch_size or first.protocol.batch_size,
-            remat=fv.remat)
-        print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                   fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
-        return 0
-    finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,
-                                checkpoint_every=fv.checkpoint_every, fewshot=fv.fewshot)
+    with distribute.local_devices() as distribution:  # data parallel (JAX), undone after
+        if distribution is not None:
+            print(f"training and evaluating on {distribute.describe(distribution)}")
+        runner.check_batches(chosen, overrides.micro_batch_size)
+        if fv.micro_batch_size == "auto":
+            micro = runner.fitting_micro_batch(fv.ckpt, chosen[0], remat=fv.remat)
+            print(f"micro-batch size {micro} fits ({chosen[0].protocol.batch_size // micro} "
+                  "passes per update)")
+            overrides = dataclasses.replace(overrides, micro_batch_size=micro)
+        if fv.dry_run:
+            speed = None if fv.as_released else runner.measure_throughput(
+                fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
+                remat=fv.remat)
+            print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
+                                       fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
+            return 0
+        finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
+                                    sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,
+                                    checkpoint_every=fv.checkpoint_every, fewshot=fv.fewshot)
     print(f"{len(finished)} runs finished; records in "
           f"{runner.records.records_path(fv.results_dir, suite.name)}")
     from vitbench.leaderboards import publish

@@ -120,6 +120,12 @@ def _manual_message(task, builder) -> str:
             f"<data_dir>/downloads/manual). TFDS says: {instructions}")
 
 
+# What a failed download raises: requests' and urllib's errors (OSErrors), TFDS's own for an
+# HTTP error status and for a file whose checksum is not the one its checksums file records.
+DOWNLOAD_ERRORS = (OSError, tfds.core.download.util.DownloadError,
+                   tfds.core.download.download_manager.NonMatchingChecksumError)
+
+
 def tfds_prepared_builder(task, data_dir=None):
     builder = _tfds_builder(task, data_dir)
     if not builder.is_prepared():
@@ -128,7 +134,7 @@ def tfds_prepared_builder(task, data_dir=None):
             raise ManualDownloadError(status.detail)
         try:
             builder.download_and_prepare()
-        except OSError as error:  # requests' and urllib's errors included
+        except DOWNLOAD_ERRORS as error:
             raise DownloadFailedError(
                 f"{task.name}: TFDS could not download {task.tfds_spec} into "
                 f"{builder.data_dir_root} ({error}). Check the network, or prepare the dataset "

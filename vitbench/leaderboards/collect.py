@@ -60,8 +60,9 @@ class Cell:
                 and r["metrics"].get(metric) is not None]
 
     @property
-    def diverged(self) -> bool:
-        return any(r.get("status") == "diverged" for r in self.runs.values())
+    def diverged(self) -> int:
+        """How many of the seeds' runs diverged."""
+        return sum(r.get("status") == "diverged" for r in self.runs.values())
 
     @property
     def lrs(self) -> List[float]:

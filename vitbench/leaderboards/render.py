@@ -122,12 +122,16 @@ def _display_columns(board: Board) -> List[Tuple[str, Optional[Column], Optional
     return out
 
 
-def _cell_text(value, delta=None, std=None, diverged=False, partial=None) -> str:
+def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0) -> str:
+    """A cell: mean, ± std over seeds, how many of the seeds diverged (the mean is of the
+    others), partial means, the delta to the paper."""
     if value is None:
         return "diverged" if diverged else MISSING
     text = _fmt(value)
     if std is not None:
         text += f" ± {std:.2f}"
+    if diverged:
+        text += f" ({diverged} of {diverged + seeds} seeds diverged)"
     if partial:
         text += f" (partial {partial[0]}/{partial[1]})"
     if delta is not None:
@@ -153,8 +157,8 @@ def frames(board: Board, records_by_suite: Dict[str, List[dict]],
                 std = statistics.stdev(seeds) if len(seeds) > 1 else None
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
-                display[header] = _cell_text(value, delta, std, cell is not None and
-                                             cell.diverged)
+                display[header] = _cell_text(value, delta, std, cell.diverged if cell else 0,
+                                             seeds=len(seeds))
                 numeric[header] = value
                 numeric[f"{header} seeds"] = len(seeds)
             else:

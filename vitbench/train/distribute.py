@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 # Variable-path patterns (regular expressions, searched) -> the mesh axes of each dimension.
@@ -76,6 +77,21 @@ def configure(model_parallel: int = 1):
                                                         batch_dim_name="batch")
     keras.distribution.set_distribution(distribution)
     return distribution
+
+
+@contextlib.contextmanager
+def local_devices():
+    """Data parallelism over every local device (`configure`) for the length of a `with`
+    block, which yields the distribution (None on one device); the global distribution that
+    was set before is set again after it."""
+    import keras
+
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield configure()
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 def data_parallel_size(distribution) -> int:
