@@ -23,7 +23,7 @@ import pathlib
 import platform
 import shutil
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from vitbench import records, rules, tasks as tasks_lib
 
@@ -114,7 +114,8 @@ class Run:
         return "tune_val" if self.phase == "tune" else "test"
 
     def config(self, lr: Optional[float] = None) -> dict:
-        """Everything that decides this run's number (its hash identifies the run)."""
+        """Everything that decides this run's number (its hash identifies the run): the fields
+        of every run, and those of its method (`Method.settings`)."""
         p = self.task.protocol
         common = {
             "suite": self.suite, "task": self.task.name, "ckpt": self.ckpt,
@@ -125,15 +126,7 @@ class Run:
             "dataset": self.task.tfds_spec, "source": self.task.source,
             "num_classes": self.task.num_classes,
             **({"data_sha256": self.data_sha256} if self.data_sha256 else {})}
-        if self.method == "fewshot":
-            return {**common, "lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg,
-                    "seeds": p.seeds, "features": "pre_logits"}
-        if self.method == "evaluate":
-            return {**common, "lr": None, "train_split": None, "head": "checkpoint"}
-        return {**common, "lr": lr if lr is not None else self.lr, "steps": p.steps,
-                "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
-                "train_pp": self.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
-                "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak}
+        return {**common, **METHODS[self.method].settings(self, lr)}
 
 
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
@@ -520,8 +513,50 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
                          "dimensions": int(train[0].shape[1])}}
 
 
-METHODS = {"finetune": _fine_tune_and_score, "fewshot": _probe_few_shot,
-           "evaluate": _score_as_released}
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What differs between the kinds of run (`Protocol.method`)."""
+
+    execute: Callable  # (run, lr, workdir, data_dir, checkpoint_every, verbose, suite_bar)
+    #                    -> the record's outcome: status, metrics, ...
+    settings: Callable  # (run, lr) -> the config fields of this kind, beside the common ones
+    tag: Callable  # (run, lr) -> how the log names the run after its task
+    doing: Callable  # run -> what the run does, for the log
+    trains: bool = False  # its training images count in the suite bar and the dry run
+    reads_train_split: bool = True  # a training split (fine-tuning, few-shot features)
+
+
+def _fine_tune_settings(run: Run, lr: Optional[float]) -> dict:
+    p = run.task.protocol
+    return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
+            "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
+            "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
+            "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak}
+
+
+def _probe_settings(run: Run, lr: Optional[float]) -> dict:
+    p = run.task.protocol
+    return {"lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg, "seeds": p.seeds,
+            "features": "pre_logits"}
+
+
+def _probing(run: Run) -> str:
+    p = run.task.protocol
+    return f"probing frozen features ({', '.join(map(str, p.shots))} shots, {p.seeds} seeds)"
+
+
+METHODS = {
+    "finetune": Method(
+        _fine_tune_and_score, _fine_tune_settings, lambda run, lr: f"{run.phase} lr={lr}",
+        lambda run: (f"training {run.task.protocol.steps} steps of "
+                     f"{run.task.protocol.batch_size}"), trains=True),
+    "fewshot": Method(_probe_few_shot, _probe_settings, lambda run, lr: "few-shot", _probing),
+    "evaluate": Method(  # `--as_released`
+        _score_as_released,
+        lambda run, lr: {"lr": None, "train_split": None, "head": "checkpoint"},
+        lambda run, lr: "as released", lambda run: "scoring its own head as released",
+        reads_train_split=False),
+}
 
 
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
@@ -540,8 +575,8 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(run.precision)
     try:
-        outcome = METHODS[run.method](run, lr, workdir, data_dir, checkpoint_every, verbose,
-                                      suite_bar)
+        outcome = METHODS[run.method].execute(run, lr, workdir, data_dir, checkpoint_every,
+                                              verbose, suite_bar)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     record = {
@@ -651,10 +686,9 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
             lr = choose_lr(run, {**done, **{
                 r["config_hash"]: r for r in finished}})
             digest = records.config_hash(run.config(lr))
-            label = f"[{number}/{len(runs)}] {run.task.name} " + (
-                f"{run.phase} lr={lr}" if run.method == "finetune" else
-                {"fewshot": "few-shot", "evaluate": "as released"}[run.method]) + (
-                f" seed={run.seed}" if overrides.repeats > 1 else "")
+            label = (f"[{number}/{len(runs)}] {run.task.name} "
+                     f"{METHODS[run.method].tag(run, lr)}"
+                     + (f" seed={run.seed}" if overrides.repeats > 1 else ""))
             if digest in done:
                 log(f"{label}: done ({_result(done[digest])}), skipped")
                 continue
@@ -667,7 +701,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                         records.read(path))):  # finished meanwhile
                     log(f"{label}: running or done in another process, skipped")
                     continue
-                log(f"{label}: {_doing(run)} at {run.task.protocol.resolution} px")
+                log(f"{label}: {METHODS[run.method].doing(run)} at "
+                    f"{run.task.protocol.resolution} px")
                 ckpt_info = ckpt_info or checkpoint_id(ckpt)
                 record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
                                  ckpt_info, suite_bar if verbose else None)
@@ -743,7 +778,7 @@ def _data_needed(runs: Sequence[Run]) -> List[tasks_lib.Task]:
 
 def _images(run: Run) -> int:
     """Training images of a run (a few-shot probe or a head scored as released: none)."""
-    if run.method != "finetune":
+    if not METHODS[run.method].trains:
         return 0
     return run.task.protocol.steps * run.task.protocol.batch_size
 
@@ -752,15 +787,6 @@ def _is_done(run: Run, done: dict) -> bool:
     """Recorded already (a final run whose rate is not chosen yet counts as not done)."""
     lr = choose_lr(run, done)
     return not (run.needs_lr and lr is None) and records.config_hash(run.config(lr)) in done
-
-
-def _doing(run: Run) -> str:
-    p = run.task.protocol
-    if run.method == "fewshot":
-        return f"probing frozen features ({', '.join(map(str, p.shots))} shots, {p.seeds} seeds)"
-    if run.method == "evaluate":
-        return "scoring its own head as released"
-    return f"training {p.steps} steps of {p.batch_size}"
 
 
 def _result(record: dict) -> str:
@@ -793,13 +819,13 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
         lr = choose_lr(run, done)
         is_done = _is_done(run, done)
         todo_images += 0 if is_done else _images(run)
-        protocol, trains = run.task.protocol, run.method == "finetune"
+        protocol, trains = run.task.protocol, METHODS[run.method].trains
         rows.append({"task": run.task.name, "phase": run.phase,
                      **({"seed": run.seed} if overrides.repeats > 1 else {}),
                      "method": run.method,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
                      "train": run.task.split(run.train_split)
-                     if run.method != "evaluate" else "",  # scored as released: no training
+                     if METHODS[run.method].reads_train_split else "",
                      "eval": run.task.split(run.eval_split),
                      # a few-shot probe trains no steps: its shots instead
                      "steps": protocol.steps if trains else "",
