@@ -136,23 +136,23 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
     `[fewshot]` table adds to its fine-tuning tasks)."""
     runs, precision, ckpt_sha256 = [], precision_policy(), content_key(ckpt)
+    released = released_head(ckpt) if overrides.as_released else None  # read once
     for task in suite.select(task_names):
         if task.protocol.method == "fewshot":
             continue
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
+        micro = overrides.micro_batch_size
+        check_batches([task], micro)
         if task.protocol.method == "evaluate":
-            check_batches([task], overrides.micro_batch_size)
             runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
-                                         defaults))
+                                         defaults, released))
             continue
         grid = task.protocol.lrs
         if sweep and len(grid) == 1 and overrides.lrs is None:
             grid = DEFAULT_SWEEP
             task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
                                                                           lrs=grid))
-        micro = overrides.micro_batch_size
-        check_batches([task], micro)
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
                       defaults=defaults, data_sha256=_data_key(task))
@@ -173,20 +173,21 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     # a scratch model's weights, so another seed of a checkpoint is the same probe.
     probe_seeds = overrides.seeds if ckpt.startswith(SCRATCH_PREFIX) else [0]
     for task in probes:
-        check_batches([overrides.apply(task)], overrides.micro_batch_size)
-        runs += [Run(suite.name, overrides.apply(task), ckpt, "final", None,
-                     overrides.micro_batch_size, seed, precision, ckpt_sha256,
-                     data_sha256=_data_key(task),
+        probe = overrides.apply(task)
+        check_batches([probe], overrides.micro_batch_size)
+        runs += [Run(suite.name, probe, ckpt, "final", None, overrides.micro_batch_size, seed,
+                     precision, ckpt_sha256, data_sha256=_data_key(task),
                      defaults=tuple(task.protocol.settings().items()))
                  for seed in probe_seeds]
     return runs
 
 
-def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults) -> Run:
+def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults,
+                     known) -> Run:
     """The run scoring `ckpt`'s own head on the task's test split: at the checkpoint's own
-    resolution where that is known without loading it (`released_head`) and `--resolution`
-    does not say, with seed 0 (nothing random: `--repeats` would only repeat it)."""
-    known = released_head(ckpt)
+    resolution where that is known without loading it (`known`, from `released_head`) and
+    `--resolution` does not say, with seed 0 (nothing random: `--repeats` would only repeat
+    it)."""
     if known and known[1] and overrides.resolution is None:
         task = dataclasses.replace(task, protocol=dataclasses.replace(
             task.protocol, resolution=known[1]))
@@ -289,14 +290,14 @@ def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
     from vitbench.models import zoo
 
     entry = registry.find_checkpoint(ckpt)
-    for run in runs:
-        if run.method == "evaluate":
-            if ckpt.startswith(SCRATCH_PREFIX):
-                raise ValueError(f"{ckpt} is untrained: scoring a head as released needs a "
-                                 "trained checkpoint")
-            known = released_head(ckpt)
-            if known is not None:
-                check_head(ckpt, known[0], run.task)
+    scored = [run.task for run in runs if run.method == "evaluate"]
+    if scored and ckpt.startswith(SCRATCH_PREFIX):
+        raise ValueError(f"{ckpt} is untrained: scoring a head as released needs a trained "
+                         "checkpoint")
+    known = released_head(ckpt) if scored else None  # read once for all the tasks
+    if known is not None:
+        for task in scored:
+            check_head(ckpt, known[0], task)
     if ckpt.startswith(SCRATCH_PREFIX):
         model = ckpt[len(SCRATCH_PREFIX):]
     elif entry is not None:

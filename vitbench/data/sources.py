@@ -86,14 +86,15 @@ def tfds_status(task, data_dir=None) -> Status:
         return Status(READY, builder.data_dir)
     if getattr(builder, "GENERATED_LOCALLY", False):
         return Status(WILL_GENERATE, f"vitbench renders it into {builder.data_dir_root}")
-    downloads = _downloads(builder)
+    no_network = offline.is_offline()
+    downloads = _downloads(builder) if no_network else []  # what it would fetch: offline only
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         manual = _manual_dir(builder)
         if not (manual.is_dir() and any(manual.iterdir())):
             return Status(NEEDS_MANUAL, _manual_message(task, builder))
-        if not (downloads and offline.is_offline()):
+        if not downloads:
             return Status(WILL_DOWNLOAD, f"will prepare from the files in {manual}")
-    if offline.is_offline():
+    if no_network:
         return Status(MISSING, f"{task.name}: TFDS dataset {task.tfds_spec} is not prepared in "
                                f"{builder.data_dir_root} and {offline.VARIABLE} is set, so "
                                f"{', '.join(downloads) or 'it'} is not downloaded: prepare it "

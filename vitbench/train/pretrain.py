@@ -86,7 +86,8 @@ def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 
 def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
     return optimizers.AdamW(
         learning_rate=make_schedule(recipe, total_steps, accumulation),
-        weight_decay=recipe.weight_decay, beta_1=recipe.b1, beta_2=recipe.b2, epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
+        weight_decay=recipe.weight_decay, beta_1=recipe.b1, beta_2=recipe.b2,
+        epsilon=recipe.epsilon, global_clipnorm=recipe.grad_clip_norm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None)
 
 
