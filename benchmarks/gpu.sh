@@ -17,6 +17,9 @@
 # 5. ViT-B/16 training and inference with the batch already on the device.
 # 6. Where ViT-L/16's training step spends its GPU time, vitbench against timm + torch.compile
 #    (benchmarks/kernels.py; its summary goes to the log).
+# Not run unless STAGES names them: the candidates of benchmarks/variants.py for the two rows
+# still behind timm + torch.compile, `dropout_variants` (ViT-L/16 training with dropout 0.1)
+# and `transfer_variants` (ViT-B/16 inference from host memory).
 set -u
 OUT_DIR=${1:-${OUT:-/tmp/vitbench-gpu}}
 DEADLINE=${DEADLINE:-560}
@@ -46,7 +49,7 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     print("  %-24s %s %s b%d %dpx %s: %.1f img/s, MFU %.3f, peak %.1f GiB" % (
-        r["implementation"], r["model"], r["mode"], r["batch_size"], r["resolution"],
+        r["implementation"] + (" " + r["variant"] if "variant" in r else ""), r["model"], r["mode"], r["batch_size"], r["resolution"],
         r.get("input", ""), r["images_per_second"], r["mfu"] or 0, r["peak_memory_gb"] or 0))
 ' | tee -a "$LOG"
     echo "    exit $status" | tee -a "$LOG"
@@ -101,6 +104,13 @@ b16_device() {
 l16_kernels() {
     stage 200 python3 benchmarks/kernels.py --model vit_l16 --batch_size 128 --out "$OUT_DIR/kernels"
     rm -rf "$OUT_DIR/kernels/jax_trace"  # large; the summary is in the log and kernels/*.json
+}
+
+dropout_variants() {
+    stage 330 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128
+}
+transfer_variants() {
+    stage 150 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 --batches 10
 }
 
 for group in ${STAGES:-b16_train b16_infer l16_train l16_infer h14_remat b16_device l16_kernels}; do

@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ def load_script(name: str):
     """The benchmark script `benchmarks/<name>.py`, imported as a module."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # for dataclasses, which look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -129,7 +131,6 @@ def test_model_benchmark_settings_that_cannot_apply_are_refused(capsys, flags, m
 def test_peers_script_times_timm_on_the_same_model():
     import json
     import subprocess
-    import sys
 
     pytest.importorskip("timm")
     script = BENCHMARKS / "peers.py"

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Candidate implementations of the two steps that keep vitbench behind timm + torch.compile on
+a GPU, timed side by side in one command, so that one short run on a GPU picks the faster:
+
+    python benchmarks/variants.py dropout --model vit_l16 --batch_size 128 --precision bf16
+    python benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 --precision bf16
+
+On an H100 (2026-11-27) ViT-L/16 trained at 914 images/s with dropout 0.1 and 1060 without
+(timm + compile: 995 and 1061), and ViT-B/16 predicted 8782 images/s from host memory against
+timm + compile's 10227 (and about 10400 with the batch already on the GPU).
+
+`dropout` times `vitbench bench`'s training step with each way of drawing the masks
+(`vitbench.models.dropout`'s `_FAST_DROPOUT` replaced for the measurement); `transfer` times its
+inference from host memory with each way of copying a batch to the device
+(`vitbench.evaluate.prediction._to_device` replaced), and the copy alone in GB/s. Every variant
+computes the same function as vitbench's own, up to which elements a mask drops. Prints one JSON
+line per variant (`vitbench.bench.measurement` plus `variant`) and then each variant's ratio to
+vitbench's current implementation, measured in the same process. A variant the platform lacks
+(pinned host memory on a CPU) is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+from unittest import mock
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vitbench import bench  # noqa: E402
+from vitbench.evaluate import prediction  # noqa: E402
+from vitbench.models import dropout  # noqa: E402
+
+_DRAW_BITS = 16
+
+
+def _seed(seed):
+    return seed.next() if isinstance(seed, keras.random.SeedGenerator) else seed
+
+
+def _keep_threshold(rate: float) -> int:
+    return max(1, round((1.0 - rate) * 2 ** _DRAW_BITS))
+
+
+def keras_dropout(inputs, rate, seed):
+    """Keras' own: `jax.random.bernoulli`, one Threefry-2x32 evaluation per element."""
+    return keras.random.dropout(inputs, rate, seed=seed)
+
+
+def rbg_dropout(inputs, rate, seed):
+    """16-bit draws from XLA's RngBitGenerator (Philox on a GPU, `unsafe_rbg` keys): one
+    kernel writes two bytes per element, instead of Threefry's arithmetic fused into the
+    masking."""
+    import jax
+    import jax.numpy as jnp
+
+    seed = _seed(seed).astype(jnp.uint32)
+    key = jax.random.wrap_key_data(
+        jnp.stack([seed[0], seed[1], seed[0] ^ jnp.uint32(0x9E3779B9), seed[1]]),
+        impl="unsafe_rbg")
+    draws = jax.random.bits(key, inputs.shape, jnp.uint16)
+    keep = _keep_threshold(rate)
+    return jnp.where(draws.astype(jnp.int32) < keep, inputs * (2 ** _DRAW_BITS / keep),
+                     jnp.zeros((), inputs.dtype))
+
+
+def recomputed_dropout(inputs, rate, seed):
+    """vitbench's masks, recomputed from the seed in the backward pass instead of kept from
+    the forward pass (a `jax.custom_vjp`): no mask in memory, twice the Threefry arithmetic."""
+    import jax
+
+    seed = _seed(seed)
+
+    @jax.custom_vjp
+    def masked(x, seed):
+        return dropout._threefry_16_bit_dropout(x, rate, seed)
+
+    def forward(x, seed):
+        return masked(x, seed), seed
+
+    def backward(seed, gradient):
+        return dropout._threefry_16_bit_dropout(gradient, rate, seed), None
+
+    masked.defvjp(forward, backward)
+    return masked(inputs, seed)
+
+
+def no_dropout(inputs, rate, seed):
+    """No masks at all: the floor the other variants are read against."""
+    return inputs
+
+
+DROPOUT_VARIANTS = {
+    "vitbench": dropout._threefry_16_bit_dropout,
+    "keras": keras_dropout,
+    "rbg": rbg_dropout,
+    "recomputed": recomputed_dropout,
+    "none": no_dropout,
+}
+
+
+def _on_device(copy: Callable) -> Callable:
+    """`copy` as `prediction._to_device` is used: host arrays stay on the host under a
+    `keras.distribution`, for Keras to shard."""
+    def to_device(images):
+        if keras.distribution.distribution() is not None:
+            return images
+        return copy(images)
+    return to_device
+
+
+def chunked_copy(parts: int) -> Callable:
+    """The batch copied in `parts` slices from as many threads at once, joined on the device:
+    JAX stages a copy from pageable memory through pinned buffers on the calling thread."""
+    def copy(images):
+        import jax
+        import jax.numpy as jnp
+
+        with concurrent.futures.ThreadPoolExecutor(parts) as pool:
+            slices = list(pool.map(jax.device_put, np.array_split(images, parts)))
+        return jnp.concatenate(slices)
+    return _on_device(copy)
+
+
+def _pinned_host_available() -> bool:
+    import jax
+
+    device = jax.local_devices()[0]
+    return "pinned_host" in {memory.kind for memory in device.addressable_memories()}
+
+
+@_on_device
+def pinned_copy(images):
+    """The batch copied into pinned host memory first, then to the device in one DMA."""
+    import jax
+    from jax.sharding import SingleDeviceSharding
+
+    device = jax.local_devices()[0]
+    pinned = jax.device_put(images, SingleDeviceSharding(device, memory_kind="pinned_host"))
+    return jax.device_put(pinned, SingleDeviceSharding(device, memory_kind="device"))
+
+
+@dataclass(frozen=True)
+class TransferVariant:
+    copy: Callable
+    available: Callable[[], bool] = lambda: True
+
+
+TRANSFER_VARIANTS = {
+    "vitbench": TransferVariant(prediction._to_device),
+    "chunks2": TransferVariant(chunked_copy(2)),
+    "chunks4": TransferVariant(chunked_copy(4)),
+    "chunks8": TransferVariant(chunked_copy(8)),
+    "pinned": TransferVariant(pinned_copy, _pinned_host_available),
+}
+
+
+def copy_gb_per_second(copy: Callable, images, repeats: int = 5) -> float:
+    """GB/s of `copy(images)` to the device and back to waiting for it, best of `repeats`
+    after one untimed copy."""
+    import jax
+
+    jax.block_until_ready(copy(images))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(copy(images))
+        best = min(best, time.perf_counter() - start)
+    return images.nbytes / best / 1e9
+
+
+def time_dropout(name: str, args) -> dict:
+    with mock.patch.dict(dropout._FAST_DROPOUT, {"jax": DROPOUT_VARIANTS[name]}):
+        return bench.model_throughput(args.model, "train", args.batch_size, args.resolution,
+                                      args.precision, args.batches, args.warmup,
+                                      dropout=args.dropout,
+                                      micro_batch_size=args.micro_batch_size)
+
+
+def time_transfer(name: str, args) -> Optional[dict]:
+    variant = TRANSFER_VARIANTS[name]
+    if not variant.available():
+        return None
+    with mock.patch.object(prediction, "_to_device", variant.copy):
+        measured = bench.model_throughput(args.model, "infer", args.batch_size,
+                                          args.resolution, args.precision, args.batches,
+                                          args.warmup, micro_batch_size=args.micro_batch_size)
+    images = np.zeros((measured["micro_batch_size"], args.resolution, args.resolution, 3),
+                      keras.mixed_precision.Policy(bench.PRECISIONS[args.precision])
+                      .compute_dtype)
+    return measured | {"copy_gb_per_second": copy_gb_per_second(variant.copy, images)}
+
+
+@dataclass(frozen=True)
+class Group:
+    variants: dict
+    time: Callable[[str, argparse.Namespace], Optional[dict]]
+    defaults: dict
+
+
+GROUPS = {
+    "dropout": Group(DROPOUT_VARIANTS, time_dropout,
+                     {"model": "vit_l16", "batch_size": 128}),
+    "transfer": Group(TRANSFER_VARIANTS, time_transfer,
+                      {"model": "vit_b16", "batch_size": 1024}),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("group", choices=sorted(GROUPS))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants to time (default: all of the group's; "
+                             "vitbench's own always runs, first)")
+    parser.add_argument("--model", default=None,
+                        help="zoo model (default: vit_l16 for dropout, vit_b16 for transfer)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="default: 128 for dropout, 1024 for transfer")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--precision", choices=sorted(bench.PRECISIONS), default="bf16")
+    parser.add_argument("--dropout", type=float, default=0.1,
+                        help="the dropout rate the dropout group trains with")
+    parser.add_argument("--micro_batch_size", type=int, default=None)
+    parser.add_argument("--batches", type=int, default=16, help="timed batches")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    args = parser.parse_args(argv)
+    group = GROUPS[args.group]
+    for name, value in group.defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    names = list(group.variants) if args.variants is None else args.variants.split(",")
+    unknown = sorted(set(names) - set(group.variants))
+    if unknown:
+        parser.error(f"unknown {args.group} variants {', '.join(unknown)}; the variants are "
+                     f"{', '.join(group.variants)}")
+    names = ["vitbench"] + [name for name in names if name != "vitbench"]
+    measured = {}
+    for name in names:
+        result = group.time(name, args)
+        if result is None:
+            print(f"{name}: not available on {bench.device_kind()}, skipped", flush=True)
+            continue
+        measured[name] = result | {"variant": name}
+        print(json.dumps(measured[name]), flush=True)
+    ours = measured["vitbench"]["images_per_second"]
+    for name, result in measured.items():
+        print(f"{args.group} {name} / vitbench: {result['images_per_second'] / ours:.2f}x "
+              f"({result['images_per_second']:.1f} vs {ours:.1f} images/s, {args.model}, "
+              f"batch {args.batch_size}, {args.resolution} px, {args.precision}, "
+              f"{result['device']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

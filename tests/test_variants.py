@@ -1,0 +1,106 @@
+"""`benchmarks/variants.py`: each candidate computes what vitbench's own step computes (a
+dropout of the configured rate with matching gradients; the same batch on the device), and the
+script times every variant against vitbench's in one command."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_bench import BENCHMARKS, load_script
+from test_dropout import assert_fraction
+
+variants = load_script("variants")
+RATE = 0.3
+
+
+def masked(name, x, seed=(7, 9)):
+    """(output, gradient of sum(output * weights) with respect to `x`, the weights) of the
+    dropout variant `name`."""
+    weights = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, x.shape), x.dtype)
+    fn = variants.DROPOUT_VARIANTS[name]
+
+    def loss(x):
+        return jnp.sum(fn(x, RATE, jnp.asarray(seed, jnp.uint32)) * weights)
+
+    output = jax.jit(lambda x: fn(x, RATE, jnp.asarray(seed, jnp.uint32)))(x)
+    return np.asarray(output), np.asarray(jax.jit(jax.grad(loss))(x)), np.asarray(weights)
+
+
+@pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed"])
+def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name):
+    x = jnp.ones((8, 50, 67), jnp.float32)
+    output, gradient, weights = masked(name, x)
+    kept = output > 0
+    assert_fraction(1 - kept.mean(), RATE, kept.size)
+    np.testing.assert_allclose(output[kept], 1 / (1 - RATE), rtol=1e-4)
+    np.testing.assert_array_equal(output[~kept], 0)
+    # d(sum(dropout(x) * w))/dx = w * mask / keep: the forward pass's mask, the same scale.
+    np.testing.assert_allclose(gradient, weights * output, rtol=1e-6)
+    again, _, _ = masked(name, x)
+    np.testing.assert_array_equal(again, output)  # the same seed, the same mask
+    other, _, _ = masked(name, x, seed=(8, 9))
+    assert (other > 0).mean() != pytest.approx(1.0) and (other != output).any()
+
+
+def test_recomputed_masks_are_vitbench_masks_with_the_same_gradients():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 9, 40)), jnp.float32)
+    ours, our_gradient, _ = masked("vitbench", x)
+    recomputed, gradient, _ = masked("recomputed", x)
+    np.testing.assert_array_equal(recomputed, ours)
+    np.testing.assert_array_equal(gradient, our_gradient)
+
+
+def test_no_dropout_is_the_identity():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5)), jnp.float32)
+    output, gradient, weights = masked("none", x)
+    np.testing.assert_array_equal(output, x)
+    np.testing.assert_array_equal(gradient, weights)
+
+
+@pytest.mark.parametrize("name", sorted(variants.TRANSFER_VARIANTS))
+def test_transfer_variants_put_the_same_batch_on_the_device(name):
+    variant = variants.TRANSFER_VARIANTS[name]
+    if not variant.available():
+        pytest.skip(f"{name} needs what this platform lacks")
+    batch = np.random.default_rng(3).uniform(-1, 1, (7, 8, 8, 3)).astype(np.float32)  # 7: odd
+    copied = variant.copy(batch)
+    assert isinstance(copied, jax.Array)
+    assert copied.devices() == {jax.local_devices()[0]}
+    np.testing.assert_array_equal(np.asarray(copied), batch)
+
+
+@pytest.mark.parametrize("group, chosen", [("dropout", ["vitbench", "none"]),
+                                           ("transfer", ["chunks2", "vitbench"])])
+def test_the_script_times_each_variant_against_vitbench_in_one_command(group, chosen):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "variants.py"), group, "--model=vit_mu8",
+         "--resolution=32", "--batch_size=4", "--batches=2", "--warmup=1",
+         "--variants=" + ",".join(chosen)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    measured = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [m["variant"] for m in measured] == ["vitbench"] + [v for v in chosen
+                                                               if v != "vitbench"]
+    assert all(m["model"] == "vit_mu8" and m["batch_size"] == 4 for m in measured)
+    assert measured[0]["mode"] == {"dropout": "train", "transfer": "infer"}[group]
+    if group == "dropout":
+        assert all(m["dropout"] == 0.1 for m in measured)
+    else:
+        assert all(m["copy_gb_per_second"] > 0 for m in measured)
+    ratios = [line for line in lines if " / vitbench: " in line]
+    assert ratios[0].startswith(f"{group} vitbench / vitbench: 1.00x")
+    ratio = measured[1]["images_per_second"] / measured[0]["images_per_second"]
+    assert ratios[1].startswith(f"{group} {measured[1]['variant']} / vitbench: {ratio:.2f}x")
+
+
+def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        variants.main(["dropout", "--variants=vitbench,philox"])
+    error = capsys.readouterr().err
+    assert "unknown dropout variants philox" in error
+    assert "vitbench, keras, rbg, recomputed, none" in error
