@@ -97,6 +97,19 @@ def recomputed_dropout(inputs, rate, seed):
     return masked(inputs, seed)
 
 
+def materialised_dropout(inputs, rate, seed):
+    """vitbench's masks with the Threefry words written to memory before they are split into
+    draws (`lax.optimization_barrier`): XLA cannot then fuse the Threefry arithmetic into each
+    of the four elements an evaluation serves, or into each consumer of the mask, so every
+    evaluation runs once, for two bytes per element written and read."""
+    from jax import lax
+
+    words = dropout._threefry_words
+    with mock.patch.object(dropout, "_threefry_words",
+                           lambda *args: lax.optimization_barrier(words(*args))):
+        return dropout._threefry_16_bit_dropout(inputs, rate, seed)
+
+
 def no_dropout(inputs, rate, seed):
     """No masks at all: the floor the other variants are read against."""
     return inputs
@@ -107,6 +120,7 @@ DROPOUT_VARIANTS = {
     "keras": keras_dropout,
     "rbg": rbg_dropout,
     "recomputed": recomputed_dropout,
+    "materialised": materialised_dropout,
     "none": no_dropout,
 }
 

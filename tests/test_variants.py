@@ -31,7 +31,7 @@ def masked(name, x, seed=(7, 9)):
     return np.asarray(output), np.asarray(jax.jit(jax.grad(loss))(x)), np.asarray(weights)
 
 
-@pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed"])
+@pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed", "materialised"])
 def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name):
     x = jnp.ones((8, 50, 67), jnp.float32)
     output, gradient, weights = masked(name, x)
@@ -47,11 +47,12 @@ def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name
     assert (other > 0).mean() != pytest.approx(1.0) and (other != output).any()
 
 
-def test_recomputed_masks_are_vitbench_masks_with_the_same_gradients():
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 9, 40)), jnp.float32)
+@pytest.mark.parametrize("name", ["recomputed", "materialised"])
+def test_variants_of_vitbench_masks_draw_the_same_masks_and_gradients(name):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 9, 41)), jnp.float32)
     ours, our_gradient, _ = masked("vitbench", x)
-    recomputed, gradient, _ = masked("recomputed", x)
-    np.testing.assert_array_equal(recomputed, ours)
+    theirs, gradient, _ = masked(name, x)
+    np.testing.assert_array_equal(theirs, ours)
     np.testing.assert_array_equal(gradient, our_gradient)
 
 
@@ -103,4 +104,4 @@ def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
         variants.main(["dropout", "--variants=vitbench,philox"])
     error = capsys.readouterr().err
     assert "unknown dropout variants philox" in error
-    assert "vitbench, keras, rbg, recomputed, none" in error
+    assert "vitbench, keras, rbg, recomputed, materialised, none" in error

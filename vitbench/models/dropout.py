@@ -34,10 +34,23 @@ _DRAW_BITS = 16
 _DRAWS_PER_EVALUATION = 4  # 64 bits of one Threefry-2x32 evaluation, in 16-bit draws
 
 
-def _threefry_16_bit_dropout(inputs, rate, seed):
+def _threefry_words(seed, counter_shape):
+    """The two 32-bit words of Threefry-2x32 under `seed` for each position of
+    `counter_shape`, counted in row-major order."""
     import jax.numpy as jnp
     from jax import lax
     from jax.extend.random import threefry2x32_p
+
+    position, stride = jnp.zeros(counter_shape, jnp.uint32), 1
+    for axis in reversed(range(len(counter_shape))):
+        position += lax.broadcasted_iota(jnp.uint32, counter_shape, axis) * jnp.uint32(stride)
+        stride *= counter_shape[axis]
+    return threefry2x32_p.bind(seed[0], seed[1], position, jnp.zeros_like(position))
+
+
+def _threefry_16_bit_dropout(inputs, rate, seed):
+    import jax.numpy as jnp
+    from jax import lax
 
     if isinstance(seed, keras.random.SeedGenerator):
         seed = seed.next()
@@ -46,11 +59,7 @@ def _threefry_16_bit_dropout(inputs, rate, seed):
     counter_shape = (*leading, -(-width // _DRAWS_PER_EVALUATION))
     if math.prod(counter_shape) >= 2 ** 32:
         raise ValueError(f"dropout of {inputs.shape}: more than 2**34 elements")
-    position, stride = jnp.zeros(counter_shape, jnp.uint32), 1
-    for axis in reversed(range(len(counter_shape))):
-        position += lax.broadcasted_iota(jnp.uint32, counter_shape, axis) * jnp.uint32(stride)
-        stride *= counter_shape[axis]
-    words = threefry2x32_p.bind(seed[0], seed[1], position, jnp.zeros_like(position))
+    words = _threefry_words(seed, counter_shape)
     draws = lax.bitcast_convert_type(jnp.stack(words, axis=-1), jnp.uint16)
     draws = draws.reshape(*leading, -1)[..., :width]
     kept = draws.astype(jnp.int32) < keep
