@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import sys
@@ -121,8 +122,31 @@ DROPOUT_VARIANTS = {
     "rbg": rbg_dropout,
     "recomputed": recomputed_dropout,
     "materialised": materialised_dropout,
+    "kernel": dropout._threefry_16_bit_dropout,  # with the settings below
     "none": no_dropout,
 }
+
+
+# JAX settings a dropout variant is compiled under: "kernel" draws vitbench's masks with JAX's
+# Threefry CUDA kernel, which writes the words to memory, in place of unrolled arithmetic that
+# XLA fuses (on a CPU nothing changes). With Keras' masks, one evaluation per element, it was
+# slower on an H200 (774 against 936 images/s); vitbench's need a quarter of the evaluations.
+DROPOUT_SETTINGS = {"kernel": {"jax_threefry_gpu_kernel_lowering": True}}
+
+
+@contextlib.contextmanager
+def jax_settings(settings: dict):
+    """`jax.config` updated with `settings` inside the block, restored after it."""
+    import jax
+
+    previous = {name: getattr(jax.config, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            jax.config.update(name, value)
+        yield
+    finally:
+        for name, value in previous.items():
+            jax.config.update(name, value)
 
 
 def _on_device(copy: Callable) -> Callable:
@@ -196,7 +220,8 @@ def copy_gb_per_second(copy: Callable, images, repeats: int = 5) -> float:
 
 
 def time_dropout(name: str, args) -> dict:
-    with mock.patch.dict(dropout._FAST_DROPOUT, {"jax": DROPOUT_VARIANTS[name]}):
+    with mock.patch.dict(dropout._FAST_DROPOUT, {"jax": DROPOUT_VARIANTS[name]}), \
+            jax_settings(DROPOUT_SETTINGS.get(name, {})):
         return bench.model_throughput(args.model, "train", args.batch_size, args.resolution,
                                       args.precision, args.batches, args.warmup,
                                       dropout=args.dropout,

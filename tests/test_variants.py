@@ -23,15 +23,19 @@ def masked(name, x, seed=(7, 9)):
     dropout variant `name`."""
     weights = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, x.shape), x.dtype)
     fn = variants.DROPOUT_VARIANTS[name]
+    settings = variants.jax_settings(variants.DROPOUT_SETTINGS.get(name, {}))
 
     def loss(x):
         return jnp.sum(fn(x, RATE, jnp.asarray(seed, jnp.uint32)) * weights)
 
-    output = jax.jit(lambda x: fn(x, RATE, jnp.asarray(seed, jnp.uint32)))(x)
-    return np.asarray(output), np.asarray(jax.jit(jax.grad(loss))(x)), np.asarray(weights)
+    with settings:
+        output = jax.jit(lambda x: fn(x, RATE, jnp.asarray(seed, jnp.uint32)))(x)
+        gradient = jax.jit(jax.grad(loss))(x)
+    return np.asarray(output), np.asarray(gradient), np.asarray(weights)
 
 
-@pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed", "materialised"])
+@pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed", "materialised",
+                                  "kernel"])
 def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name):
     x = jnp.ones((8, 50, 67), jnp.float32)
     output, gradient, weights = masked(name, x)
@@ -47,7 +51,7 @@ def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name
     assert (other > 0).mean() != pytest.approx(1.0) and (other != output).any()
 
 
-@pytest.mark.parametrize("name", ["recomputed", "materialised"])
+@pytest.mark.parametrize("name", ["recomputed", "materialised", "kernel"])
 def test_variants_of_vitbench_masks_draw_the_same_masks_and_gradients(name):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 9, 41)), jnp.float32)
     ours, our_gradient, _ = masked("vitbench", x)
@@ -99,9 +103,16 @@ def test_the_script_times_each_variant_against_vitbench_in_one_command(group, ch
     assert ratios[1].startswith(f"{group} {measured[1]['variant']} / vitbench: {ratio:.2f}x")
 
 
+def test_settings_hold_inside_the_block_only():
+    before = jax.config.jax_threefry_gpu_kernel_lowering
+    with variants.jax_settings({"jax_threefry_gpu_kernel_lowering": not before}):
+        assert jax.config.jax_threefry_gpu_kernel_lowering is (not before)
+    assert jax.config.jax_threefry_gpu_kernel_lowering is before
+
+
 def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         variants.main(["dropout", "--variants=vitbench,philox"])
     error = capsys.readouterr().err
     assert "unknown dropout variants philox" in error
-    assert "vitbench, keras, rbg, recomputed, materialised, none" in error
+    assert "vitbench, keras, rbg, recomputed, materialised, kernel, none" in error
