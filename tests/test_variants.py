@@ -110,9 +110,18 @@ def test_settings_hold_inside_the_block_only():
     assert jax.config.jax_threefry_gpu_kernel_lowering is before
 
 
+def test_a_failing_variant_is_reported_and_skipped(monkeypatch, capsys):
+    failing = [sys.executable, "-c", "import sys; sys.exit('out of memory')"]
+    monkeypatch.setattr(variants, "_child_command", lambda args, name: failing)
+    assert variants.measure(None, "rbg") is None
+    assert capsys.readouterr().out == "rbg: failed (exit 1): out of memory\n"
+    assert variants.main(["dropout", "--variants=rbg"]) == 1  # no ratios without vitbench's
+    assert "vitbench's own implementation was not measured" in capsys.readouterr().out
+
+
 def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         variants.main(["dropout", "--variants=vitbench,philox"])
     error = capsys.readouterr().err
     assert "unknown dropout variants philox" in error
-    assert "vitbench, keras, rbg, recomputed, materialised, kernel, none" in error
+    assert "vitbench, materialised, kernel, rbg, recomputed, keras, none" in error
