@@ -48,8 +48,9 @@ stage() {  # stage LIMIT_SECONDS COMMAND...: run if time is left, JSON lines to 
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
+    name = r["implementation"] + (" " + r["variant"] if "variant" in r else "")
     print("  %-24s %s %s b%d %dpx %s: %.1f img/s, MFU %.3f, peak %.1f GiB" % (
-        r["implementation"] + (" " + r["variant"] if "variant" in r else ""), r["model"], r["mode"], r["batch_size"], r["resolution"],
+        name, r["model"], r["mode"], r["batch_size"], r["resolution"],
         r.get("input", ""), r["images_per_second"], r["mfu"] or 0, r["peak_memory_gb"] or 0))
 ' | tee -a "$LOG"
     echo "    exit $status" | tee -a "$LOG"
@@ -110,7 +111,8 @@ dropout_variants() {
     stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128
 }
 transfer_variants() {
-    stage 150 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 --batches 10
+    stage 150 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
+        --batches 10
 }
 
 for group in ${STAGES:-b16_train b16_infer l16_train l16_infer h14_remat b16_device l16_kernels}; do

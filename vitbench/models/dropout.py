@@ -8,8 +8,10 @@ of them on the MLP's hidden layer, four times as wide) spend much of a step ther
 ViT-L/16's 136 ms training step on an H200 (batch 128, bf16, profiled with Keras' masks), and
 on the 2-core CPU a (16, 197, 4096) mask took 155 ms more than the multiplication it masks
 (40 ms here). On a GPU the quarter draws did not shorten the step: on an H100 (2026-11-27)
-ViT-L/16 still trained 19 ms a step slower with dropout than without (914 against 1060 img/s),
-so there the time is not in the Threefry arithmetic.
+ViT-L/16 still trained 19 ms a step slower with dropout than without (914 against 1060 img/s).
+Either the time is not in the Threefry arithmetic there, or XLA, which on a GPU gets Threefry
+as unrolled arithmetic and fuses it into its consumers, evaluates it for every element anyway;
+`benchmarks/variants.py dropout` tells these apart.
 
 How: here each evaluation of JAX's own Threefry-2x32 (`jax.extend.random.threefry2x32_p`)
 yields 64 bits, read as four 16-bit uniform draws for four neighbouring elements of the last
