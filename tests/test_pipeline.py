@@ -297,6 +297,8 @@ def test_offline_a_dataset_tfds_would_download_is_missing_before_any_work(tmp_pa
     status = sources.status(task, str(tmp_path))
     assert status.state == sources.MISSING and not status.usable
     assert f"not prepared in {tmp_path}" in status.detail and "--prepare" in status.detail
+    assert "`tfds build cifar10 --data_dir DIR`" in status.detail
+    assert f"copy DIR/cifar10 into {tmp_path}" in status.detail
     with pytest.raises(sources.ManualDownloadError, match="VITBENCH_OFFLINE is set"):
         sources.check_ready([task], str(tmp_path))
     with pytest.raises(sources.ManualDownloadError, match="VITBENCH_OFFLINE is set"):

@@ -98,9 +98,10 @@ def tfds_status(task, data_dir=None) -> Status:
         return Status(MISSING, f"{task.name}: TFDS dataset {task.tfds_spec} is not prepared in "
                                f"{builder.data_dir_root} and {offline.VARIABLE} is set, so "
                                f"{', '.join(downloads) or 'it'} is not downloaded: prepare it "
-                               "where there is network (`vitbench tasks --suite <its suite> "
-                               f"--prepare --data_dir DIR` or `tfds build {builder.name} "
-                               f"--data_dir DIR`) and copy DIR/{builder.name} into "
+                               f"where there is network (`tfds build {builder.name} "
+                               "--data_dir DIR`, or every dataset of a suite with `vitbench "
+                               "tasks --suite SUITE --prepare --data_dir DIR`) and copy "
+                               f"DIR/{builder.name} into "
                                f"{builder.data_dir_root}")
     return Status(WILL_DOWNLOAD, f"TFDS downloads it into {builder.data_dir_root}")
 
