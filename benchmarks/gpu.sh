@@ -108,10 +108,10 @@ l16_kernels() {
 }
 
 dropout_variants() {
-    stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128
+    stage 480 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128
 }
 transfer_variants() {
-    stage 150 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
+    stage 200 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
         --batches 10
 }
 

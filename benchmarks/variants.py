@@ -15,10 +15,10 @@ inference from host memory with each way of copying a batch to the device
 (`vitbench.evaluate.prediction._to_device` replaced), and the copy alone in GB/s. Every variant
 computes the same function as vitbench's own, up to which elements a mask drops. Prints one JSON
 line per variant (`vitbench.bench.measurement` plus `variant`) and then each variant's ratio to
-vitbench's current implementation, measured in the same command (each variant in a process of its
-own, so that its peak memory is its own and a variant that fails does not stop the others). A
-variant the platform lacks (pinned host memory, say) or one that fails is reported in a line and
-skipped.
+vitbench's current implementation and to timm's (`--peer`, as `peers.py` times it), measured in the
+same command (each variant in a process of its own, so that its peak memory is its own and a
+variant that fails does not stop the others). A variant the platform lacks (pinned host memory,
+say) or one that fails is reported in a line and skipped.
 """
 
 from __future__ import annotations
@@ -249,15 +249,35 @@ def time_transfer(name: str, args) -> Optional[dict]:
 class Group:
     variants: dict
     time: Callable[[str, argparse.Namespace], Optional[dict]]
+    mode: str  # what `vitbench bench` times: train or infer
     defaults: dict
 
 
 GROUPS = {
-    "dropout": Group(DROPOUT_VARIANTS, time_dropout,
+    "dropout": Group(DROPOUT_VARIANTS, time_dropout, "train",
                      {"model": "vit_l16", "batch_size": 128}),
-    "transfer": Group(TRANSFER_VARIANTS, time_transfer,
+    "transfer": Group(TRANSFER_VARIANTS, time_transfer, "infer",
                       {"model": "vit_b16", "batch_size": 1024}),
 }
+PEER = "timm"  # measured beside the variants unless --no-peer
+
+
+def time_peer(args) -> Optional[dict]:
+    """timm on the same model, batch, resolution, precision and dropout as `peers.py` times
+    it: under `torch.compile` on a GPU, eager elsewhere; None without torch and timm."""
+    try:
+        import timm  # noqa: F401
+        import torch
+    except ImportError:
+        return None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peers
+
+    mode = GROUPS[args.group].mode
+    return peers.timm_throughput(args.model, mode, args.batch_size, args.resolution,
+                                 args.precision, args.batches, args.warmup,
+                                 compiled=torch.cuda.is_available(),
+                                 dropout=args.dropout if mode == "train" else None)
 
 
 def _child_command(args, name: str) -> list:
@@ -303,6 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument("--micro_batch_size", type=int, default=None)
     parser.add_argument("--batches", type=int, default=16, help="timed batches")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time timm (+ torch.compile on a GPU) in the same command, "
+                             "and print each variant's ratio to it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     group = GROUPS[args.group]
@@ -310,16 +333,18 @@ def main(argv=None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, value)
     names = list(group.variants) if args.variants is None else args.variants.split(",")
-    unknown = sorted(set(names) - set(group.variants))
+    unknown = sorted(set(names) - set(group.variants) - {PEER})
     if unknown:
         parser.error(f"unknown {args.group} variants {', '.join(unknown)}; the variants are "
                      f"{', '.join(group.variants)}")
     if args.child:  # one variant, measured here
-        result = group.time(names[0], args)
-        print(f"{names[0]}: not available on {bench.device_kind()}, skipped" if result is None
-              else json.dumps(result | {"variant": names[0]}), flush=True)
+        name = names[0]
+        result = time_peer(args) if name == PEER else group.time(name, args)
+        print(f"{name}: not available here, skipped" if result is None
+              else json.dumps(result | {"variant": name}), flush=True)
         return 0
-    names = ["vitbench"] + [name for name in names if name != "vitbench"]
+    names = ["vitbench", *([PEER] if args.peer else []),
+             *(name for name in names if name not in ("vitbench", PEER))]
     measured = {}
     for name in names:
         result = measure(args, name)
@@ -329,12 +354,16 @@ def main(argv=None) -> int:
     if "vitbench" not in measured:
         print("vitbench's own implementation was not measured: no ratios", flush=True)
         return 1
-    ours = measured["vitbench"]["images_per_second"]
-    for name, result in measured.items():
-        print(f"{args.group} {name} / vitbench: {result['images_per_second'] / ours:.2f}x "
-              f"({result['images_per_second']:.1f} vs {ours:.1f} images/s, {args.model}, "
-              f"batch {args.batch_size}, {args.resolution} px, {args.precision}, "
-              f"{result['device']})")
+    references = [(name, measured[name]) for name in ("vitbench", PEER) if name in measured]
+    for reference, theirs in references:
+        for name, result in measured.items():
+            if name == PEER:
+                continue
+            ratio = result["images_per_second"] / theirs["images_per_second"]
+            print(f"{args.group} {name} / {theirs['implementation']}: {ratio:.2f}x "
+                  f"({result['images_per_second']:.1f} vs {theirs['images_per_second']:.1f} "
+                  f"images/s, {args.model}, batch {args.batch_size}, {args.resolution} px, "
+                  f"{args.precision}, {result['device']})")
     return 0
 
 
