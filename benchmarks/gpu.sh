@@ -18,8 +18,11 @@
 # 6. Where ViT-L/16's training step spends its GPU time, vitbench against timm + torch.compile
 #    (benchmarks/kernels.py; its summary goes to the log).
 # Not run unless STAGES names them: the candidates of benchmarks/variants.py for the two rows
-# still behind timm + torch.compile, `dropout_variants` (ViT-L/16 training with dropout 0.1)
-# and `transfer_variants` (ViT-B/16 inference from host memory).
+# still behind timm + torch.compile, `transfer_variants` (ViT-B/16 inference from host memory,
+# ~4 minutes) and `dropout_variants` (ViT-L/16 training with dropout 0.1, ~7 minutes), each
+# beside timm + compile; more than one 10-minute command holds, so run them as two:
+#   STAGES=transfer_variants DEADLINE=280 bash benchmarks/gpu.sh
+#   STAGES=dropout_variants DEADLINE=460 bash benchmarks/gpu.sh
 set -u
 OUT_DIR=${1:-${OUT:-/tmp/vitbench-gpu}}
 DEADLINE=${DEADLINE:-560}
@@ -48,10 +51,12 @@ stage() {  # stage LIMIT_SECONDS COMMAND...: run if time is left, JSON lines to 
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    name = r["implementation"] + (" " + r["variant"] if "variant" in r else "")
-    print("  %-24s %s %s b%d %dpx %s: %.1f img/s, MFU %.3f, peak %.1f GiB" % (
+    name = r["implementation"] + (" " + r["variant"] if r.get("variant", "timm") != "timm" else "")
+    copy = ", copy %.1f GB/s" % r["copy_gb_per_second"] if "copy_gb_per_second" in r else ""
+    print("  %-24s %s %s b%d %dpx %s: %.1f img/s, MFU %.3f, peak %.1f GiB%s" % (
         name, r["model"], r["mode"], r["batch_size"], r["resolution"],
-        r.get("input", ""), r["images_per_second"], r["mfu"] or 0, r["peak_memory_gb"] or 0))
+        r.get("input", ""), r["images_per_second"], r["mfu"] or 0, r["peak_memory_gb"] or 0,
+        copy))
 ' | tee -a "$LOG"
     echo "    exit $status" | tee -a "$LOG"
     return $status
@@ -107,12 +112,13 @@ l16_kernels() {
     rm -rf "$OUT_DIR/kernels/jax_trace"  # large; the summary is in the log and kernels/*.json
 }
 
-dropout_variants() {
-    stage 480 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128
-}
 transfer_variants() {
-    stage 200 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
+    stage 240 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
         --batches 10
+}
+dropout_variants() {  # Keras' masks and none at all were measured before (see README)
+    stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128 \
+        --variants materialised,kernel,rbg,recomputed
 }
 
 for group in ${STAGES:-b16_train b16_infer l16_train l16_infer h14_remat b16_device l16_kernels}; do

@@ -64,9 +64,8 @@ def keras_dropout(inputs, rate, seed):
 
 
 def rbg_dropout(inputs, rate, seed):
-    """16-bit draws from XLA's RngBitGenerator (Philox on a GPU, `unsafe_rbg` keys): one
-    kernel writes two bytes per element, instead of Threefry's arithmetic fused into the
-    masking."""
+    """16-bit draws from XLA's RngBitGenerator (`unsafe_rbg` keys; Philox on a GPU, ten
+    rounds with multiplications) in place of Threefry-2x32's twenty rounds."""
     import jax
     import jax.numpy as jnp
 
@@ -82,8 +81,11 @@ def rbg_dropout(inputs, rate, seed):
 
 def recomputed_dropout(inputs, rate, seed):
     """vitbench's masks, recomputed from the seed in the backward pass instead of kept from
-    the forward pass (a `jax.custom_vjp`): no mask in memory, twice the Threefry arithmetic."""
+    the forward pass (a `jax.custom_vjp`): no mask in memory, twice the Threefry arithmetic.
+    The barrier keeps XLA from finding the backward pass's Threefry identical to the forward
+    pass's and merging the two back into one stored mask."""
     import jax
+    from jax import lax
 
     seed = _seed(seed)
 
@@ -95,6 +97,7 @@ def recomputed_dropout(inputs, rate, seed):
         return masked(x, seed), seed
 
     def backward(seed, gradient):
+        seed, gradient = lax.optimization_barrier((seed, gradient))
         return dropout._threefry_16_bit_dropout(gradient, rate, seed), None
 
     masked.defvjp(forward, backward)
@@ -199,12 +202,12 @@ class TransferVariant:
     available: Callable[[], bool] = lambda: True
 
 
-TRANSFER_VARIANTS = {
+TRANSFER_VARIANTS = {  # the likeliest gains first, in case a time limit cuts the run short
     "vitbench": TransferVariant(prediction._to_device),
-    "chunks2": TransferVariant(chunked_copy(2)),
-    "chunks4": TransferVariant(chunked_copy(4)),
-    "chunks8": TransferVariant(chunked_copy(8)),
     "pinned": TransferVariant(pinned_copy, _pinned_host_available),
+    "chunks4": TransferVariant(chunked_copy(4)),
+    "chunks2": TransferVariant(chunked_copy(2)),
+    "chunks8": TransferVariant(chunked_copy(8)),
 }
 
 
@@ -292,18 +295,36 @@ def _child_command(args, name: str) -> list:
 def measure(args, name: str) -> Optional[dict]:
     """The measurement of variant `name`, taken in a process of its own so that each variant
     starts with the device's memory empty and reports its own peak; None where it is not
-    available or failed (a line says which)."""
-    child = subprocess.run(_child_command(args, name), capture_output=True, text=True)
+    available, failed or took over `args.child_timeout` seconds (a line says which, and the
+    end of its error output goes to stderr)."""
+    try:
+        child = subprocess.run(_child_command(args, name), capture_output=True, text=True,
+                               timeout=args.child_timeout)
+    except subprocess.TimeoutExpired as expired:
+        errors = expired.stderr or ""
+        errors = errors.decode(errors="replace") if isinstance(errors, bytes) else errors
+        print(f"{name}: no result within {args.child_timeout} s", flush=True)
+        print("\n".join(errors.strip().splitlines()[-20:]), file=sys.stderr, flush=True)
+        return None
     lines = child.stdout.strip().splitlines()
     if child.returncode != 0:
-        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"{name}: failed (exit {child.returncode}): {last}", flush=True)
+        errors = child.stderr.strip().splitlines() or ["no output"]
+        print(f"{name}: failed (exit {child.returncode}): {errors[-1]}", flush=True)
+        print("\n".join(errors[-20:]), file=sys.stderr, flush=True)
         return None
     for line in lines:
         if not line.startswith("{"):
             print(line, flush=True)
     results = [json.loads(line) for line in lines if line.startswith("{")]
     return results[0] if results else None
+
+
+def print_ratio(args, result: dict, reference: dict) -> None:
+    ratio = result["images_per_second"] / reference["images_per_second"]
+    print(f"{args.group} {result['variant']} / {reference['implementation']}: {ratio:.2f}x "
+          f"({result['images_per_second']:.1f} vs {reference['images_per_second']:.1f} "
+          f"images/s, {args.model}, batch {args.batch_size}, {args.resolution} px, "
+          f"{args.precision}, {result['device']})", flush=True)
 
 
 def main(argv=None) -> int:
@@ -326,6 +347,8 @@ def main(argv=None) -> int:
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                         help="also time timm (+ torch.compile on a GPU) in the same command, "
                              "and print each variant's ratio to it")
+    parser.add_argument("--child_timeout", type=int, default=300,
+                        help="seconds each variant's process may take before it is given up")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     group = GROUPS[args.group]
@@ -346,24 +369,21 @@ def main(argv=None) -> int:
     names = ["vitbench", *([PEER] if args.peer else []),
              *(name for name in names if name not in ("vitbench", PEER))]
     measured = {}
-    for name in names:
+    for name in names:  # each ratio printed as soon as it can be: a run cut short keeps them
         result = measure(args, name)
-        if result is not None:
-            measured[name] = result
-            print(json.dumps(result), flush=True)
-    if "vitbench" not in measured:
-        print("vitbench's own implementation was not measured: no ratios", flush=True)
-        return 1
-    references = [(name, measured[name]) for name in ("vitbench", PEER) if name in measured]
-    for reference, theirs in references:
-        for name, result in measured.items():
-            if name == PEER:
-                continue
-            ratio = result["images_per_second"] / theirs["images_per_second"]
-            print(f"{args.group} {name} / {theirs['implementation']}: {ratio:.2f}x "
-                  f"({result['images_per_second']:.1f} vs {theirs['images_per_second']:.1f} "
-                  f"images/s, {args.model}, batch {args.batch_size}, {args.resolution} px, "
-                  f"{args.precision}, {result['device']})")
+        if result is None and name == "vitbench":
+            print("vitbench's own implementation was not measured: no ratios", flush=True)
+            return 1
+        if result is None:
+            continue
+        measured[name] = result
+        print(json.dumps(result), flush=True)
+        if name == PEER:
+            print_ratio(args, measured["vitbench"], result)
+            continue
+        for reference in ("vitbench", PEER):
+            if reference in measured:
+                print_ratio(args, result, measured[reference])
     return 0
 
 

@@ -60,6 +60,20 @@ def test_variants_of_vitbench_masks_draw_the_same_masks_and_gradients(name):
     np.testing.assert_array_equal(gradient, our_gradient)
 
 
+def test_recomputed_masks_are_not_kept_for_the_backward_pass(capsys):
+    from jax.ad_checkpoint import print_saved_residuals
+
+    def saved(name):
+        fn = variants.DROPOUT_VARIANTS[name]
+        seed = jnp.asarray((1, 2), jnp.uint32)
+        print_saved_residuals(lambda x: jnp.sum(fn(x, RATE, seed) ** 2),
+                              jnp.ones((2, 9, 40), jnp.float32))
+        return capsys.readouterr().out
+
+    assert "bool[2,9,40]" in saved("vitbench")  # the mask, kept
+    assert "bool[" not in saved("recomputed")  # only the seed
+
+
 def test_no_dropout_is_the_identity():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5)), jnp.float32)
     output, gradient, weights = masked("none", x)
@@ -105,24 +119,39 @@ def test_the_script_times_each_variant_against_vitbench_in_one_command(group, ch
     ratios = [line for line in lines if " / " in line and "x (" in line]
     assert ratios[0].startswith(f"{group} vitbench / vitbench: 1.00x")
     ratio = other["images_per_second"] / ours["images_per_second"]
-    assert ratios[1].startswith(f"{group} {other['variant']} / vitbench: {ratio:.2f}x")
-    if peer:  # then each variant against timm (eager on a CPU)
+    if peer:  # each ratio as soon as it can be given; on a CPU the peer is timm eager
         timm = measured[1]
         assert timm["implementation"] == "timm eager"
-        ratio = ours["images_per_second"] / timm["images_per_second"]
-        assert ratios[2].startswith(f"{group} vitbench / timm eager: {ratio:.2f}x")
+        to_timm = [m["images_per_second"] / timm["images_per_second"] for m in (ours, other)]
+        assert ratios[1].startswith(f"{group} vitbench / timm eager: {to_timm[0]:.2f}x")
+        assert ratios[2].startswith(f"{group} {other['variant']} / vitbench: {ratio:.2f}x")
+        assert ratios[3].startswith(f"{group} {other['variant']} / timm eager: {to_timm[1]:.2f}x")
         assert len(ratios) == 4
     else:
+        assert ratios[1].startswith(f"{group} {other['variant']} / vitbench: {ratio:.2f}x")
         assert len(ratios) == 2
 
 
 def test_a_failing_variant_is_reported_and_skipped(monkeypatch, capsys):
     failing = [sys.executable, "-c", "import sys; sys.exit('out of memory')"]
     monkeypatch.setattr(variants, "_child_command", lambda args, name: failing)
-    assert variants.measure(None, "rbg") is None
-    assert capsys.readouterr().out == "rbg: failed (exit 1): out of memory\n"
+    args = variants.argparse.Namespace(child_timeout=60)
+    assert variants.measure(args, "rbg") is None
+    output = capsys.readouterr()
+    assert output.out == "rbg: failed (exit 1): out of memory\n"
+    assert "out of memory" in output.err  # the end of its error output, for the log
     assert variants.main(["dropout", "--variants=rbg"]) == 1  # no ratios without vitbench's
     assert "vitbench's own implementation was not measured" in capsys.readouterr().out
+
+
+def test_a_variant_past_its_time_is_reported_and_skipped(monkeypatch, capsys):
+    hanging = [sys.executable, "-c", "import sys, time; print('compiling', file=sys.stderr, "
+               "flush=True); time.sleep(60)"]
+    monkeypatch.setattr(variants, "_child_command", lambda args, name: hanging)
+    assert variants.measure(variants.argparse.Namespace(child_timeout=3), "kernel") is None
+    output = capsys.readouterr()
+    assert output.out == "kernel: no result within 3 s\n"
+    assert "compiling" in output.err
 
 
 def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
