@@ -47,15 +47,8 @@ from vitbench import bench  # noqa: E402
 from vitbench.evaluate import prediction  # noqa: E402
 from vitbench.models import dropout  # noqa: E402
 
-_DRAW_BITS = 16
-
-
 def _seed(seed):
     return seed.next() if isinstance(seed, keras.random.SeedGenerator) else seed
-
-
-def _keep_threshold(rate: float) -> int:
-    return max(1, round((1.0 - rate) * 2 ** _DRAW_BITS))
 
 
 def keras_dropout(inputs, rate, seed):
@@ -74,8 +67,8 @@ def rbg_dropout(inputs, rate, seed):
         jnp.stack([seed[0], seed[1], seed[0] ^ jnp.uint32(0x9E3779B9), seed[1]]),
         impl="unsafe_rbg")
     draws = jax.random.bits(key, inputs.shape, jnp.uint16)
-    keep = _keep_threshold(rate)
-    return jnp.where(draws.astype(jnp.int32) < keep, inputs * (2 ** _DRAW_BITS / keep),
+    keep = dropout.keep_threshold(rate)
+    return jnp.where(draws.astype(jnp.int32) < keep, inputs * (2 ** 16 / keep),
                      jnp.zeros((), inputs.dtype))
 
 

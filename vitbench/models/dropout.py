@@ -36,6 +36,11 @@ _DRAW_BITS = 16
 _DRAWS_PER_EVALUATION = 4  # 64 bits of one Threefry-2x32 evaluation, in 16-bit draws
 
 
+def keep_threshold(rate: float) -> int:
+    """The 16-bit draws below which an element is kept at dropout `rate`."""
+    return max(1, round((1.0 - rate) * 2 ** _DRAW_BITS))
+
+
 def _threefry_words(seed, counter_shape):
     """The two 32-bit words of Threefry-2x32 under `seed` for each position of
     `counter_shape`, counted in row-major order."""
@@ -56,7 +61,7 @@ def _threefry_16_bit_dropout(inputs, rate, seed):
 
     if isinstance(seed, keras.random.SeedGenerator):
         seed = seed.next()
-    keep = max(1, round((1.0 - rate) * 2 ** _DRAW_BITS))
+    keep = keep_threshold(rate)
     *leading, width = inputs.shape
     counter_shape = (*leading, -(-width // _DRAWS_PER_EVALUATION))
     if math.prod(counter_shape) >= 2 ** 32:
