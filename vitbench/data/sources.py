@@ -101,8 +101,7 @@ def tfds_status(task, data_dir=None) -> Status:
                                f"where there is network (`tfds build {builder.name} "
                                "--data_dir DIR`, or every dataset of a suite with `vitbench "
                                "tasks --suite SUITE --prepare --data_dir DIR`) and copy "
-                               f"DIR/{builder.name} into "
-                               f"{builder.data_dir_root}")
+                               f"DIR/{builder.name} into {builder.data_dir_root}")
     return Status(WILL_DOWNLOAD, f"TFDS downloads it into {builder.data_dir_root}")
 
 
