@@ -46,6 +46,8 @@ def test_a_class_with_too_few_examples_is_a_clear_error():
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     with pytest.raises(ValueError, match="my_task: class 1 has 2 training example.*fewer than 3"):
         fewshot.sample_shots(labels, 3, 0, 3, "my_task")
+    with pytest.raises(ValueError, match=r"my_task: class 1 \(dog\) has 2 training example"):
+        fewshot.sample_shots(labels, 3, 0, 3, "my_task", ["cat", "dog", "eel"])
 
 
 def test_separable_features_are_classified_and_chance_is_not():

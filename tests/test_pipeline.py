@@ -133,6 +133,7 @@ def test_a_folder_of_class_subfolders_is_a_task(tmp_path):
 
     assert sorted(labels("test")) == [0, 0, 1, 1]
     assert sorted(labels("fit") + labels("val")) == [0, 0, 0, 1, 1, 1]
+    assert sources.class_names(task) == ["cat", "dog"]  # by class id
 
 
 def test_image_file_splits_mix_the_classes_whatever_the_listing_order(tmp_path):
@@ -263,6 +264,12 @@ def test_a_csv_of_paths_and_labels_is_a_task(tmp_path):
     assert len(grey) == 2 and set(grey) <= set(range(6))
     np.testing.assert_array_equal(evaluation[0]["label"], 1 - grey % 2)
     check_batch(next(pipeline.as_numpy(pipeline.train_dataset(task, "fit", 3))), task, 3, 8)
+    assert sources.class_names(task) == ["cat", "dog"]
+    # Labels given as class ids name no classes; nor does a TFDS task here.
+    (tmp_path / "images.csv").write_text("\n".join(line.replace(",cat,", ",0,").replace(
+        ",dog,", ",1,") for line in lines) + "\n")
+    assert sources.status(task).state == sources.READY and sources.class_names(task) is None
+    assert sources.class_names(tasks.load_suite("cifar10").task("cifar10")) is None
 
 
 def test_csv_without_the_needed_columns_is_a_clear_error(tmp_path):

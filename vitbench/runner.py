@@ -508,7 +508,7 @@ def _probe_few_shot(run: Run, lr, workdir, data_dir, checkpoint_every, verbose,
     train, test = features(run.train_split), features(run.eval_split)
     extracted = time.perf_counter() - start
     metrics = fewshot.evaluate(train, test, run.task.num_classes, p.shots, p.seeds, p.l2_reg,
-                               run.task.name)
+                               run.task.name, sources.class_names(run.task, data_dir))
     return {"status": "finished", "error": None, "metrics": metrics,
             "features": {"computed": computed, "seconds": extracted,
                          "dimensions": int(train[0].shape[1])}}

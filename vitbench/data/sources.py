@@ -59,6 +59,8 @@ class Source:
     fingerprint: Callable = lambda task: None
     # (task, data_dir) -> {feature: tf.TensorSpec} of a read example, or None where unknown
     features: Callable = lambda task, data_dir: None
+    # (task, data_dir) -> the class names by class id, or None where the data names none
+    class_names: Callable = lambda task, data_dir: None
 
 
 SOURCES: Dict[str, Source] = {}
@@ -182,14 +184,15 @@ class ImageFiles:
     therefore mix the classes whatever the order of the files on disk or of the CSV rows.
     """
 
-    def __init__(self, task, where: pathlib.Path, splits: Dict[str, list]):
+    def __init__(self, task, where: pathlib.Path, splits: Dict[str, list],
+                 names: Optional[list] = None):
         import random
 
         if not any(splits.values()):
             raise FileNotFoundError(f"{task.name}: no images in {where} "
                                     f"({', '.join(IMAGE_SUFFIXES)} files; a folder holds "
                                     "<split>/<class name>/<image>)")
-        self.where, self.splits = where, {}
+        self.where, self.splits, self.names = where, {}, names  # names: by class id
         for name, pairs in splits.items():
             pairs = list(pairs)
             random.Random(name).shuffle(pairs)
@@ -230,7 +233,7 @@ def folder_images(task) -> ImageFiles:
                       for path in sorted(folder.iterdir())
                       if path.suffix.lower() in IMAGE_SUFFIXES]
               for split, classes in folders.items()}
-    files = ImageFiles(task, root, splits)
+    files = ImageFiles(task, root, splits, names)
     _check_classes(task, root, names)
     return files
 
@@ -252,7 +255,7 @@ def csv_images(task) -> ImageFiles:
     if missing:
         raise ValueError(f"{path}: needs a header with 'path' and 'label' columns "
                          f"(and optionally 'split'); missing {sorted(missing)}")
-    labels = [row["label"] for row in rows]
+    labels, names = [row["label"] for row in rows], None
     if all(label.isdigit() for label in labels):
         ids = [int(label) for label in labels]
         if ids and max(ids) >= task.num_classes:
@@ -267,7 +270,7 @@ def csv_images(task) -> ImageFiles:
     for row, label in sorted(zip(rows, ids), key=lambda pair: (pair[0]["path"], pair[1])):
         splits.setdefault(row.get("split") or "train", []).append(
             (str(path.parent / row["path"]), label))
-    return ImageFiles(task, path, splits)
+    return ImageFiles(task, path, splits, names)
 
 
 def _image_files_source(load: Callable) -> Source:
@@ -314,11 +317,24 @@ def _image_files_source(load: Callable) -> Source:
     def file_features(task, data_dir=None):
         return {"image": tf.TensorSpec([], tf.string), "label": tf.TensorSpec([], tf.int64)}
 
-    return Source(file_status, file_read, file_num_examples, file_fingerprint, file_features)
+    def file_class_names(task, data_dir=None) -> Optional[list]:
+        return load(task).names
+
+    return Source(file_status, file_read, file_num_examples, file_fingerprint, file_features,
+                  file_class_names)
 
 
 SOURCES["folder"] = _image_files_source(folder_images)
 SOURCES["csv"] = _image_files_source(csv_images)
+
+
+def class_names(task, data_dir=None) -> Optional[list]:
+    """The task's class names by class id (a folder task's class folders, a CSV task's
+    class names), or None where its data names none or cannot be read."""
+    try:
+        return get_source(task.source).class_names(task, data_dir)
+    except (OSError, ValueError):
+        return None
 
 
 def status(task, data_dir=None) -> Status:

@@ -67,15 +67,17 @@ def cached(key: dict, compute: Callable[[], Dict[str, np.ndarray]]) -> Dict[str,
 
 
 def sample_shots(labels: np.ndarray, shots: int, seed: int, num_classes: int,
-                 task_name: str = "task") -> np.ndarray:
-    """Indices of `shots` examples of every class, drawn with `seed` (nested across shots)."""
+                 task_name: str = "task", class_names=None) -> np.ndarray:
+    """Indices of `shots` examples of every class, drawn with `seed` (nested across shots).
+    `class_names` (by class id) name a class that has too few."""
     rng = np.random.default_rng(seed)
     chosen = []
     for label in range(num_classes):
         indices = np.flatnonzero(labels == label)
         if len(indices) < shots:
+            named = f" ({class_names[label]})" if class_names else ""
             raise ValueError(
-                f"{task_name}: class {label} has {len(indices)} training example(s), fewer "
+                f"{task_name}: class {label}{named} has {len(indices)} training example(s), fewer "
                 f"than {shots} shots; use fewer shots (--shots) or a larger train split")
         chosen.append(rng.permutation(indices)[:shots])
     return np.concatenate(chosen)
@@ -118,13 +120,13 @@ def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: f
 
 def evaluate(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
-             task_name: str = "task") -> dict:
+             task_name: str = "task", class_names=None) -> dict:
     """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}."""
     metrics, per_seed = {}, {}
     for k in shots:
         scores = []
         for seed in range(seeds):
-            chosen = sample_shots(train[1], k, seed, num_classes, task_name)
+            chosen = sample_shots(train[1], k, seed, num_classes, task_name, class_names)
             scores.append(ridge_accuracy(train[0][chosen], train[1][chosen], test[0], test[1],
                                          num_classes, l2_reg))
         metrics[f"{k}shot"] = float(np.mean(scores))
