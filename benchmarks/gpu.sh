@@ -116,9 +116,9 @@ transfer_variants() {
     stage 240 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
         --batches 10
 }
-dropout_variants() {  # Keras' masks and none at all were measured before (see README)
+dropout_variants() {  # the likeliest first; Keras' masks and none were measured before (README)
     stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128 \
-        --variants materialised,kernel,rbg,recomputed
+        --variants packed,recomputed,materialised,kernel,rbg
 }
 
 for group in ${STAGES:-b16_train b16_infer l16_train l16_infer h14_remat b16_device l16_kernels}; do

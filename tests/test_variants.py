@@ -35,7 +35,7 @@ def masked(name, x, seed=(7, 9)):
 
 
 @pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed", "materialised",
-                                  "kernel"])
+                                  "kernel", "packed"])
 def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name):
     x = jnp.ones((8, 50, 67), jnp.float32)
     output, gradient, weights = masked(name, x)
@@ -51,7 +51,7 @@ def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name
     assert (other > 0).mean() != pytest.approx(1.0) and (other != output).any()
 
 
-@pytest.mark.parametrize("name", ["recomputed", "materialised", "kernel"])
+@pytest.mark.parametrize("name", ["recomputed", "materialised", "kernel", "packed"])
 def test_variants_of_vitbench_masks_draw_the_same_masks_and_gradients(name):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 9, 41)), jnp.float32)
     ours, our_gradient, _ = masked("vitbench", x)
@@ -60,18 +60,30 @@ def test_variants_of_vitbench_masks_draw_the_same_masks_and_gradients(name):
     np.testing.assert_array_equal(gradient, our_gradient)
 
 
-def test_recomputed_masks_are_not_kept_for_the_backward_pass(capsys):
+def test_recomputed_masks_are_not_kept_and_packed_ones_are_kept_as_bits(capsys):
     from jax.ad_checkpoint import print_saved_residuals
 
     def saved(name):
         fn = variants.DROPOUT_VARIANTS[name]
         seed = jnp.asarray((1, 2), jnp.uint32)
         print_saved_residuals(lambda x: jnp.sum(fn(x, RATE, seed) ** 2),
-                              jnp.ones((2, 9, 40), jnp.float32))
+                              jnp.ones((2, 9, 41), jnp.float32))
         return capsys.readouterr().out
 
-    assert "bool[2,9,40]" in saved("vitbench")  # the mask, kept
+    assert "bool[2,9,41]" in saved("vitbench")  # the mask, a byte an element
     assert "bool[" not in saved("recomputed")  # only the seed
+    packed = saved("packed")
+    assert "u8[2,9,6]" in packed and "bool[" not in packed  # 41 bits in 6 bytes
+
+
+@pytest.mark.parametrize("name, barriers", [("vitbench", 0), ("materialised", 1), ("packed", 1),
+                                            ("recomputed", 1)])
+def test_materialised_and_packed_masks_and_the_recomputed_gradient_pass_a_barrier(name, barriers):
+    fn = variants.DROPOUT_VARIANTS[name]
+    seed = jnp.asarray((1, 2), jnp.uint32)
+    program = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fn(x, RATE, seed))))(
+        jnp.ones((2, 40), jnp.float32)))
+    assert program.count("optimization_barrier") == barriers
 
 
 def test_no_dropout_is_the_identity():
@@ -159,4 +171,4 @@ def test_an_unknown_variant_is_refused_with_the_valid_ones(capsys):
         variants.main(["dropout", "--variants=vitbench,philox"])
     error = capsys.readouterr().err
     assert "unknown dropout variants philox" in error
-    assert "vitbench, materialised, kernel, rbg, recomputed, keras, none" in error
+    assert "vitbench, packed, recomputed, materialised, kernel, rbg, keras, none" in error

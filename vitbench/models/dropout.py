@@ -55,22 +55,34 @@ def _threefry_words(seed, counter_shape):
     return threefry2x32_p.bind(seed[0], seed[1], position, jnp.zeros_like(position))
 
 
-def _threefry_16_bit_dropout(inputs, rate, seed):
+def kept_elements(shape, keep: int, seed):
+    """Which elements of an array of `shape` a dropout keeps under the drawn `seed`: those
+    whose 16-bit draw is below `keep` (`keep_threshold`)."""
     import jax.numpy as jnp
     from jax import lax
+
+    *leading, width = shape
+    counter_shape = (*leading, -(-width // _DRAWS_PER_EVALUATION))
+    if math.prod(counter_shape) >= 2 ** 32:
+        raise ValueError(f"dropout of {tuple(shape)}: more than 2**34 elements")
+    words = _threefry_words(seed, counter_shape)
+    draws = lax.bitcast_convert_type(jnp.stack(words, axis=-1), jnp.uint16)
+    return draws.reshape(*leading, -1)[..., :width].astype(jnp.int32) < keep
+
+
+def kept_scale(keep: int) -> float:
+    """The factor kept elements are multiplied by, so the expected output is the input."""
+    return 2 ** _DRAW_BITS / keep
+
+
+def _threefry_16_bit_dropout(inputs, rate, seed):
+    import jax.numpy as jnp
 
     if isinstance(seed, keras.random.SeedGenerator):
         seed = seed.next()
     keep = keep_threshold(rate)
-    *leading, width = inputs.shape
-    counter_shape = (*leading, -(-width // _DRAWS_PER_EVALUATION))
-    if math.prod(counter_shape) >= 2 ** 32:
-        raise ValueError(f"dropout of {inputs.shape}: more than 2**34 elements")
-    words = _threefry_words(seed, counter_shape)
-    draws = lax.bitcast_convert_type(jnp.stack(words, axis=-1), jnp.uint16)
-    draws = draws.reshape(*leading, -1)[..., :width]
-    kept = draws.astype(jnp.int32) < keep
-    return jnp.where(kept, inputs * (2 ** _DRAW_BITS / keep), jnp.zeros((), inputs.dtype))
+    kept = kept_elements(inputs.shape, keep, seed)
+    return jnp.where(kept, inputs * kept_scale(keep), jnp.zeros((), inputs.dtype))
 
 
 # Backend -> dropout without a noise shape: (inputs, rate, seed) -> outputs.
