@@ -269,7 +269,7 @@ def time_dropout(name: str, args) -> dict:
         return bench.model_throughput(args.model, "train", args.batch_size, args.resolution,
                                       args.precision, args.batches, args.warmup,
                                       dropout=args.dropout,
-                                      micro_batch_size=args.micro_batch_size)
+                                      micro_batch_size=args.micro_batch_size, devices=1)
 
 
 def time_transfer(name: str, args) -> Optional[dict]:
@@ -279,7 +279,8 @@ def time_transfer(name: str, args) -> Optional[dict]:
     with mock.patch.object(prediction, "_to_device", variant.copy):
         measured = bench.model_throughput(args.model, "infer", args.batch_size,
                                           args.resolution, args.precision, args.batches,
-                                          args.warmup, micro_batch_size=args.micro_batch_size)
+                                          args.warmup, micro_batch_size=args.micro_batch_size,
+                                          devices=1)
     images = np.zeros((measured["micro_batch_size"], args.resolution, args.resolution, 3),
                       keras.mixed_precision.Policy(bench.PRECISIONS[args.precision])
                       .compute_dtype)

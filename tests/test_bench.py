@@ -85,7 +85,49 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
     assert line["tflops"] == pytest.approx(line["images_per_second"] * flops / 1e12)
     assert line["mfu"] == pytest.approx(line["tflops"] / 2)
     assert line["device"] == "cpu" and line["peak_memory_gb"] is None
-    assert line["software"].startswith("keras 3.")
+    assert line["software"].startswith("keras 3.") and line["devices"] == 1
+
+
+BENCH_ON_TWO_DEVICES = """
+import json, sys
+from vitbench import bench
+for mode, feed, devices in (("train", "host", None), ("infer", "device", None),
+                            ("train", "device", 1)):
+    print(json.dumps(bench.model_throughput("vit_mu8", mode, 4, 32, steps=2, warmup=1, peak=2,
+                                            input=feed, devices=devices)))
+for devices, micro in ((3, None), (2, 3)):
+    try:
+        bench.model_throughput("vit_mu8", "train", 6, 32, steps=1, devices=devices,
+                               micro_batch_size=micro)
+    except ValueError as error:
+        print("error:", error)
+"""
+
+
+def test_model_benchmark_runs_data_parallel_over_every_local_device():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import UNOPTIMISED_BACKEND
+
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"{UNOPTIMISED_BACKEND} --xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, "-c", BENCH_ON_TWO_DEVICES], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    measured = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [(m["mode"], m["input"], m["devices"]) for m in measured] == [
+        ("train", "host", 2), ("infer", "device", 2), ("train", "device", 1)]
+    for line, devices in zip(measured, (2, 2, 1)):
+        assert line["batch_size"] == 4 and line["images_per_second"] > 0  # the global batch
+        assert line["peak_tflops"] == 2 * devices  # the utilisation of all of them
+        assert line["mfu"] == pytest.approx(line["tflops"] / (2 * devices))
+    assert [line for line in lines if line.startswith("error:")] == [
+        "error: 3 devices asked for; there are 2: cpu:0, cpu:1",
+        "error: the micro-batch 3 does not split over 2 devices"]
 
 
 def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatch):

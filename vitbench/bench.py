@@ -115,16 +115,18 @@ def peak_tflops(kind: str, precision: str) -> Optional[float]:
     return None
 
 
-def peak_memory_gb() -> Optional[float]:
-    """Peak bytes the first device has held (JAX on GPU/TPU); None where not reported."""
+def peak_memory_gb(devices: int = 1) -> Optional[float]:
+    """The largest peak of memory (GiB) any of the first `devices` devices has held (JAX on
+    GPU/TPU); None where not reported."""
     import keras
 
     if keras.backend.backend() != "jax":
         return None
     import jax
 
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
+    peaks = [(device.memory_stats() or {}).get("peak_bytes_in_use")
+             for device in jax.devices()[:devices]]
+    return None if None in peaks else max(peaks) / 2**30
 
 
 INPUTS = ("host", "device")
@@ -135,9 +137,11 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
                      num_classes: int = 1000, peak: Optional[float] = None,
                      remat: bool = False, input: str = "host",
                      dropout: Optional[float] = None,
-                     micro_batch_size: Optional[int] = None) -> dict:
+                     micro_batch_size: Optional[int] = None,
+                     devices: Optional[int] = None) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
-    of random images.
+    of random images, data parallel over every local device as `vitbench run` trains (or the
+    first `devices` of them: `distribute.local_devices`; CUDA_VISIBLE_DEVICES chooses GPUs).
 
     `train`: `model.fit` as the training loops call it (SGD with momentum, the step
     XLA-compiled by Keras, up to `execution.MAX_BATCHES_PER_CALL` steps per call and the loss
@@ -160,13 +164,14 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
     TFLOP/s (default: the device's spec-sheet peak). `remat` rematerialises the encoder blocks
     (the FLOP count stays the model's, so MFU then leaves out the recomputation). `dropout`
-    replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14, else 0)."""
+    replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14, else 0). Over
+    several devices `batch_size` is the global batch, split over them, the model-FLOP
+    utilisation is against the peak of all of them, and `peak_memory_gb` is the largest of
+    their peaks."""
     import keras
-    import numpy as np
 
-    from vitbench.evaluate import prediction
     from vitbench.models.vit import create_model
-    from vitbench.train import execution, optimizers
+    from vitbench.train import distribute
 
     if mode not in ("train", "infer"):
         raise ValueError(f"mode {mode!r} is not one of train, infer")
@@ -180,54 +185,87 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(PRECISIONS[precision])
     try:
-        overrides = {} if dropout is None else {"dropout": dropout}
-        model = create_model(model_name, num_classes=num_classes, image_size=resolution,
-                             remat=remat, **overrides)
-        micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
-                                                        batch_size)
-        if batch_size % micro:
-            raise ValueError(f"micro-batch size {micro} does not divide the batch {batch_size}")
-        passes = batch_size // micro
-        rng = np.random.default_rng(0)
-        images = rng.uniform(-1, 1, (micro, resolution, resolution, 3)).astype(
-            model.image_dtype)  # as the pipelines hand images over
-        labels = rng.integers(0, num_classes, micro)
-        if input == "device":
-            images, labels = (keras.ops.convert_to_tensor(a) for a in (images, labels))
-        if mode == "train":
-            # One call of the train function per epoch, whole updates per call: the first
-            # calls compile and warm up.
-            updates_per_call = max(1, min(steps, execution.MAX_BATCHES_PER_CALL // passes))
-            warmup_calls = -(-max(warmup, 1) // updates_per_call)
-            timed_calls = -(-steps // updates_per_call)
-            warmup, steps = warmup_calls * updates_per_call, timed_calls * updates_per_call
-            model.compile(optimizer=optimizers.SGD(
-                0.001, momentum=0.9, gradient_accumulation_steps=passes if passes > 1 else None),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                steps_per_execution=updates_per_call * passes)
-            timer = epoch_timer()
-            feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
-            model.fit(feed, epochs=warmup_calls + timed_calls,
-                      steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
-                      callbacks=[keras.callbacks.TerminateOnNaN(), timer])
-            seconds = timer.ends[-1] - timer.ends[warmup_calls - 1]
-        else:
-            warmup = max(warmup, 1)  # the first call compiles
-            batches = itertools.repeat({"image": images}, (warmup + steps) * passes)
-            outputs = prediction.predict_batches(model.predict_on_batch, batches, micro)
-            for _ in itertools.islice(outputs, warmup * passes):
-                pass
-            start = time.perf_counter()
-            for _ in outputs:  # numpy outputs: each one waited for the device
-                pass
-            seconds = time.perf_counter() - start
+        with distribute.local_devices(devices) as distribution:
+            overrides = {} if dropout is None else {"dropout": dropout}
+            model = create_model(model_name, num_classes=num_classes, image_size=resolution,
+                                 remat=remat, **overrides)
+            micro, seconds, warmup, steps = _time_model(
+                model, mode, batch_size, resolution, micro_batch_size, steps, warmup, input,
+                distribute.data_parallel_size(distribution))
+            count = 1 if distribution is None else distribution.device_mesh.devices.size
     finally:
         keras.config.set_dtype_policy(previous)
+    peak = peak or peak_tflops(device_kind(), precision)
     return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,
-                          steps, warmup, seconds, device_kind(), peak_memory_gb(),
-                          f"keras {keras.__version__} ({keras.backend.backend()})", peak,
-                          num_classes), "remat": remat, "input": input,
+                          steps, warmup, seconds, device_kind(), peak_memory_gb(count),
+                          f"keras {keras.__version__} ({keras.backend.backend()})",
+                          peak and peak * count, num_classes),
+            "devices": count, "remat": remat, "input": input,
             "dropout": model.config.dropout, "micro_batch_size": micro}
+
+
+def _time_model(model, mode: str, batch_size: int, resolution: int,
+                micro_batch_size: Optional[int], steps: int, warmup: int, input: str,
+                replicas: int):
+    """(micro-batch size, seconds of the timed steps, warm-up steps, timed steps) of
+    `model_throughput`, under the distribution set, which splits batches `replicas` ways."""
+    import keras
+    import numpy as np
+
+    from vitbench.evaluate import prediction
+    from vitbench.train import execution, optimizers
+
+    micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
+                                                    batch_size, replicas)
+    if batch_size % micro:
+        raise ValueError(f"micro-batch size {micro} does not divide the batch {batch_size}")
+    if micro % replicas:
+        raise ValueError(f"the micro-batch {micro} does not split over {replicas} devices")
+    passes = batch_size // micro
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (micro, resolution, resolution, 3)).astype(
+        model.image_dtype)  # as the pipelines hand images over
+    labels = rng.integers(0, model.num_classes, micro)
+    if input == "device":
+        images, labels = (on_devices(array) for array in (images, labels))
+    if mode == "train":
+        # One call of the train function per epoch, whole updates per call: the first
+        # calls compile and warm up.
+        updates_per_call = max(1, min(steps, execution.MAX_BATCHES_PER_CALL // passes))
+        warmup_calls = -(-max(warmup, 1) // updates_per_call)
+        timed_calls = -(-steps // updates_per_call)
+        warmup, steps = warmup_calls * updates_per_call, timed_calls * updates_per_call
+        model.compile(optimizer=optimizers.SGD(
+            0.001, momentum=0.9, gradient_accumulation_steps=passes if passes > 1 else None),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            steps_per_execution=updates_per_call * passes)
+        timer = epoch_timer()
+        feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
+        model.fit(feed, epochs=warmup_calls + timed_calls,
+                  steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
+                  callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+        return micro, timer.ends[-1] - timer.ends[warmup_calls - 1], warmup, steps
+    warmup = max(warmup, 1)  # the first call compiles
+    batches = itertools.repeat({"image": images}, (warmup + steps) * passes)
+    outputs = prediction.predict_batches(model.predict_on_batch, batches, micro)
+    for _ in itertools.islice(outputs, warmup * passes):
+        pass
+    start = time.perf_counter()
+    for _ in outputs:  # numpy outputs: each one waited for the device
+        pass
+    return micro, time.perf_counter() - start, warmup, steps
+
+
+def on_devices(array):
+    """`array` on the device, or split over the devices of the distribution set as Keras
+    splits a batch."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return keras.ops.convert_to_tensor(array)
+    return keras.distribution.distribute_tensor(
+        array, distribution.get_data_layout(array.shape))
 
 
 def epoch_timer():

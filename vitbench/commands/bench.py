@@ -41,6 +41,9 @@ def _define(fv):
                          "accumulated over a batch's passes (default: as the training and "
                          "evaluation loops split a batch: whole on an accelerator, "
                          "cache-sized passes on a CPU).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
+                         "local devices, the batch split over them (default: all of them, as "
+                         "`vitbench run` trains).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
                          lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
@@ -69,7 +72,8 @@ def _model(fv):
     return [bench.model_throughput(fv.model, fv.mode, fv.batch_size, fv.resolution or 224,
                                    fv.precision, fv.batches, fv.warmup, peak=fv.peak_tflops,
                                    remat=fv.remat, input=fv.input, dropout=fv.dropout,
-                                   micro_batch_size=fv.micro_batch_size)]
+                                   micro_batch_size=fv.micro_batch_size,
+                                   devices=fv.devices)]
 
 
 RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
@@ -87,7 +91,10 @@ def run(fv):
     per call, as vitbench fine-tunes) or forward pass (`predict_on_batch`, as it evaluates),
     after untimed steps (compilation): images/s, step time, achieved
     TFLOP/s and model-FLOP utilisation from the analytic FLOP count (`vitbench models`),
-    peak device memory. `python benchmarks/peers.py` runs the same measurement next to timm.
+    peak device memory. On the JAX backend the model runs data parallel over every local
+    device (--devices: the first N), as `vitbench run` trains; `--batch_size` is then the
+    global batch. `python benchmarks/peers.py` runs the same measurement on one device next to
+    timm.
     """
     import json
 

@@ -46,15 +46,23 @@ def initialize_hosts() -> None:
     keras.distribution.initialize()
 
 
-def configure(model_parallel: int = 1):
-    """Sets (and returns) the global distribution for all devices; None on one device."""
+def configure(model_parallel: int = 1, device_count: Optional[int] = None):
+    """Sets (and returns) the global distribution for all devices, or the first
+    `device_count`; None on one device."""
     import keras
 
     if keras.backend.backend() != "jax":
         if model_parallel > 1:
             raise ValueError("model parallelism needs the JAX backend (KERAS_BACKEND=jax)")
+        if device_count not in (None, 1):
+            raise ValueError("several devices need the JAX backend (KERAS_BACKEND=jax)")
         return None
     devices = keras.distribution.list_devices()
+    if device_count is not None:
+        if not 1 <= device_count <= len(devices):
+            raise ValueError(f"{device_count} devices asked for; there are {len(devices)}: "
+                             f"{', '.join(devices)}")
+        devices = devices[:device_count]
     if model_parallel > 1 and process_index_and_count()[1] > 1:
         raise ValueError("--model_parallel with several processes is not supported: checkpoints "
                          "and evaluations read the weights on the first host, which then holds "
@@ -80,16 +88,16 @@ def configure(model_parallel: int = 1):
 
 
 @contextlib.contextmanager
-def local_devices():
-    """Data parallelism over every local device (`configure`) for the length of a `with`
-    block, which yields the distribution (None on one device); the global distribution that
-    was set before is set again after it."""
+def local_devices(count: Optional[int] = None):
+    """Data parallelism over every local device, or the first `count` (`configure`), for the
+    length of a `with` block, which yields the distribution (None on one device); the global
+    distribution that was set before is set again after it."""
     import keras
 
     previous = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
     try:
-        yield configure()
+        yield configure(device_count=count)
     finally:
         keras.distribution.set_distribution(previous)
 
