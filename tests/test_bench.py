@@ -91,13 +91,14 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
 BENCH_ON_TWO_DEVICES = """
 import json, sys
 from vitbench import bench
-for mode, feed, devices in (("train", "host", None), ("infer", "device", None),
-                            ("train", "device", 1)):
+for mode, feed, devices, micro in (("train", "host", None, None), ("infer", "device", None, 2),
+                                   ("train", "device", None, 2), ("train", "device", 1, None)):
     print(json.dumps(bench.model_throughput("vit_mu8", mode, 4, 32, steps=2, warmup=1, peak=2,
-                                            input=feed, devices=devices)))
-for devices, micro in ((3, None), (2, 3)):
+                                            input=feed, devices=devices,
+                                            micro_batch_size=micro)))
+for batch, devices, micro in ((6, 3, None), (6, 2, 3), (5, 2, None)):
     try:
-        bench.model_throughput("vit_mu8", "train", 6, 32, steps=1, devices=devices,
+        bench.model_throughput("vit_mu8", "train", batch, 32, steps=1, devices=devices,
                                micro_batch_size=micro)
     except ValueError as error:
         print("error:", error)
@@ -119,15 +120,18 @@ def test_model_benchmark_runs_data_parallel_over_every_local_device():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     measured = [json.loads(line) for line in lines if line.startswith("{")]
-    assert [(m["mode"], m["input"], m["devices"]) for m in measured] == [
-        ("train", "host", 2), ("infer", "device", 2), ("train", "device", 1)]
-    for line, devices in zip(measured, (2, 2, 1)):
+    assert [(m["mode"], m["input"], m["devices"], m["micro_batch_size"]) for m in measured] == [
+        ("train", "host", 2, 4), ("infer", "device", 2, 2), ("train", "device", 2, 2),
+        ("train", "device", 1, 4)]
+    for line in measured:
         assert line["batch_size"] == 4 and line["images_per_second"] > 0  # the global batch
-        assert line["peak_tflops"] == 2 * devices  # the utilisation of all of them
-        assert line["mfu"] == pytest.approx(line["tflops"] / (2 * devices))
+        assert line["peak_tflops"] == 2  # one device's; the utilisation is of all of them
+        assert line["mfu"] == pytest.approx(line["tflops"] / (2 * line["devices"]))
     assert [line for line in lines if line.startswith("error:")] == [
         "error: 3 devices asked for; there are 2: cpu:0, cpu:1",
-        "error: the micro-batch 3 does not split over 2 devices"]
+        "error: the micro-batch 3 does not split over 2 devices",
+        "error: the batch 5 does not split over 2 devices: choose a batch size that is a "
+        "multiple of 2, or --devices"]
 
 
 def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatch):

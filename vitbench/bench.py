@@ -140,8 +140,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
                      micro_batch_size: Optional[int] = None,
                      devices: Optional[int] = None) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
-    of random images, data parallel over every local device as `vitbench run` trains (or the
-    first `devices` of them: `distribute.local_devices`; CUDA_VISIBLE_DEVICES chooses GPUs).
+    of random images, on JAX data parallel over every local device as `vitbench run` trains
+    (or the first `devices` of them: `distribute.local_devices`; CUDA_VISIBLE_DEVICES chooses
+    GPUs; on TensorFlow, one device).
 
     `train`: `model.fit` as the training loops call it (SGD with momentum, the step
     XLA-compiled by Keras, up to `execution.MAX_BATCHES_PER_CALL` steps per call and the loss
@@ -165,9 +166,9 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     TFLOP/s (default: the device's spec-sheet peak). `remat` rematerialises the encoder blocks
     (the FLOP count stays the model's, so MFU then leaves out the recomputation). `dropout`
     replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14, else 0). Over
-    several devices `batch_size` is the global batch, split over them, the model-FLOP
-    utilisation is against the peak of all of them, and `peak_memory_gb` is the largest of
-    their peaks."""
+    several devices `batch_size` and `micro_batch_size` are global, split over them, the
+    model-FLOP utilisation is against the sum of their peaks (`peak` is one device's), and
+    `peak_memory_gb` is the largest of their peaks."""
     import keras
 
     from vitbench.models.vit import create_model
@@ -195,12 +196,11 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
             count = 1 if distribution is None else distribution.device_mesh.devices.size
     finally:
         keras.config.set_dtype_policy(previous)
-    peak = peak or peak_tflops(device_kind(), precision)
     return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,
                           steps, warmup, seconds, device_kind(), peak_memory_gb(count),
-                          f"keras {keras.__version__} ({keras.backend.backend()})",
-                          peak and peak * count, num_classes),
-            "devices": count, "remat": remat, "input": input,
+                          f"keras {keras.__version__} ({keras.backend.backend()})", peak,
+                          num_classes, count),
+            "remat": remat, "input": input,
             "dropout": model.config.dropout, "micro_batch_size": micro}
 
 
@@ -215,6 +215,9 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
     from vitbench.evaluate import prediction
     from vitbench.train import execution, optimizers
 
+    if batch_size % replicas:
+        raise ValueError(f"the batch {batch_size} does not split over {replicas} devices: "
+                         f"choose a batch size that is a multiple of {replicas}, or --devices")
     micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
                                                     batch_size, replicas)
     if batch_size % micro:
@@ -287,10 +290,12 @@ def epoch_timer():
 def measurement(implementation: str, model_name: str, mode: str, batch_size: int,
                 resolution: int, precision: str, steps: int, warmup: int, seconds: float,
                 device: str, memory_gb: Optional[float], software: str,
-                peak: Optional[float] = None, num_classes: int = 1000) -> dict:
-    """One JSON-able throughput measurement of `steps` timed steps of `batch_size` images:
-    images/s, step time, the analytic FLOPs per image (3x the forward for training), achieved
-    TFLOP/s and the model-FLOP utilisation against `peak` (default: the device's)."""
+                peak: Optional[float] = None, num_classes: int = 1000,
+                devices: int = 1) -> dict:
+    """One JSON-able throughput measurement of `steps` timed steps of `batch_size` images on
+    `devices` devices: images/s, step time, the analytic FLOPs per image (3x the forward for
+    training), achieved TFLOP/s and the model-FLOP utilisation against `devices` times `peak`,
+    one device's peak TFLOP/s (default: the device's spec sheet's)."""
     from vitbench.models import zoo
 
     flops = zoo.count_flops(zoo.get_config(model_name), resolution, num_classes) * (
@@ -302,7 +307,7 @@ def measurement(implementation: str, model_name: str, mode: str, batch_size: int
             "batch_size": batch_size, "resolution": resolution, "precision": precision,
             "images_per_second": images_per_second, "step_seconds": seconds / steps,
             "gflops_per_image": flops / 1e9, "tflops": achieved,
-            "mfu": achieved / peak if peak else None, "peak_tflops": peak,
+            "mfu": achieved / (peak * devices) if peak else None, "peak_tflops": peak,
             "peak_memory_gb": memory_gb, "steps": steps, "warmup": warmup,
-            "software": software, "device": device,
+            "software": software, "device": device, "devices": devices,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -31,19 +31,21 @@ def _define(fv):
     flags.DEFINE_float("dropout", None, "train: dropout rate in place of the zoo model's "
                        "(official: 0.1 for vit_l16 and vit_h14, 0 for the others).",
                        lower_bound=0, upper_bound=1, flag_values=fv)
-    flags.DEFINE_float("peak_tflops", None, "train / infer: the device's peak TFLOP/s for the "
+    flags.DEFINE_float("peak_tflops", None, "train / infer: one device's peak TFLOP/s for the "
                        "model-FLOP utilisation (default: known for H100, H200, A100).",
                        lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
                          "train / infer: default 224).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass, gradients "
-                         "accumulated over a batch's passes (default: as the training and "
+    flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass (of all "
+                         "devices), gradients accumulated over a batch's passes (default: as "
+                         "the training and "
                          "evaluation loops split a batch: whole on an accelerator, "
                          "cache-sized passes on a CPU).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
-                         "local devices, the batch split over them (default: all of them, as "
-                         "`vitbench run` trains).", lower_bound=1, flag_values=fv)
+                         "local devices, the batch and micro-batch split over them (default: "
+                         "all of them, as `vitbench run` trains; JAX only, TensorFlow runs on "
+                         "one).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
                          lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
