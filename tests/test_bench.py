@@ -89,7 +89,7 @@ def test_model_benchmark_reports_throughput_flops_and_utilisation(capsys, mode, 
 
 
 BENCH_ON_TWO_DEVICES = """
-import json, sys
+import json
 from vitbench import bench
 for mode, feed, devices, micro in (("train", "host", None, None), ("infer", "device", None, 2),
                                    ("train", "device", None, 2), ("train", "device", 1, None)):
