@@ -114,7 +114,7 @@ l16_kernels() {
 
 transfer_variants() {
     stage 240 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
-        --batches 10
+        --batches 10 --variants pinned,dispatch_first,chunks4,chunks2
 }
 dropout_variants() {  # the likeliest first; Keras' masks and none were measured before (README)
     stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128 \

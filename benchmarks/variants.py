@@ -12,7 +12,8 @@ timm + compile's 10227 (on an H200, with the batch already on the GPU, 10436 aga
 `dropout` times `vitbench bench`'s training step with each way of drawing the masks
 (`vitbench.models.dropout`'s `_FAST_DROPOUT` replaced for the measurement); `transfer` times its
 inference from host memory with each way of copying a batch to the device
-(`vitbench.evaluate.prediction._to_device` replaced), and the copy alone in GB/s. Every variant
+(`vitbench.evaluate.prediction._to_device` replaced) or of ordering the copies and forward passes
+(`prediction.predict_batches` replaced), and the copy alone in GB/s. Every variant
 computes the same function as vitbench's own, up to which elements a mask drops. Prints one JSON
 line per variant (`vitbench.bench.measurement` plus `variant`) and then each variant's ratio to
 vitbench's current implementation and to timm's (`--peer`, as `peers.py` times it), measured in the
@@ -234,15 +235,48 @@ def pinned_copy(images):
     return jax.device_put(pinned, SingleDeviceSharding(device, memory_kind="device"))
 
 
+def dispatch_first_batches(predict: Callable, batches, batch_size: int, key: str = "image"):
+    """`prediction.predict_batches` with each batch's forward pass dispatched before the next
+    batch's copy starts, and its outputs fetched while that copy runs: in vitbench's loop the
+    copy of batch i + 1 is under way while batch i is dispatched, and if the copy holds up
+    the dispatching thread (JAX stages a copy from pageable memory on the thread that asks for
+    it), the GPU waits. `predict` is a model's `predict_on_batch`; its model runs as one jitted
+    `stateless_call`, which returns before the device is done, as Keras' predict function does
+    inside `predict_on_batch`."""
+    import jax
+
+    model = predict.__self__
+    weights = ([v.value for v in model.trainable_variables],
+               [v.value for v in model.non_trainable_variables])
+    forward = jax.jit(lambda weights, images: model.stateless_call(*weights, images)[0])
+
+    def copied(batch):
+        images, count = prediction.padded(batch[key], batch_size)
+        return prediction._to_device(images), count, batch
+
+    iterator = iter(batches)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="copy") as copier:
+        following = next(iterator, None)
+        pending = None if following is None else copier.submit(copied, following)
+        while pending is not None:
+            images, count, batch = pending.result()
+            outputs = forward(weights, images)  # dispatched; the device computes meanwhile
+            following = next(iterator, None)
+            pending = None if following is None else copier.submit(copied, following)
+            yield jax.tree.map(lambda value: np.asarray(value)[:count], outputs), batch
+
+
 @dataclass(frozen=True)
 class TransferVariant:
-    copy: Callable
+    copy: Callable = prediction._to_device  # in place of `prediction._to_device`
     available: Callable[[], bool] = lambda: True
+    loop: Callable = prediction.predict_batches  # in place of `prediction.predict_batches`
 
 
 TRANSFER_VARIANTS = {  # the likeliest gains first, in case a time limit cuts the run short
-    "vitbench": TransferVariant(prediction._to_device),
+    "vitbench": TransferVariant(),
     "pinned": TransferVariant(pinned_copy, _pinned_host_available),
+    "dispatch_first": TransferVariant(loop=dispatch_first_batches),
     "chunks4": TransferVariant(chunked_copy(4)),
     "chunks2": TransferVariant(chunked_copy(2)),
     "chunks8": TransferVariant(chunked_copy(8)),
@@ -276,7 +310,8 @@ def time_transfer(name: str, args) -> Optional[dict]:
     variant = TRANSFER_VARIANTS[name]
     if not variant.available():
         return None
-    with mock.patch.object(prediction, "_to_device", variant.copy):
+    with mock.patch.object(prediction, "_to_device", variant.copy), \
+            mock.patch.object(prediction, "predict_batches", variant.loop):
         measured = bench.model_throughput(args.model, "infer", args.batch_size,
                                           args.resolution, args.precision, args.batches,
                                           args.warmup, micro_batch_size=args.micro_batch_size,

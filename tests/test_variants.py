@@ -105,8 +105,28 @@ def test_transfer_variants_put_the_same_batch_on_the_device(name):
     np.testing.assert_array_equal(np.asarray(copied), batch)
 
 
+def test_dispatching_first_predicts_what_vitbench_predicts_batch_by_batch():
+    from conftest import TINY, randomize
+
+    from vitbench.evaluate import prediction
+    from vitbench.models.vit import create_model
+
+    model = randomize(create_model(TINY, 5, 16))
+    images = np.random.default_rng(4).uniform(-1, 1, (7, 16, 16, 3)).astype(np.float32)
+    batches = [{"image": images[:3], "id": 0}, {"image": images[3:6], "id": 1},
+               {"image": images[6:], "id": 2}]  # the last one short: padded, then cut
+    ours = list(prediction.predict_batches(model.predict_on_batch, batches, 3))
+    theirs = list(variants.dispatch_first_batches(model.predict_on_batch, iter(batches), 3))
+    assert [batch["id"] for _, batch in theirs] == [0, 1, 2]
+    assert [output.shape for output, _ in theirs] == [(3, 5), (3, 5), (1, 5)]
+    for (expected, _), (output, _) in zip(ours, theirs):
+        np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
+    assert list(variants.dispatch_first_batches(model.predict_on_batch, iter([]), 3)) == []
+
+
 @pytest.mark.parametrize("group, chosen, peer", [("dropout", ["vitbench", "none"], True),
-                                                 ("transfer", ["chunks2", "vitbench"], False)])
+                                                 ("transfer", ["dispatch_first", "vitbench"],
+                                                  False)])
 def test_the_script_times_each_variant_against_vitbench_in_one_command(group, chosen, peer):
     if peer:
         pytest.importorskip("timm")
