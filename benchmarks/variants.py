@@ -69,8 +69,7 @@ def rbg_dropout(inputs, rate, seed):
         impl="unsafe_rbg")
     draws = jax.random.bits(key, inputs.shape, jnp.uint16)
     keep = dropout.keep_threshold(rate)
-    return jnp.where(draws.astype(jnp.int32) < keep, inputs * dropout.kept_scale(keep),
-                     jnp.zeros((), inputs.dtype))
+    return dropout.apply_mask(inputs, draws.astype(jnp.int32) < keep, keep)
 
 
 def recomputed_dropout(inputs, rate, seed):
@@ -109,11 +108,10 @@ def packed_dropout(inputs, rate, seed):
     import jax.numpy as jnp
 
     keep = dropout.keep_threshold(rate)
-    scale = dropout.kept_scale(keep)
     seed = _seed(seed)
 
     def apply(x, kept):
-        return jnp.where(kept, x * scale, jnp.zeros((), x.dtype))
+        return dropout.apply_mask(x, kept, keep)
 
     def kept_elements(shape, seed):
         with materialised_words():

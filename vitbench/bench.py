@@ -190,10 +190,10 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
             overrides = {} if dropout is None else {"dropout": dropout}
             model = create_model(model_name, num_classes=num_classes, image_size=resolution,
                                  remat=remat, **overrides)
+            count = distribute.data_parallel_size(distribution)  # data parallel only
             micro, seconds, warmup, steps = _time_model(
                 model, mode, batch_size, resolution, micro_batch_size, steps, warmup, input,
-                distribute.data_parallel_size(distribution))
-            count = 1 if distribution is None else distribution.device_mesh.devices.size
+                count)
     finally:
         keras.config.set_dtype_policy(previous)
     return {**measurement("vitbench", model_name, mode, batch_size, resolution, precision,

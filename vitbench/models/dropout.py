@@ -70,19 +70,19 @@ def kept_elements(shape, keep: int, seed):
     return draws.reshape(*leading, -1)[..., :width].astype(jnp.int32) < keep
 
 
-def kept_scale(keep: int) -> float:
-    """The factor kept elements are multiplied by, so the expected output is the input."""
-    return 2 ** _DRAW_BITS / keep
+def apply_mask(inputs, kept, keep: int):
+    """`inputs` with the elements not `kept` zeroed and the kept ones scaled by 2**16 / `keep`
+    (`keep_threshold`), so that the expected output is the input."""
+    import jax.numpy as jnp
+
+    return jnp.where(kept, inputs * (2 ** _DRAW_BITS / keep), jnp.zeros((), inputs.dtype))
 
 
 def _threefry_16_bit_dropout(inputs, rate, seed):
-    import jax.numpy as jnp
-
     if isinstance(seed, keras.random.SeedGenerator):
         seed = seed.next()
     keep = keep_threshold(rate)
-    kept = kept_elements(inputs.shape, keep, seed)
-    return jnp.where(kept, inputs * kept_scale(keep), jnp.zeros((), inputs.dtype))
+    return apply_mask(inputs, kept_elements(inputs.shape, keep, seed), keep)
 
 
 # Backend -> dropout without a noise shape: (inputs, rate, seed) -> outputs.
