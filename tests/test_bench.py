@@ -129,9 +129,10 @@ def test_model_benchmark_runs_data_parallel_over_every_local_device():
         assert line["mfu"] == pytest.approx(line["tflops"] / (2 * line["devices"]))
     assert [line for line in lines if line.startswith("error:")] == [
         "error: 3 devices asked for; there are 2: cpu:0, cpu:1",
-        "error: the micro-batch 3 does not split over 2 devices",
-        "error: the batch 5 does not split over 2 devices: choose a batch size that is a "
-        "multiple of 2, or --devices"]
+        "error: the batch (6) and the micro-batch (3) must split evenly over the 2 devices: "
+        "make --batch_size and --micro_batch_size multiples of 2, or choose fewer --devices",
+        "error: the batch (5) and the micro-batch (5) must split evenly over the 2 devices: "
+        "make --batch_size and --micro_batch_size multiples of 2, or choose fewer --devices"]
 
 
 def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatch):

@@ -215,15 +215,11 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
     from vitbench.evaluate import prediction
     from vitbench.train import execution, optimizers
 
-    if batch_size % replicas:
-        raise ValueError(f"the batch {batch_size} does not split over {replicas} devices: "
-                         f"choose a batch size that is a multiple of {replicas}, or --devices")
     micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
                                                     batch_size, replicas)
-    if batch_size % micro:
-        raise ValueError(f"micro-batch size {micro} does not divide the batch {batch_size}")
-    if micro % replicas:
-        raise ValueError(f"the micro-batch {micro} does not split over {replicas} devices")
+    execution.check_split(batch_size, micro, replicas,
+                          f"--batch_size and --micro_batch_size multiples of {replicas}, or "
+                          "choose fewer --devices")
     passes = batch_size // micro
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (micro, resolution, resolution, 3)).astype(

@@ -26,6 +26,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from vitbench import records, rules, tasks as tasks_lib
+from vitbench.train import execution
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
 # (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published.
@@ -409,22 +410,16 @@ def check_batches(task_list: Sequence[tasks_lib.Task],
     ways = replicas()
     for task in task_list:
         batch = task.protocol.batch_size
-        micro = micro_batch_size or batch
-        if micro > batch or batch % micro:
-            raise ValueError(f"micro-batch size {micro} must divide the batch size {batch} of "
-                             f"{task.name}")
-        if batch % ways or micro % ways:
-            raise ValueError(
-                f"{task.name}: the batch ({batch}) and the micro-batch ({micro}) must split "
-                f"evenly over the {ways} devices training it: make --batch_size and "
-                f"--micro_batch_size multiples of {ways}, or show fewer devices (e.g. "
-                "CUDA_VISIBLE_DEVICES)")
+        try:
+            execution.check_split(batch, micro_batch_size or batch, ways,
+                                  f"--batch_size and --micro_batch_size multiples of {ways}, or "
+                                  "show fewer devices (e.g. CUDA_VISIBLE_DEVICES)")
+        except ValueError as error:
+            raise ValueError(f"{task.name}: {error}") from None
 
 
 def _pass_size(run: Run, model) -> int:
     """The run's micro-batch: the one asked for, else `execution.pass_size` of the model."""
-    from vitbench.train import execution
-
     return run.micro_batch_size or execution.pass_size(
         model.config, model.image_size, run.task.protocol.batch_size, replicas())
 
@@ -612,8 +607,6 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
     `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
     default it trains the model (rematerialised with `remat`) on zeros.
     """
-    from vitbench.train import execution
-
     check_batches([task])
     model = load_for_task(ckpt, task, remat)
     try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())

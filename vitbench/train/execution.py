@@ -51,3 +51,14 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
            and (size // 2) % replicas == 0):
         size //= 2
     return size
+
+
+def check_split(batch_size: int, micro_batch_size: int, replicas: int, remedy: str) -> None:
+    """Raises unless the micro-batch divides the batch and both split evenly over the
+    `replicas` data-parallel devices; `remedy` (which flags to change) ends the message."""
+    batch, micro = batch_size, micro_batch_size
+    if micro > batch or batch % micro:
+        raise ValueError(f"micro-batch size {micro} must divide the batch size {batch}")
+    if batch % replicas or micro % replicas:
+        raise ValueError(f"the batch ({batch}) and the micro-batch ({micro}) must split evenly "
+                         f"over the {replicas} devices: make {remedy}")
