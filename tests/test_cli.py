@@ -77,6 +77,9 @@ def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     assert "`vitbench models --help` lists its flags" in err and "--image_size" not in err
+    status, out, err = run(capsys, "run", "vtab1k", "--dry_run")  # not the demo suite's plan
+    assert status == 2 and not out
+    assert "unexpected argument vtab1k: every setting is a flag, as in --name=value" in err
     status, _, err = run(capsys, "checkpoints", "--model=vit_q9")
     assert status == 1 and "known models: vit_mu32" in err
 

@@ -212,6 +212,28 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
     assert "nothing to do" in messages[-1]
 
 
+def test_a_finished_workdir_reports_its_own_weights(tmp_path, demo_data_dir, capsys):
+    """The same settings trained in two workdirs: each names its own final weights, also
+    where its record is in another results dir."""
+    from vitbench import cli
+
+    setup = recipes.load("demo", **{**QUICK, "steps": 10})
+    first, second = tmp_path / "first", tmp_path / "second"
+    for workdir in (first, second):
+        pretrain.pretrain(setup, workdir, results_dir=tmp_path, data_dir=demo_data_dir,
+                          verbose=0, log=print)
+    again = pretrain.pretrain(setup, first, results_dir=tmp_path, data_dir=demo_data_dir,
+                              verbose=0, log=print)
+    assert again["checkpoint"]["path"] == str(first / pretrain.FINAL)
+    capsys.readouterr()
+    flags = [f"--{name}={value}" for name, value in QUICK.items()
+             if name not in ("steps", "fewshot")]  # what is evaluated may change when finished
+    assert cli.main(["pretrain", "--dataset=demo", "--steps=10", *flags,
+                     f"--workdir={first}", f"--results_dir={tmp_path / 'elsewhere'}",
+                     f"--data_dir={demo_data_dir}"]) == 0
+    assert f"final weights: {first / pretrain.FINAL} " in capsys.readouterr().out
+
+
 class _Killed(Exception):
     pass
 

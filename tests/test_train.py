@@ -259,3 +259,79 @@ def test_training_under_bf16_is_fed_bfloat16_images(monkeypatch):
     with mock_tfds(num_examples=8):
         _, summary = finetune.fine_tune(model, demo_task(), "fit", config)
     assert fed == {"bfloat16"} and np.isfinite(summary["train_loss"])
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler, as a command started from a shell has (a test runner's
+    worker may have another)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+class SwallowedCtrlC(keras.callbacks.Callback):
+    """Sends SIGINT at the end of call `at` from inside a bare `except`, as Keras reads a call's
+    logs back from the device (`pythonify_logs`): a KeyboardInterrupt raised there is lost."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        import os
+        import signal
+        import time
+
+        self.calls += 1
+        if self.calls == self.at:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)  # the handler runs here
+            except BaseException:  # noqa: B036 (what Keras does)
+                pass
+
+
+def test_ctrl_c_in_training_stops_after_the_save_due_and_the_run_resumes(
+        tmp_path, monkeypatch, python_sigint_handler):
+    import signal
+
+    task = demo_task()
+    config = finetune.TrainConfig(lr=0.05, steps=6, batch_size=4, micro_batch_size=4,
+                                  warmup_steps=1)
+    callbacks = finetune.training_callbacks
+    monkeypatch.setattr(finetune, "training_callbacks",
+                        lambda *args, **kwargs: callbacks(*args, **kwargs) + [SwallowedCtrlC(2)])
+    with mock_tfds(num_examples=12):
+        with pytest.raises(KeyboardInterrupt):  # calls of 2 steps: Ctrl-C in steps 3-4
+            finetune.fine_tune(tiny_model(), task, "fit", config, workdir=tmp_path,
+                               checkpoint_every=2)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert finetune.load_state(tmp_path)[1] == 4  # the save at step 4 was made
+        monkeypatch.setattr(finetune, "training_callbacks", callbacks)
+        _, summary = finetune.fine_tune(tiny_model(), task, "fit", config, workdir=tmp_path,
+                                        checkpoint_every=2)
+    assert summary["resumed_from_step"] == 4 and summary["steps"] == 6
+
+
+def test_a_second_ctrl_c_raises_at_once_and_a_pending_one_at_the_end(python_sigint_handler):
+    import os
+    import signal
+    import time
+
+    from vitbench.train import interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.deferred() as callback:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert callback.pending
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored (a background job): left alone
+    with interrupt.deferred():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -213,7 +213,7 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
     import numpy as np
 
     from vitbench.evaluate import prediction
-    from vitbench.train import execution, optimizers
+    from vitbench.train import execution, interrupt, optimizers
 
     micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
                                                     batch_size, replicas)
@@ -240,9 +240,10 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
             steps_per_execution=updates_per_call * passes)
         timer = epoch_timer()
         feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
-        model.fit(feed, epochs=warmup_calls + timed_calls,
-                  steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
-                  callbacks=[keras.callbacks.TerminateOnNaN(), timer])
+        with interrupt.deferred() as stop_on_ctrl_c:
+            model.fit(feed, epochs=warmup_calls + timed_calls,
+                      steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
+                      callbacks=[keras.callbacks.TerminateOnNaN(), timer, stop_on_ctrl_c])
         return micro, timer.ends[-1] - timer.ends[warmup_calls - 1], warmup, steps
     warmup = max(warmup, 1)  # the first call compiles
     batches = itertools.repeat({"image": images}, (warmup + steps) * passes)

@@ -52,7 +52,11 @@ def main(argv=None) -> int:
     flags.DEFINE_boolean("help", False, "Show this help.", short_name="h",
                          flag_values=flag_values)
     try:
-        flag_values([f"{PROG} {name}"] + args)
+        extra = flag_values([f"{PROG} {name}"] + args)[1:]
+        if extra:  # absl keeps what is not a flag: a value meant for one (`run vtab1k`)
+            raise flags.Error(f"unexpected argument{'s' * (len(extra) > 1)} "
+                              f"{' '.join(extra)}: every setting is a flag, as in "
+                              "--name=value")
     except flags.Error as error:
         print(f"{PROG} {name}: {error}\n`{PROG} {name} --help` lists its flags.",
               file=sys.stderr)

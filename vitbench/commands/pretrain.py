@@ -73,20 +73,21 @@ def pretrain(fv):
     (data parallel, or --model_parallel), resumes from its workdir, and writes final.npz
     there: `vitbench run --ckpt <workdir>` transfers it.
     """
-    if fv.multihost:
-        from vitbench.train import distribute
+    import pathlib
 
+    from vitbench.train import distribute
+
+    if fv.multihost:
         distribute.initialize_hosts()
     from vitbench.train import pretrain as pretrain_lib, recipes
 
     pretraining = recipes.load(fv.dataset, fv.model, data_dir=fv.data_dir,
                                **{name: fv[name].value for name in RECIPE_FLAGS})
     workdir = fv.workdir or pretrain_lib.default_workdir(fv.results_dir, pretraining.recipe)
-    record = pretrain_lib.pretrain(pretraining, workdir, results_dir=fv.results_dir,
-                                   micro_batch_size=fv.micro_batch_size, data_dir=fv.data_dir,
-                                   model_parallel=fv.model_parallel, resume=fv.resume,
-                                   remat=fv.remat)
-    if record is not None:
-        print(f"final weights: {record['checkpoint']['path']} (transfer them with "
-              f"`vitbench run --ckpt {workdir}`)")
+    pretrain_lib.pretrain(pretraining, workdir, results_dir=fv.results_dir,
+                          micro_batch_size=fv.micro_batch_size, data_dir=fv.data_dir,
+                          model_parallel=fv.model_parallel, resume=fv.resume, remat=fv.remat)
+    final = pathlib.Path(workdir) / pretrain_lib.FINAL  # this run's, recorded here or not
+    if distribute.process_index_and_count()[0] == 0 and final.exists():
+        print(f"final weights: {final} (transfer them with `vitbench run --ckpt {workdir}`)")
     return 0

@@ -29,7 +29,7 @@ import numpy as np
 from vitbench import files
 from vitbench.data import pipeline
 from vitbench.models import vit  # noqa: F401  (registers the classes a saved checkpoint names)
-from vitbench.train import execution, optimizers, progress
+from vitbench.train import execution, interrupt, optimizers, progress
 from vitbench.train.schedules import WarmupCosine
 
 CHECKPOINT, STATE = "checkpoint_{step}.keras", "state.json"
@@ -226,10 +226,11 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
         callbacks.append(_SaveAtEpochEnd(workdir, chunk, config.steps, done, done // chunk))
     with run_bar:
         if remaining:
-            history = model.fit(feed, initial_epoch=done // chunk,
-                                epochs=-(-config.steps // chunk),
-                                steps_per_epoch=chunk * config.accumulation, verbose=0,
-                                shuffle=False, callbacks=callbacks)
+            with interrupt.deferred() as stop_on_ctrl_c:
+                history = model.fit(feed, initial_epoch=done // chunk,
+                                    epochs=-(-config.steps // chunk),
+                                    steps_per_epoch=chunk * config.accumulation, verbose=0,
+                                    shuffle=False, callbacks=callbacks + [stop_on_ctrl_c])
             logs = {key: values[-1] for key, values in history.history.items()}
         elif restored is not None:  # killed after the last save: Keras swaps in the averaged weights at fit's end
             model.optimizer.finalize_variable_values(model.trainable_weights)

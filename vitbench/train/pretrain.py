@@ -44,8 +44,8 @@ import numpy as np
 from vitbench import files, records
 from vitbench.data import pipeline
 from vitbench.evaluate import classification
-from vitbench.train import (distribute, execution, finetune, losses, optimizers, progress,
-                            recipes)
+from vitbench.train import (distribute, execution, finetune, interrupt, losses, optimizers,
+                            progress, recipes)
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
@@ -296,7 +296,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     _check_workdir(workdir, config, resume, process_index == 0)
     if is_finished(workdir):
         log(f"{workdir}: pretraining finished ({total} steps); nothing to do")
-        return _last_record(results_dir, records.config_hash(config))
+        return _last_record(results_dir, records.config_hash(config), workdir)
 
     keras.utils.set_random_seed(recipe.seed)
     previous_policy = keras.config.dtype_policy().name
@@ -366,10 +366,12 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
     start, logs = time.perf_counter(), {}
     with run_bar:
         if remaining:
-            history = model.fit(feed, initial_epoch=done // recipe.log_every,
-                                epochs=math.ceil(total / recipe.log_every),
-                                steps_per_epoch=recipe.log_every * trainer.accumulation,
-                                verbose=0, shuffle=False, callbacks=callbacks)
+            with interrupt.deferred() as stop_on_ctrl_c:
+                history = model.fit(feed, initial_epoch=done // recipe.log_every,
+                                    epochs=math.ceil(total / recipe.log_every),
+                                    steps_per_epoch=recipe.log_every * trainer.accumulation,
+                                    verbose=0, shuffle=False,
+                                    callbacks=callbacks + [stop_on_ctrl_c])
             logs = {key: values[-1] for key, values in history.history.items()}
         elif done:  # stopped after the last save, during the final evaluation
             logs = finetune.read_state(trainer.workdir)["logs"]
@@ -383,5 +385,10 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
             if total > done else None, "logs": logs}
 
 
-def _last_record(results_dir, digest: str) -> Optional[dict]:
-    return records.by_hash(records.read(records_path(results_dir))).get(digest)
+def _last_record(results_dir, digest: str, workdir: pathlib.Path) -> Optional[dict]:
+    """The latest record of these settings trained in `workdir` (the same settings may have
+    been trained in other workdirs too)."""
+    here = [record for record in records.read(records_path(results_dir))
+            if record.get("config_hash") == digest
+            and pathlib.Path(record["checkpoint"]["workdir"]).resolve() == workdir.resolve()]
+    return here[-1] if here else None
