@@ -89,9 +89,10 @@ def test_an_unusable_results_dir_or_workdir_fails_before_any_work(tmp_path, monk
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     setup = recipes.load("demo", **QUICK)
-    with pytest.raises(NotADirectoryError, match="a_file"):
+    with pytest.raises(ValueError, match=f"the results dir {a_file} cannot be used: Not a "
+                                         f"directory \\({a_file}/pretrain\\)"):
         pretrain.pretrain(setup, tmp_path / "work", results_dir=a_file, verbose=0)
-    with pytest.raises(FileExistsError, match="a_file"):
+    with pytest.raises(ValueError, match=f"the workdir {a_file} cannot be used: File exists"):
         pretrain.pretrain(setup, a_file, results_dir=tmp_path, verbose=0)
 
 

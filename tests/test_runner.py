@@ -213,7 +213,8 @@ def test_run_command_sweep_then_final(tmp_path, capsys):
     assert saved[2]["config"]["train_split"] == "train+validation"
 
 
-def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsys):
+def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsys,
+                                                                  monkeypatch):
     import numpy as np
 
     from vitbench import cli
@@ -225,10 +226,14 @@ def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsy
         assert "2 runs finished" in out
         assert "[1/2] demo_color final lr=0.03 seed=0: test accuracy" in out
         assert "[2/2] demo_color final lr=0.03 seed=1: test accuracy" in out
+        measure = runner.measure_throughput
+        monkeypatch.setattr(runner, "measure_throughput",
+                            lambda *a, **k: pytest.fail("measured with nothing to do"))
         assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run"]) == 0
+        monkeypatch.setattr(runner, "measure_throughput", measure)
         plan = capsys.readouterr().out
         assert plan.split("\n")[0].split()[:3] == ["task", "phase", "seed"]
-        assert "2 of 2 runs done" in plan
+        assert "2 of 2 runs done; 0 training images to go\n" in plan + "\n"
         assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run", "--force"]) == 0
         assert "0 of 2 runs done" in capsys.readouterr().out  # --force redoes them
     saved = records.read(records.records_path(tmp_path, "demo"))
@@ -266,7 +271,7 @@ def test_a_checkpoint_that_cannot_run_fails_before_any_work(ckpt, flags, message
 def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
     suite = tasks.load_suite("vtab1k")
     text = runner.describe_plan(suite, ["dtd", "diabetic_retinopathy"], "scratch:vit_ti16",
-                                runner.Overrides(), tmp_path, images_per_second=2.0,
+                                runner.Overrides(), tmp_path, speed=lambda: 2.0,
                                 data_dir=tmp_path)
     assert "0 of 2 runs done; 2,560,000 training images to go, about 355.6 h at the 2.0 " \
         "images/s" in text
@@ -299,9 +304,9 @@ def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, mon
     (tmp_path / "a_file").write_text("")
     with mock_tfds(num_examples=16):
         assert cli.main(["run", f"--results_dir={tmp_path / 'a_file'}"] + TINY_FLAGS) == 1
-    # the operating system's message, with the path (not only an error number)
-    assert f"error: [Errno 20] Not a directory: '{tmp_path / 'a_file' / 'runs'}'" in \
-        capsys.readouterr().err
+    # what the folder is for, and the operating system's message with the path
+    assert (f"error: the results dir {tmp_path / 'a_file'} cannot be used: Not a directory "
+            f"({tmp_path / 'a_file' / 'runs'})") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, status, message", [  # status 2: refused as the flags parse

@@ -1,5 +1,5 @@
 """Writing files atomically: readers (and a process killed mid-write) see the old file or the
-new one, never a part."""
+new one, never a part; and making the folders they go in (`make_folder`)."""
 
 from __future__ import annotations
 
@@ -33,4 +33,15 @@ def write_atomic(path, data) -> pathlib.Path:
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)
         raise
+    return path
+
+
+def make_folder(path, what: str) -> pathlib.Path:
+    """Makes the folder `path` (and its parents) or raises a ValueError that names `what` it is
+    for (e.g. "--results_dir results"), before any work is done for it."""
+    path = pathlib.Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{what} cannot be used: {error.strerror} ({error.filename})") from None
     return path

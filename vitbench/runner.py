@@ -25,7 +25,7 @@ import shutil
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from vitbench import records, rules, tasks as tasks_lib
+from vitbench import files, records, rules, tasks as tasks_lib
 from vitbench.train import execution
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
@@ -664,9 +664,9 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
 
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     check_checkpoint(ckpt, runs)
-    sources.check_ready(_data_needed(runs), data_dir)
     path = records.records_path(results_dir, suite.name)
-    path.parent.mkdir(parents=True, exist_ok=True)  # an unusable results_dir fails before training
+    files.make_folder(path.parent, f"the results dir {results_dir}")  # before any training
+    sources.check_ready(_data_needed(runs), data_dir)
     done = {} if force else records.by_hash(records.read(path))
     to_do = [run for run in runs if not _is_done(run, done)]
     images = sum(_images(run) for run in to_do)  # none for few-shot probes: no bar
@@ -794,11 +794,12 @@ def _result(record: dict) -> str:
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
-                  images_per_second: Optional[float] = None, fewshot: bool = True,
+                  speed: Optional[Callable[[], float]] = None, fewshot: bool = True,
                   data_dir=None, force: bool = False) -> str:
     """The plan as a table: every run, whether it is done (with `force`, none is: all are
-    redone), and its cost; then the tasks whose data is missing (the run would stop on them
-    before training)."""
+    redone), and its cost, with the time it takes at the images/s `speed` measures (called
+    only where training images are left); then the tasks whose data is missing (the run
+    would stop on them before training)."""
     from tabulate import tabulate
 
     from vitbench.data import sources
@@ -830,6 +831,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     text = tabulate(rows, headers="keys")
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"
+    images_per_second = speed() if speed and todo_images else None
     if images_per_second:
         hours = todo_images / images_per_second / 3600
         took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"

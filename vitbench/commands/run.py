@@ -145,7 +145,7 @@ def run(fv):
                   "passes per update)")
             overrides = dataclasses.replace(overrides, micro_batch_size=micro)
         if fv.dry_run:
-            speed = None if fv.as_released else runner.measure_throughput(
+            speed = None if fv.as_released else lambda: runner.measure_throughput(
                 fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
                 remat=fv.remat)
             print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,

@@ -287,8 +287,8 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
                          f"replicas and {process_count} processes")
     accumulation = recipe.batch_size // micro
     if process_index == 0:  # unusable folders fail here, not after training
-        records_path(results_dir).parent.mkdir(parents=True, exist_ok=True)
-        workdir.mkdir(parents=True, exist_ok=True)
+        files.make_folder(records_path(results_dir).parent, f"the results dir {results_dir}")
+        files.make_folder(workdir, f"the workdir {workdir}")
     sources.check_ready([task], data_dir)
     total = recipe.total_steps(sources.num_examples(task, task.split("fit"), data_dir))
     precision = runner.precision_policy()
