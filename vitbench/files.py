@@ -37,8 +37,8 @@ def write_atomic(path, data) -> pathlib.Path:
 
 
 def make_folder(path, what: str) -> pathlib.Path:
-    """Makes the folder `path` (and its parents) or raises a ValueError that names `what` it is
-    for (e.g. "--results_dir results"), before any work is done for it."""
+    """Makes the folder `path` (and its parents) or raises a ValueError that begins with
+    `what` it is for (e.g. "the results dir results"), so that it fails before any work."""
     path = pathlib.Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
