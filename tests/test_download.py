@@ -32,8 +32,11 @@ class Server:
                 start = 0
                 if self.headers.get("Range"):
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_error(416)
+                    if start >= len(body):  # as RFC 9110 answers: with the file's size
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
                         return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -72,6 +75,22 @@ def test_download_lands_in_the_cache_keyed_by_url(server, isolated_cache):
     assert path.read_bytes() == PAYLOAD
     assert path.is_relative_to(isolated_cache) and path.parts[-2:] == ("models", "ViT-T.bin")
     assert path.parent.parent.name == f"127.0.0.1_{server.httpd.server_address[1]}"
+
+
+def test_a_leftover_partial_file_is_kept_when_whole_and_replaced_when_too_long(server):
+    url = server.url + "/models/ViT-T.bin"
+    target = download.cached_path(url)
+    partial = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True)
+    partial.write_bytes(PAYLOAD)  # whole: a process stopped before renaming it
+    assert download.fetch(url, progress=False).read_bytes() == PAYLOAD
+    assert server.requests == [("/models/ViT-T.bin", f"bytes={len(PAYLOAD)}-")]
+    target.unlink()
+    partial.write_bytes(bytes(len(PAYLOAD) + 10))  # longer than the file: not a part of it
+    assert download.fetch(url, progress=False).read_bytes() == PAYLOAD
+    assert server.requests[1:] == [("/models/ViT-T.bin", f"bytes={len(PAYLOAD) + 10}-"),
+                                   ("/models/ViT-T.bin", None)]
+    assert not partial.exists()
 
 
 def test_cache_hit_makes_no_request(server):

@@ -1,7 +1,8 @@
-"""Downloads into the vitbench cache: atomic, resumable, checksummed, keyed by the full URL.
+"""Downloads into the vitbench cache: atomic, resumable, checksummed, keyed by host and path.
 
 Files land under `$VITBENCH_CACHE` (default `$XDG_CACHE_HOME/vitbench`, i.e. `~/.cache/vitbench`)
-at `<cache>/<host>/<path>`, so the many official files named `ViT-B_16.npz` never collide.
+at `<cache>/<host>/<path>` (a query string is not part of the key), so the many official
+files named `ViT-B_16.npz` never collide.
 A download streams into `<file>.part`; only a complete file whose checksum matches is renamed
 into place, so an interrupted download never looks cached. Running again resumes from the
 partial file with an HTTP Range request. `gs://bucket/path` is read over the public
@@ -21,6 +22,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Optional
 
 from vitbench import offline
 
@@ -113,8 +115,11 @@ def _download(url: str, partial: pathlib.Path, progress: bool) -> None:
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
     except urllib.error.HTTPError as error:
-        if error.code == 416 and start:  # the partial file is already complete
-            return
+        if error.code == 416 and start:  # nothing from `start` on: complete, or too long
+            if _full_size(error.headers) == start:
+                return
+            partial.unlink()  # longer than the file (or its size unknown): start over
+            return _download(url, partial, progress)
         raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}. "
                             "Check the URL; `vitbench checkpoints` lists the known ones.") from error
     except (urllib.error.URLError, OSError) as error:
@@ -144,6 +149,13 @@ def _download(url: str, partial: pathlib.Path, progress: bool) -> None:
                 bar.close()
     if total is not None and received != total:
         raise _interrupted(url, partial, received, total, "connection closed early")
+
+
+def _full_size(headers) -> Optional[int]:
+    """The file's size in a 416 answer's `Content-Range: bytes */SIZE` (RFC 9110), or None."""
+    content_range = (headers or {}).get("Content-Range") or ""
+    size = content_range.rpartition("/")[2]
+    return int(size) if content_range.startswith("bytes ") and size.isdigit() else None
 
 
 def _interrupted(url, partial, received, total, reason) -> DownloadError:
