@@ -96,6 +96,13 @@ def test_an_unusable_results_dir_or_workdir_fails_before_any_work(tmp_path, monk
         pretrain.pretrain(setup, a_file, results_dir=tmp_path, verbose=0)
 
 
+def test_a_micro_batch_that_does_not_divide_the_batch_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="micro-batch size 3 must divide the batch size 32"):
+        pretrain.pretrain(recipes.load("demo", **QUICK), tmp_path / "work",
+                          results_dir=tmp_path, micro_batch_size=3, verbose=0)
+    assert not (tmp_path / "work").exists()
+
+
 def test_per_model_overrides(tmp_path, monkeypatch):
     (tmp_path / "mine.toml").write_text(textwrap.dedent("""
         [data]

@@ -39,9 +39,9 @@ def _define(fv):
     flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass (of all "
                          "devices), gradients accumulated over a batch's passes (default: as "
-                         "the training and "
-                         "evaluation loops split a batch: whole on an accelerator, "
-                         "cache-sized passes on a CPU).", lower_bound=1, flag_values=fv)
+                         "the training and evaluation loops split a batch: whole on an "
+                         "accelerator, cache-sized passes on a CPU).", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
                          "local devices, the batch and micro-batch split over them (default: "
                          "all of them, as `vitbench run` trains; JAX only, TensorFlow runs on "

@@ -281,10 +281,12 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     replicas = distribute.data_parallel_size(distribution)
     micro = micro_batch_size or execution.pass_size(get_config(recipe.model), recipe.resolution,
                                                     recipe.batch_size, replicas)
-    if recipe.batch_size % micro or micro % replicas or micro % process_count:
-        raise ValueError(f"the batch ({recipe.batch_size}) must be a multiple of the micro-batch "
-                         f"({micro}), and the micro-batch of the {replicas} data-parallel "
-                         f"replicas and {process_count} processes")
+    execution.check_split(recipe.batch_size, micro, replicas,
+                          f"--batch_size and --micro_batch_size multiples of {replicas}, or "
+                          "show fewer devices (e.g. CUDA_VISIBLE_DEVICES)")
+    if micro % process_count:
+        raise ValueError(f"the micro-batch ({micro}) must split evenly over the {process_count} "
+                         "processes: make --micro_batch_size a multiple of it")
     accumulation = recipe.batch_size // micro
     if process_index == 0:  # unusable folders fail here, not after training
         files.make_folder(records_path(results_dir).parent, f"the results dir {results_dir}")
