@@ -1,0 +1,49 @@
+"""Run identities must not drift: a refactor that changes a run's config (or its hash) would
+make every recorded run look new and train it again. `data/recorded_configs.json` holds the
+configs and hashes planned by the code of commit 7c4ea57, for every shipped suite with and
+without overrides, and pretraining configs of the shipped recipes."""
+
+import json
+import pathlib
+
+import pytest
+
+from vitbench import records, runner, tasks
+from vitbench.train import pretrain, recipes
+
+RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "recorded_configs.json")
+                      .read_text())
+
+
+def _overrides(values: dict) -> runner.Overrides:
+    return runner.Overrides(**{key: tuple(value) if isinstance(value, list) else value
+                               for key, value in values.items()})
+
+
+def _cases():
+    cases = {}
+    for row in RECORDED["runs"]:
+        cases.setdefault(row["case"], []).append(row)
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_cases()))
+def test_planned_runs_keep_their_recorded_configs_and_hashes(case):
+    rows = _cases()[case]
+    first = rows[0]
+    planned = runner.plan(tasks.load_suite(first["suite"]), first["tasks"], first["ckpt"],
+                          _overrides(first["overrides"]), first["sweep"], first["fewshot"])
+    assert len(planned) == len(rows)
+    for run, row in zip(planned, rows):
+        config = json.loads(json.dumps(run.config(row["lr"])))
+        assert (run.task.name, run.phase, run.seed) == (row["task"], row["phase"], row["seed"])
+        assert config == row["config"]
+        assert records.config_hash(run.config(row["lr"])) == row["config_hash"]
+
+
+@pytest.mark.parametrize("row", RECORDED["pretraining"], ids=lambda row: row["recipe"])
+def test_pretraining_configs_keep_their_recorded_hashes(row):
+    pretraining = recipes.load(row["recipe"], row["model"], **row["overrides"])
+    config = pretrain.run_config(pretraining, row["total_steps"], row["precision"])
+    assert json.loads(json.dumps(config)) == row["config"]
+    assert records.config_hash(config) == row["config_hash"]
