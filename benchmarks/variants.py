@@ -32,8 +32,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 from unittest import mock
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from vitbench import bench  # noqa: E402
 from vitbench.evaluate import prediction  # noqa: E402
 from vitbench.models import dropout  # noqa: E402
+
 
 def _seed(seed):
     return seed.next() if isinstance(seed, keras.random.SeedGenerator) else seed
@@ -261,7 +262,7 @@ def dispatch_first_batches(predict: Callable, batches, batch_size: int, key: str
             outputs = forward(weights, images)  # dispatched; the device computes meanwhile
             following = next(iterator, None)
             pending = None if following is None else copier.submit(copied, following)
-            yield jax.tree.map(lambda value: np.asarray(value)[:count], outputs), batch
+            yield jax.tree.map(lambda value, n=count: np.asarray(value)[:n], outputs), batch
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ def time_dropout(name: str, args) -> dict:
                                       micro_batch_size=args.micro_batch_size, devices=1)
 
 
-def time_transfer(name: str, args) -> Optional[dict]:
+def time_transfer(name: str, args) -> dict | None:
     variant = TRANSFER_VARIANTS[name]
     if not variant.available():
         return None
@@ -323,7 +324,7 @@ def time_transfer(name: str, args) -> Optional[dict]:
 @dataclass(frozen=True)
 class Group:
     variants: dict
-    time: Callable[[str, argparse.Namespace], Optional[dict]]
+    time: Callable[[str, argparse.Namespace], dict | None]
     mode: str  # what `vitbench bench` times: train or infer
     defaults: dict
 
@@ -337,7 +338,7 @@ GROUPS = {
 PEER = "timm"  # measured beside the variants unless --no-peer
 
 
-def time_peer(args) -> Optional[dict]:
+def time_peer(args) -> dict | None:
     """timm on the same model, batch, resolution, precision and dropout as `peers.py` times
     it: under `torch.compile` on a GPU, eager elsewhere; None without torch and timm."""
     try:
@@ -364,7 +365,7 @@ def _child_command(args, name: str) -> list:
                          if getattr(args, key) is not None)]
 
 
-def measure(args, name: str) -> Optional[dict]:
+def measure(args, name: str) -> dict | None:
     """The measurement of variant `name`, taken in a process of its own so that each variant
     starts with the device's memory empty and reports its own peak; None where it is not
     available, failed or took over `args.child_timeout` seconds (a line says which, and the

@@ -4,9 +4,9 @@ attention, only the kernel differs."""
 import keras
 import numpy as np
 import pytest
+from conftest import TINY, randomize
 from keras import ops
 
-from conftest import TINY, randomize
 from vitbench.models import attention
 from vitbench.models.vit import create_model
 

@@ -5,8 +5,8 @@ import pathlib
 import sys
 
 import pytest
-
 from conftest import mock_tfds
+
 from vitbench import bench, cli, tasks
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"

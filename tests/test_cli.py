@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 from vitbench import cli
-from vitbench.models import zoo
 from vitbench.checkpoints import download, registry
+from vitbench.models import zoo
 
 
 def run(capsys, *args):
@@ -73,7 +73,8 @@ def test_checkpoints_filtered_by_model(capsys):
 
 def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "fly")
-    assert status == 2 and "commands: demo, run, pretrain, leaderboard, models, checkpoints, tasks, bench" in err
+    assert status == 2
+    assert "commands: demo, run, pretrain, leaderboard, models, checkpoints, tasks, bench" in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     assert "`vitbench models --help` lists its flags" in err and "--image_size" not in err

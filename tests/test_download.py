@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import TINY, images, randomize
 
 import vitbench
-from conftest import TINY, images, randomize
 from vitbench.checkpoints import download, npz, registry
 from vitbench.models.vit import create_model
 

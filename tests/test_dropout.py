@@ -6,8 +6,8 @@ import re
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY, images
+
 from vitbench.models.dropout import Dropout, random_dropout
 from vitbench.models.vit import create_model
 

@@ -6,8 +6,8 @@ import re
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY, images, logits_gradient, randomize
+
 from vitbench.models import gradient_fence
 from vitbench.models.vit import create_model
 

@@ -4,8 +4,8 @@ import struct
 
 import numpy as np
 import pytest
-
 from conftest import TINY, randomize
+
 from vitbench import cli
 from vitbench.inspection import figures, quantities, report
 from vitbench.models.vit import create_model

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import TINY, images, randomize
 from scipy import ndimage
 
 import vitbench
-from conftest import TINY, images, randomize
 from vitbench.checkpoints import npz
 from vitbench.models.vit import create_model
 
@@ -335,4 +335,4 @@ def test_package_exports_the_checkpoint_api():
     assert vitbench.save_npz is npz.save_npz
     assert vitbench.create_model is create_model
     with pytest.raises(AttributeError):
-        vitbench.no_such_thing
+        _ = vitbench.no_such_thing

@@ -6,12 +6,11 @@ official tanh form, vitbench's default, differs from timm by ~1e-4 relative.
 
 import numpy as np
 import pytest
+from conftest import TINY, images, randomize
 
 import vitbench
-from conftest import images
 from vitbench.checkpoints import npz
 from vitbench.models.vit import create_model
-from conftest import TINY, randomize
 
 torch = pytest.importorskip("torch")
 timm_vit = pytest.importorskip("timm.models.vision_transformer")

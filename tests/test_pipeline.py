@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from conftest import mock_tfds
+
 from vitbench import tasks
 from vitbench.data import pipeline, sources
 

@@ -83,8 +83,8 @@ def test_evaluation_under_bf16_copies_bfloat16_images_and_predicts_as_from_float
     import dataclasses
 
     import keras
-
     from conftest import mock_tfds
+
     from vitbench import tasks
     from vitbench.data import pipeline
     from vitbench.evaluate import classification

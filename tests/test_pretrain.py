@@ -12,8 +12,8 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from conftest import UNOPTIMISED_BACKEND
+
 from vitbench.train import losses, pretrain, recipes
 
 QUICK = dict(steps=40, batch_size=32, warmup_steps=5, log_every=10, checkpoint_every=10,
@@ -445,7 +445,8 @@ def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir)
     """Two processes on 127.0.0.1 joined with --multihost (jax.distributed): each reads its
     shard and feeds half of every batch; the first writes checkpoints, metrics and the record."""
     workdir, port = tmp_path / "work", _free_port()
-    command = [sys.executable, "-c", "from vitbench.cli import run; run()", "pretrain", "--multihost",
+    command = [sys.executable, "-c", "from vitbench.cli import run; run()", "pretrain",
+               "--multihost",
                f"--workdir={workdir}", f"--results_dir={tmp_path}", f"--data_dir={demo_data_dir}",
                "--steps=10", "--batch_size=16", "--warmup_steps=2", "--log_every=5",
                "--checkpoint_every=5",
@@ -459,7 +460,7 @@ def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir)
         processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
     outputs = [process.communicate(timeout=600) for process in processes]
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     assert "DataParallel over 2 devices (mesh batch=2)" in outputs[0][0]
     assert "final weights:" in outputs[0][0] and "final weights:" not in outputs[1][0]

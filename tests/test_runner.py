@@ -5,8 +5,8 @@ import pathlib
 import tempfile
 
 import pytest
-
 from conftest import mock_tfds
+
 from vitbench import records, runner, tasks
 from vitbench.models import attention
 
@@ -20,7 +20,8 @@ def test_vtab1k_plan_is_one_final_run_per_task_at_the_papers_setting():
     config = runs[0].config()
     assert (config["lr"], config["steps"], config["batch_size"], config["resolution"]) == \
         (0.01, 2500, 512, 384)
-    assert config["train_split"] == "train[:800]+train[2754:2954]" and config["eval_split"] == "test"
+    assert config["train_split"] == "train[:800]+train[2754:2954]"
+    assert config["eval_split"] == "test"
 
 
 def test_warm_up_is_the_protocols_at_most_the_steps_unless_given(capsys):
@@ -472,6 +473,7 @@ def test_two_devices_fine_tune_and_probe_as_one(tmp_path, demo_data_dir, capsys)
     import sys
 
     from conftest import UNOPTIMISED_BACKEND
+
     from vitbench import cli
 
     flags = ["--tasks=demo_color", "--steps=6", "--batch_size=8", "--resolution=16",
@@ -616,8 +618,8 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
 
 def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
     import numpy as np
-
     from conftest import randomize
+
     from vitbench.checkpoints import npz
     from vitbench.models.vit import create_model
 
@@ -632,8 +634,8 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
     """The record's accuracy is the released head's on the test split, the board shows it as
     a row of its own beside a fine-tuned row of the same checkpoint."""
     import numpy as np
-
     from conftest import randomize
+
     from vitbench import cli
     from vitbench.checkpoints import npz
     from vitbench.checkpoints.loader import load_model

@@ -67,7 +67,8 @@ def test_vtab1k_protocol_is_the_papers():
     p = task.protocol
     assert (p.resolution, p.steps, p.batch_size, p.lrs) == (384, 2500, 512, (0.01,))
     assert task.split("fit") == "train[:800]+validation[:200]"
-    assert task.split("tune_train") == "train[:800]" and task.split("tune_val") == "validation[:200]"
+    assert task.split("tune_train") == "train[:800]"
+    assert task.split("tune_val") == "validation[:200]"
     assert task.pp("eval") == "decode|resize(384)|value_range(-1, 1)|keep('image', 'label')"
 
 

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from test_bench import BENCHMARKS, load_script
 from test_dropout import assert_fraction
 

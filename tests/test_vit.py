@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY, images, logits_gradient, randomize
+
 from vitbench.models import zoo
 from vitbench.models.vit import VisionTransformer, create_model
 

@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import os
 import time
-from typing import Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +61,7 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def pipeline_records(task, measurements, batch_size: int, cores: Optional[int] = None):
+def pipeline_records(task, measurements, batch_size: int, cores: int | None = None):
     """One JSON-able record per stage: images/s, images/s per CPU core and the ratio to the
     first stage (the peer), with the task, resolution and batch size they were measured at."""
     cores = cores or cpu_cores()
@@ -108,14 +107,14 @@ def device_kind() -> str:
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
-def peak_tflops(kind: str, precision: str) -> Optional[float]:
+def peak_tflops(kind: str, precision: str) -> float | None:
     for (name, peak_precision), peak in PEAK_TFLOPS.items():
         if name in kind and peak_precision == precision:
             return peak
     return None
 
 
-def peak_memory_gb(devices: int = 1) -> Optional[float]:
+def peak_memory_gb(devices: int = 1) -> float | None:
     """The largest peak of memory (GiB) any of the first `devices` devices has held (JAX on
     GPU/TPU); None where not reported."""
     import keras
@@ -134,11 +133,11 @@ INPUTS = ("host", "device")
 
 def model_throughput(model_name: str, mode: str, batch_size: int, resolution: int,
                      precision: str = "fp32", steps: int = 10, warmup: int = 2,
-                     num_classes: int = 1000, peak: Optional[float] = None,
+                     num_classes: int = 1000, peak: float | None = None,
                      remat: bool = False, input: str = "host",
-                     dropout: Optional[float] = None,
-                     micro_batch_size: Optional[int] = None,
-                     devices: Optional[int] = None) -> dict:
+                     dropout: float | None = None,
+                     micro_batch_size: int | None = None,
+                     devices: int | None = None) -> dict:
     """Steady-state images/s of the Keras ViT as vitbench trains or evaluates it, on one batch
     of random images, on JAX data parallel over every local device as `vitbench run` trains
     (or the first `devices` of them: `distribute.local_devices`; CUDA_VISIBLE_DEVICES chooses
@@ -205,7 +204,7 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
 
 
 def _time_model(model, mode: str, batch_size: int, resolution: int,
-                micro_batch_size: Optional[int], steps: int, warmup: int, input: str,
+                micro_batch_size: int | None, steps: int, warmup: int, input: str,
                 replicas: int):
     """(micro-batch size, seconds of the timed steps, warm-up steps, timed steps) of
     `model_throughput`, under the distribution set, which splits batches `replicas` ways."""
@@ -286,8 +285,8 @@ def epoch_timer():
 
 def measurement(implementation: str, model_name: str, mode: str, batch_size: int,
                 resolution: int, precision: str, steps: int, warmup: int, seconds: float,
-                device: str, memory_gb: Optional[float], software: str,
-                peak: Optional[float] = None, num_classes: int = 1000,
+                device: str, memory_gb: float | None, software: str,
+                peak: float | None = None, num_classes: int = 1000,
                 devices: int = 1) -> dict:
     """One JSON-able throughput measurement of `steps` timed steps of `batch_size` images on
     `devices` devices: images/s, step time, the analytic FLOPs per image (3x the forward for

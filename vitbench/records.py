@@ -14,7 +14,7 @@ import json
 import os
 import pathlib
 import warnings
-from typing import Dict, Iterable, List
+from collections.abc import Iterable
 
 
 def config_hash(config: dict) -> str:
@@ -48,7 +48,7 @@ def append(path, record: dict) -> None:
         os.close(fd)
 
 
-def read(path) -> List[dict]:
+def read(path) -> list[dict]:
     """All whole records of a file (none if it does not exist)."""
     path = pathlib.Path(path)
     if not path.exists():
@@ -61,16 +61,16 @@ def read(path) -> List[dict]:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             warnings.warn(f"{path}:{number} is not a whole record (a write cut short?); "
-                          "skipped")
+                          "skipped", stacklevel=2)
             continue
         if not (isinstance(record, dict) and "config_hash" in record):
             warnings.warn(f"{path}:{number} is not a vitbench record (no config_hash); "
-                          "skipped")
+                          "skipped", stacklevel=2)
             continue
         records.append(record)
     return records
 
 
-def by_hash(records: Iterable[dict]) -> Dict[str, dict]:
+def by_hash(records: Iterable[dict]) -> dict[str, dict]:
     """The latest record of each config hash."""
     return {record["config_hash"]: record for record in records if "config_hash" in record}

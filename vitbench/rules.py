@@ -4,11 +4,11 @@ those words, naming where it came from, so every source of a setting is checked 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from collections.abc import Callable
 
 from vitbench.models.zoo import is_whole_number
 
-Rule = Tuple[Callable[[object], bool], str]
+Rule = tuple[Callable[[object], bool], str]
 
 
 def is_number(value) -> bool:
@@ -35,7 +35,7 @@ TEXT: Rule = (lambda value: isinstance(value, str), "a string")
 BOOLEAN: Rule = (lambda value: isinstance(value, bool), "true or false")
 
 
-def check(rules: Dict[str, Rule], key: str, value, what: str) -> None:
+def check(rules: dict[str, Rule], key: str, value, what: str) -> None:
     """Raises a ValueError naming `what` (where the value came from) unless `value` passes the
     rule of `key` (a key without one passes)."""
     test, must_be = rules.get(key, (lambda _: True, ""))

@@ -23,9 +23,10 @@ import pathlib
 import platform
 import shutil
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
-from vitbench import files, records, rules, tasks as tasks_lib
+from vitbench import files, records, rules
+from vitbench import tasks as tasks_lib
 from vitbench.train import execution
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
@@ -38,14 +39,14 @@ SCRATCH_PREFIX = "scratch:"
 class Overrides:
     """Command-line values that replace the suite's protocol (None keeps the protocol's)."""
 
-    steps: Optional[int] = None
-    warmup_steps: Optional[int] = None  # the protocol's (at most the steps) when None
-    batch_size: Optional[int] = None
-    micro_batch_size: Optional[int] = None
-    lrs: Optional[Tuple[float, ...]] = None
-    resolution: Optional[int] = None
-    polyak: Optional[float] = None
-    shots: Optional[Tuple[int, ...]] = None
+    steps: int | None = None
+    warmup_steps: int | None = None  # the protocol's (at most the steps) when None
+    batch_size: int | None = None
+    micro_batch_size: int | None = None
+    lrs: tuple[float, ...] | None = None
+    resolution: int | None = None
+    polyak: float | None = None
+    shots: tuple[int, ...] | None = None
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
@@ -84,18 +85,18 @@ class Run:
     task: tasks_lib.Task
     ckpt: str
     phase: str
-    lr: Optional[float]  # None for a final run whose rate the sweep chooses
+    lr: float | None  # None for a final run whose rate the sweep chooses
     # Images per pass; None: `execution.pass_size` of the loaded model (the batch on an
     # accelerator, cache-sized passes on a CPU).
-    micro_batch_size: Optional[int]
+    micro_batch_size: int | None
     seed: int
     precision: str = "float32"  # the compute dtype policy (see `precision_policy`)
-    ckpt_sha256: Optional[str] = None  # content of a local checkpoint file (see `content_key`)
-    data_sha256: Optional[str] = None  # a folder or CSV task's files (`sources.fingerprint`)
+    ckpt_sha256: str | None = None  # content of a local checkpoint file (see `content_key`)
+    data_sha256: str | None = None  # a folder or CSV task's files (`sources.fingerprint`)
     remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
     # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
     # the leaderboards: the row of a run whose settings differ (not in config).
-    defaults: Tuple[Tuple[str, object], ...] = ()
+    defaults: tuple[tuple[str, object], ...] = ()
 
     @property
     def method(self) -> str:
@@ -114,7 +115,7 @@ class Run:
     def eval_split(self) -> str:
         return "tune_val" if self.phase == "tune" else "test"
 
-    def config(self, lr: Optional[float] = None) -> dict:
+    def config(self, lr: float | None = None) -> dict:
         """Everything that decides this run's number (its hash identifies the run): the fields
         of every run, and those of its method (`Method.settings`)."""
         p = self.task.protocol
@@ -131,7 +132,7 @@ class Run:
 
 
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
-         sweep: bool = False, fewshot: bool = True) -> List[Run]:
+         sweep: bool = False, fewshot: bool = True) -> list[Run]:
     """All runs of the chosen tasks, in order: per fine-tuning task and seed
     (`overrides.seeds`) its tune runs then its final run (each seed selects its own rate);
     then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
@@ -196,7 +197,7 @@ def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defau
                ckpt_sha256, data_sha256=_data_key(task), defaults=defaults)
 
 
-def released_head(ckpt: str) -> Optional[Tuple[int, Optional[int]]]:
+def released_head(ckpt: str) -> tuple[int, int | None] | None:
     """(head classes, resolution) of a registry checkpoint or a local `.npz` (also a pretrain
     workdir's), read without loading the model; None where only loading tells (a scratch
     model, a `.keras` file, a URL not in the registry)."""
@@ -212,7 +213,7 @@ def released_head(ckpt: str) -> Optional[Tuple[int, Optional[int]]]:
     return npz.head_and_resolution(path) if path.suffix == ".npz" else None
 
 
-def _data_key(task: tasks_lib.Task) -> Optional[str]:
+def _data_key(task: tasks_lib.Task) -> str | None:
     """The content key of a folder or CSV task's files; TFDS data counts by name and version."""
     if task.source == "tfds":
         return None
@@ -221,7 +222,7 @@ def _data_key(task: tasks_lib.Task) -> Optional[str]:
     return sources.fingerprint(task)
 
 
-def _data_version(task: tasks_lib.Task, data_dir=None) -> Optional[str]:
+def _data_version(task: tasks_lib.Task, data_dir=None) -> str | None:
     """The TFDS version a run read (its config holds the task's version pattern, `3.*.*`)."""
     if task.source != "tfds":
         return None
@@ -230,7 +231,7 @@ def _data_version(task: tasks_lib.Task, data_dir=None) -> Optional[str]:
     return str(sources.tfds_prepared_builder(task, data_dir).version)
 
 
-def choose_lr(run: Run, done: dict) -> Optional[float]:
+def choose_lr(run: Run, done: dict) -> float | None:
     """The run's rate, or for a final run after tune runs the grid's best rate on tune_val from
     the records (None while tune runs are missing)."""
     from vitbench.leaderboards.collect import best_lr
@@ -325,7 +326,7 @@ def check_head(ckpt: str, head_classes: int, task: tasks_lib.Task) -> None:
                          "this one instead (without --as_released)")
 
 
-def content_key(ckpt: str) -> Optional[str]:
+def content_key(ckpt: str) -> str | None:
     """What identifies a checkpoint's weights in a run's config, beside its name.
 
     A local file is identified by its content (sha256): the same path trained again is a new
@@ -404,7 +405,7 @@ def replicas() -> int:
 
 
 def check_batches(task_list: Sequence[tasks_lib.Task],
-                  micro_batch_size: Optional[int] = None) -> None:
+                  micro_batch_size: int | None = None) -> None:
     """Raises, before any work, unless the micro-batch divides every task's batch and both
     split evenly over the data-parallel devices."""
     ways = replicas()
@@ -522,7 +523,7 @@ class Method:
     reads_train_split: bool = True  # a training split (fine-tuning, few-shot features)
 
 
-def _fine_tune_settings(run: Run, lr: Optional[float]) -> dict:
+def _fine_tune_settings(run: Run, lr: float | None) -> dict:
     p = run.task.protocol
     return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
             "batch_size": p.batch_size, "warmup_steps": min(p.warmup_steps, p.steps),
@@ -530,7 +531,7 @@ def _fine_tune_settings(run: Run, lr: Optional[float]) -> dict:
             "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak}
 
 
-def _probe_settings(run: Run, lr: Optional[float]) -> dict:
+def _probe_settings(run: Run, lr: float | None) -> dict:
     p = run.task.protocol
     return {"lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg, "seeds": p.seeds,
             "features": "pre_logits"}
@@ -556,7 +557,7 @@ METHODS = {
 
 
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
-            checkpoint_every: int = 0, verbose: int = 0, ckpt_info: Optional[dict] = None,
+            checkpoint_every: int = 0, verbose: int = 0, ckpt_info: dict | None = None,
             suite_bar=None):
     """Trains or probes, evaluates and records one run; returns its record."""
     import keras
@@ -652,7 +653,7 @@ def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
 def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
               force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
-              log=None, fewshot: bool = True) -> List[dict]:
+              log=None, fewshot: bool = True) -> list[dict]:
     """Runs every planned run that is not recorded yet (all of them with `force`).
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
@@ -734,7 +735,7 @@ def _claimed(results_dir, suite: str, digest: str):
             import warnings
 
             warnings.warn(f"{lock}: cannot lock ({error}); processes sharing {results_dir} "
-                          "could train this run twice")
+                          "could train this run twice", stacklevel=2)
             yield True
             return
         try:  # the file the previous holder removed (as it finished) is no claim: again
@@ -751,7 +752,7 @@ def _claimed(results_dir, suite: str, digest: str):
 
 
 def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
-             fewshot: bool = True) -> List[dict]:
+             fewshot: bool = True) -> list[dict]:
     """The records of the planned runs that are recorded (the latest of each config)."""
     done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
     found = []
@@ -761,7 +762,7 @@ def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     return found
 
 
-def _data_needed(runs: Sequence[Run]) -> List[tasks_lib.Task]:
+def _data_needed(runs: Sequence[Run]) -> list[tasks_lib.Task]:
     """The tasks whose data the runs read: theirs, and the ImageNet-ReaL labels beside
     ImageNet's."""
     needed = {run.task.name: run.task for run in runs}
@@ -794,7 +795,7 @@ def _result(record: dict) -> str:
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
-                  speed: Optional[Callable[[], float]] = None, fewshot: bool = True,
+                  speed: Callable[[], float] | None = None, fewshot: bool = True,
                   data_dir=None, force: bool = False) -> str:
     """The plan as a table: every run, whether it is done (with `force`, none is: all are
     redone), and its cost, with the time it takes at the images/s `speed` measures (called

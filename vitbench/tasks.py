@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import pathlib
+
 import tomllib
-from typing import Dict, Optional, Tuple
 
 from vitbench import rules
 
@@ -28,7 +28,7 @@ class Protocol:
     resolution: int = 384
     steps: int = 2500
     batch_size: int = 512
-    lrs: Tuple[float, ...] = (0.01,)
+    lrs: tuple[float, ...] = (0.01,)
     warmup_steps: int = 200
     polyak: float = 0.0  # decay of the evaluated weight average (paper Table 2: 0.9999); 0: off
     # "finetune" (train, then score `test`) or "fewshot" (linear probes on frozen features of
@@ -45,7 +45,7 @@ class Protocol:
     tune_val_split: str = "val"
     test_split: str = "test"
     # Few-shot linear evaluation.
-    shots: Tuple[int, ...] = (1, 5, 10, 25)
+    shots: tuple[int, ...] = (1, 5, 10, 25)
     l2_reg: float = 1024.0
     seeds: int = 3
 
@@ -70,7 +70,7 @@ class Task:
     group: str
     dataset: str  # TFDS name with config ("sun397/tfds"), or a folder / CSV path for custom data
     num_classes: int
-    splits: Dict[str, str]
+    splits: dict[str, str]
     source: str = "tfds"  # "tfds", "folder" or "csv" (see vitbench.data.sources)
     version: str = ""  # TFDS version pattern, e.g. "3.*.*" or "3.1.0"
     image_ops: str = ""  # applied to the decoded image first (e.g. "to_rgb|scale(255)")
@@ -97,7 +97,7 @@ class Task:
                            f"{', '.join(self.splits)}")
         return self.splits[name]
 
-    def real_labels_task(self) -> Optional["Task"]:
+    def real_labels_task(self) -> Task | None:
         """The ImageNet-ReaL test set of this task (its `real_dataset`'s validation images)."""
         if not self.real_dataset:
             return None
@@ -118,11 +118,11 @@ class Task:
 class Suite:
     name: str
     description: str
-    tasks: Tuple[Task, ...]
-    path: Optional[pathlib.Path] = None
+    tasks: tuple[Task, ...]
+    path: pathlib.Path | None = None
     # A suite's `[fewshot]` table: protocol fields of the few-shot probes of its fine-tuning
     # tasks (None: no probes). A suite whose protocol method is "fewshot" needs none.
-    fewshot: Optional[dict] = None
+    fewshot: dict | None = None
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
@@ -130,7 +130,7 @@ class Suite:
                 return task
         raise KeyError(_unknown("task", name, [t.name for t in self.tasks], f"suite {self.name}"))
 
-    def fewshot_tasks(self, names) -> Tuple[Task, ...]:
+    def fewshot_tasks(self, names) -> tuple[Task, ...]:
         """The few-shot probes of the named tasks (all when empty): the suite's own few-shot
         tasks, and the `[fewshot]` variants of its fine-tuning tasks."""
         probes = []
@@ -142,7 +142,7 @@ class Suite:
                     task.protocol, **{**self.fewshot, "method": "fewshot"})))
         return tuple(probes)
 
-    def select(self, names) -> Tuple[Task, ...]:
+    def select(self, names) -> tuple[Task, ...]:
         """The named tasks (when `names` is empty: those with `default`), in the suite's order."""
         if not names:
             return tuple(task for task in self.tasks if task.default)
@@ -182,7 +182,7 @@ def load_suite(name_or_path: str) -> Suite:
     return parse_suite(data, path)
 
 
-def parse_suite(data: dict, path: Optional[pathlib.Path] = None) -> Suite:
+def parse_suite(data: dict, path: pathlib.Path | None = None) -> Suite:
     """A Suite from parsed TOML data; unknown or missing fields raise, naming the task."""
     where = str(path or "suite")
     unknown = sorted(set(data) - SUITE_KEYS)

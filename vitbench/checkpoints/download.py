@@ -22,7 +22,6 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Optional
 
 from vitbench import offline
 
@@ -120,10 +119,12 @@ def _download(url: str, partial: pathlib.Path, progress: bool) -> None:
                 return
             partial.unlink()  # longer than the file (or its size unknown): start over
             return _download(url, partial, progress)
-        raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}. "
-                            "Check the URL; `vitbench checkpoints` lists the known ones.") from error
+        raise DownloadError(
+            f"downloading {url} failed: HTTP {error.code} {error.reason}. Check the URL; "
+            "`vitbench checkpoints` lists the known ones.") from error
     except (urllib.error.URLError, OSError) as error:
-        raise DownloadError(f"cannot reach {url}: {error}. Check the network and run again.") from error
+        raise DownloadError(
+            f"cannot reach {url}: {error}. Check the network and run again.") from error
     with response:
         resumed = start and response.status == 206
         if start and not resumed:
@@ -151,7 +152,7 @@ def _download(url: str, partial: pathlib.Path, progress: bool) -> None:
         raise _interrupted(url, partial, received, total, "connection closed early")
 
 
-def _full_size(headers) -> Optional[int]:
+def _full_size(headers) -> int | None:
     """The file's size in a 416 answer's `Content-Range: bytes */SIZE` (RFC 9110), or None."""
     content_range = (headers or {}).get("Content-Range") or ""
     size = content_range.rpartition("/")[2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Optional, Union
 
 import numpy as np
 
@@ -72,9 +71,9 @@ def read_arrays(path: pathlib.Path):
     return npz.read_npz(path), None
 
 
-def load_model(ckpt: Union[str, pathlib.Path], num_classes: Optional[int] = None,
-               image_size: Optional[ImageSize] = None,
-               model: Optional[Union[str, ViTConfig]] = None, progress: bool = True, **options):
+def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
+               image_size: ImageSize | None = None,
+               model: str | ViTConfig | None = None, progress: bool = True, **options):
     """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
 
     ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official layout) or

@@ -13,7 +13,6 @@ import collections
 import pathlib
 import re
 import zipfile
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -47,7 +46,7 @@ def official_key(keras_path: str) -> str:
     return key
 
 
-def model_variables(model) -> Dict[str, object]:
+def model_variables(model) -> dict[str, object]:
     """Official key -> Keras variable, for every weight of a vitbench ViT."""
     variables = {}
     for layer in model.layers:
@@ -58,7 +57,7 @@ def model_variables(model) -> Dict[str, object]:
     return variables
 
 
-def model_to_arrays(model) -> Dict[str, np.ndarray]:
+def model_to_arrays(model) -> dict[str, np.ndarray]:
     """The model's weights as the official flat dict of float32 arrays."""
     return {key: np.asarray(variable.numpy(), dtype=np.float32)
             for key, variable in model_variables(model).items()}
@@ -69,12 +68,12 @@ def save_npz(model, path) -> pathlib.Path:
     return write_npz(model_to_arrays(model), path)
 
 
-def write_npz(arrays: Dict[str, np.ndarray], path) -> pathlib.Path:
+def write_npz(arrays: dict[str, np.ndarray], path) -> pathlib.Path:
     """Writes official-layout arrays to an `.npz` file, atomically."""
     return files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def read_npz(path) -> Dict[str, np.ndarray]:
+def read_npz(path) -> dict[str, np.ndarray]:
     """All arrays of an `.npz` file, read with pickles disabled and known prefixes removed."""
     try:
         if not zipfile.is_zipfile(path):
@@ -94,7 +93,7 @@ def read_npz(path) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def head_and_resolution(path) -> Tuple[int, Optional[int]]:
+def head_and_resolution(path) -> tuple[int, int | None]:
     """(classes of the head, 0 without one; the image size its square position-embedding grid
     was made for, None for a grid that is not square) of an official-layout `.npz`, reading
     only the arrays that say so."""
@@ -136,8 +135,8 @@ def _most_common_size(arrays, keys, source, ndim: int, axis: int) -> int:
 
 
 def infer_architecture(arrays, source="checkpoint",
-                       image_size: Optional[Tuple[int, int]] = None
-                       ) -> Tuple[ViTConfig, int, Tuple[int, int]]:
+                       image_size: tuple[int, int] | None = None
+                       ) -> tuple[ViTConfig, int, tuple[int, int]]:
     """(config, num_classes, patch grid) read off the array shapes of an official checkpoint.
 
     The depth counts up to the last `encoderblock_<i>` that holds at least half as many arrays
@@ -171,7 +170,7 @@ def infer_architecture(arrays, source="checkpoint",
             _patch_grid(tokens, grid, source, classifier))
 
 
-def _patch_grid(tokens: int, grid, source, classifier: str) -> Tuple[int, int]:
+def _patch_grid(tokens: int, grid, source, classifier: str) -> tuple[int, int]:
     if grid is not None and grid[0] * grid[1] == tokens:
         return tuple(grid)
     side = int(round(tokens ** 0.5))
@@ -186,9 +185,9 @@ def _patch_grid(tokens: int, grid, source, classifier: str) -> Tuple[int, int]:
     return side, side
 
 
-def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
+def resample_position_embedding(posemb: np.ndarray, new_grid: tuple[int, int],
                                 num_prefix_tokens: int,
-                                old_grid: Optional[Tuple[int, int]] = None) -> np.ndarray:
+                                old_grid: tuple[int, int] | None = None) -> np.ndarray:
     """Resizes a (1, prefix + rows*cols, D) position embedding from `old_grid` (default:
     square) to `new_grid`.
 
@@ -205,7 +204,7 @@ def resample_position_embedding(posemb: np.ndarray, new_grid: Tuple[int, int],
     return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
 
 
-def assign_arrays(model, arrays: Dict[str, np.ndarray], source="checkpoint") -> None:
+def assign_arrays(model, arrays: dict[str, np.ndarray], source="checkpoint") -> None:
     """Loads official-layout arrays into a model; any missing, extra, misshapen or non-finite
     array raises."""
     variables = model_variables(model)

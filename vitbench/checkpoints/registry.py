@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import tomllib
 from importlib import resources
-from typing import Dict, Tuple
+
+import tomllib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,13 +23,13 @@ class Checkpoint:
     representation: bool
     url: str
     sha256: str = ""
-    aliases: Tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
     paper: str = ""  # the ViT paper's name for this model ("ViT-B/16"), if it is the paper's
     note: str = ""
 
 
-@functools.lru_cache(maxsize=None)
-def known_checkpoints() -> Dict[str, Checkpoint]:
+@functools.cache
+def known_checkpoints() -> dict[str, Checkpoint]:
     """Every known checkpoint by name, in file order."""
     text = resources.files("vitbench.checkpoints").joinpath("known.toml").read_text()
     entries = [Checkpoint(**{**row, "aliases": tuple(row.get("aliases", ()))})
@@ -37,8 +37,8 @@ def known_checkpoints() -> Dict[str, Checkpoint]:
     return {entry.name: entry for entry in entries}
 
 
-@functools.lru_cache(maxsize=None)
-def _by_alias() -> Dict[str, Checkpoint]:
+@functools.cache
+def _by_alias() -> dict[str, Checkpoint]:
     return {alias: entry for entry in known_checkpoints().values() for alias in entry.aliases}
 
 

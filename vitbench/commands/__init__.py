@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from typing import Callable, Dict
+from collections.abc import Callable
 
 from absl import flags
 
@@ -19,7 +19,7 @@ class Command:
     run: Callable[[flags.FlagValues], int]
 
 
-COMMANDS: Dict[str, Command] = {}
+COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, define_flags: Callable[[flags.FlagValues], None]):

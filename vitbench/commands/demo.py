@@ -64,7 +64,8 @@ def demo(fv):
     from vitbench import runner, tasks
     from vitbench.commands.run import positive_integers
     from vitbench.leaderboards import publish
-    from vitbench.train import pretrain as pretrain_lib, recipes
+    from vitbench.train import pretrain as pretrain_lib
+    from vitbench.train import recipes
 
     suite = tasks.load_suite("demo")
     suite.select(fv.tasks)  # unknown task names fail here, before pretraining

@@ -79,7 +79,8 @@ def pretrain(fv):
 
     if fv.multihost:
         distribute.initialize_hosts()
-    from vitbench.train import pretrain as pretrain_lib, recipes
+    from vitbench.train import pretrain as pretrain_lib
+    from vitbench.train import recipes
 
     pretraining = recipes.load(fv.dataset, fv.model, data_dir=fv.data_dir,
                                **{name: fv[name].value for name in RECIPE_FLAGS})

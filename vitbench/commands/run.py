@@ -11,8 +11,8 @@ def _define(fv):
     flags.DEFINE_string("suite", "demo", "Suite name (vitbench tasks) or a suite TOML path.",
                         flag_values=fv)
     flags.DEFINE_string("ckpt", "scratch:vit_mu8", "Checkpoint: a name from `vitbench "
-                        "checkpoints`, a .npz/.keras file, a `vitbench pretrain` workdir, a URL, or "
-                        "scratch:<zoo model> for a randomly initialised model.", flag_values=fv)
+                        "checkpoints`, a .npz/.keras file, a `vitbench pretrain` workdir, a URL, "
+                        "or scratch:<zoo model> for a randomly initialised model.", flag_values=fv)
     flags.DEFINE_list("tasks", [], "Only these tasks of the suite (comma-separated).",
                       flag_values=fv)
     flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or "

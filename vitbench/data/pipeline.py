@@ -14,7 +14,7 @@ keeps every `process_count`-th example starting at its `process_index`.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -42,7 +42,7 @@ def _preprocess(task, mode: str, image_dtype: str):
 
 def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=None,
                   process_index: int = 0, process_count: int = 1,
-                  cache: Optional[bool] = None, start_batch: int = 0,
+                  cache: bool | None = None, start_batch: int = 0,
                   image_dtype: str = "float32") -> tf.data.Dataset:
     """Endless shuffled, augmented batches of `split` (a role like 'fit' or a split name).
 

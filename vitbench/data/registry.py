@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ast
 import difflib
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
-Example = Dict[str, object]
+Example = dict[str, object]
 Op = Callable[[Example], Example]
 
-OPS: Dict[str, Callable[..., Op]] = {}
+OPS: dict[str, Callable[..., Op]] = {}
 
 
 def register(name: str):
@@ -30,7 +30,7 @@ def register(name: str):
     return add
 
 
-def parse(spec: str) -> List[Op]:
+def parse(spec: str) -> list[Op]:
     """The ops of a `|`-separated spec string, each built with its literal arguments."""
     _load_builtin_ops()
     return [_build(piece.strip(), spec) for piece in spec.split("|") if piece.strip()]
@@ -67,7 +67,8 @@ def _build(piece: str, spec: str) -> Op:
     if name not in OPS:
         close = difflib.get_close_matches(name, OPS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown op {name!r} in {spec!r}.{hint} Known ops: {', '.join(sorted(OPS))}")
+        raise ValueError(f"unknown op {name!r} in {spec!r}.{hint} "
+                         f"Known ops: {', '.join(sorted(OPS))}")
     try:
         return OPS[name](*args, **kwargs)
     except TypeError as error:

@@ -14,7 +14,7 @@ import pathlib
 import posixpath
 import types
 import urllib.parse
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -63,7 +63,7 @@ class Source:
     class_names: Callable = lambda task, data_dir: None
 
 
-SOURCES: Dict[str, Source] = {}
+SOURCES: dict[str, Source] = {}
 
 
 def get_source(kind: str) -> Source:
@@ -184,8 +184,8 @@ class ImageFiles:
     therefore mix the classes whatever the order of the files on disk or of the CSV rows.
     """
 
-    def __init__(self, task, where: pathlib.Path, splits: Dict[str, list],
-                 names: Optional[list] = None):
+    def __init__(self, task, where: pathlib.Path, splits: dict[str, list],
+                 names: list | None = None):
         import random
 
         if not any(splits.values()):
@@ -266,7 +266,7 @@ def csv_images(task) -> ImageFiles:
         names = sorted(set(labels))
         _check_classes(task, path, names)
         ids = [names.index(label) for label in labels]
-    splits: Dict[str, list] = {}
+    splits: dict[str, list] = {}
     for row, label in sorted(zip(rows, ids), key=lambda pair: (pair[0]["path"], pair[1])):
         splits.setdefault(row.get("split") or "train", []).append(
             (str(path.parent / row["path"]), label))
@@ -298,7 +298,7 @@ def _image_files_source(load: Callable) -> Source:
     def file_num_examples(task, split, data_dir=None) -> int:
         return len(load(task).examples(split))
 
-    def file_fingerprint(task) -> Optional[str]:
+    def file_fingerprint(task) -> str | None:
         """sha256 of every split's (path, size, label) listing: added, removed, relabelled or
         rewritten (resized) images make a new config; None while the files are not there."""
         import hashlib
@@ -317,7 +317,7 @@ def _image_files_source(load: Callable) -> Source:
     def file_features(task, data_dir=None):
         return {"image": tf.TensorSpec([], tf.string), "label": tf.TensorSpec([], tf.int64)}
 
-    def file_class_names(task, data_dir=None) -> Optional[list]:
+    def file_class_names(task, data_dir=None) -> list | None:
         return load(task).names
 
     return Source(file_status, file_read, file_num_examples, file_fingerprint, file_features,
@@ -328,7 +328,7 @@ SOURCES["folder"] = _image_files_source(folder_images)
 SOURCES["csv"] = _image_files_source(csv_images)
 
 
-def class_names(task, data_dir=None) -> Optional[list]:
+def class_names(task, data_dir=None) -> list | None:
     """The task's class names by class id (a folder task's class folders, a CSV task's
     class names), or None where its data names none or cannot be read."""
     try:
@@ -349,7 +349,7 @@ def status(task, data_dir=None) -> Status:
     return state
 
 
-def _preprocessing_problem(task, features) -> Optional[str]:
+def _preprocessing_problem(task, features) -> str | None:
     """Why the task's train or eval preprocessing fails on examples with `features` (traced,
     not run: a label op naming a feature the data lacks, say), or None."""
     from vitbench.data import registry
@@ -369,12 +369,12 @@ def _preprocessing_problem(task, features) -> Optional[str]:
     return None
 
 
-def num_examples(task, split, data_dir=None) -> Optional[int]:
+def num_examples(task, split, data_dir=None) -> int | None:
     """Number of examples of a split expression, or None where the metadata does not say."""
     return get_source(task.source).num_examples(task, split, data_dir)
 
 
-def fingerprint(task) -> Optional[str]:
+def fingerprint(task) -> str | None:
     """What identifies the task's data beyond its name (image files' listing), or None."""
     return get_source(task.source).fingerprint(task)
 

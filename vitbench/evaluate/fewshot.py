@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Dict, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ WHITENING_EPSILON = 1e-5
 
 
 def extract_features(model, task, split: str, batch_size: int = 256, data_dir=None
-                     ) -> Tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`."""
     from vitbench.evaluate import prediction
 
@@ -48,7 +48,7 @@ def extract_features(model, task, split: str, batch_size: int = 256, data_dir=No
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
-def cached(key: dict, compute: Callable[[], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def cached(key: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """`compute()`'s arrays, stored under a hash of `key` in the cache (written atomically)."""
     import io
 
@@ -118,7 +118,7 @@ def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: f
     return float(np.mean(np.asarray(predicted) == np.asarray(test_y)))
 
 
-def evaluate(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray],
+def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
              task_name: str = "task", class_names=None) -> dict:
     """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}."""

@@ -15,7 +15,7 @@ runs at 10436.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Callable, Iterable, Iterator, Tuple
+from collections.abc import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -45,7 +45,7 @@ def _outputs(predict: Callable, images, count: int):
 
 
 def predict_batches(predict: Callable, batches: Iterable[dict], batch_size: int,
-                    key: str = "image") -> Iterator[Tuple[object, dict]]:
+                    key: str = "image") -> Iterator[tuple[object, dict]]:
     """For each batch (a dict of numpy arrays), yields (`predict(batch[key])` as numpy, with
     the padded rows dropped, the batch); see the module docstring. The copies run on a
     thread of their own: JAX's copy from pageable host memory holds the calling thread for
@@ -64,7 +64,7 @@ def predict_batches(predict: Callable, batches: Iterable[dict], batch_size: int,
 
 
 def predict_split(predict: Callable, task, split: str, batch_size: int, image_dtype: str,
-                  data_dir=None) -> Iterator[Tuple[object, dict]]:
+                  data_dir=None) -> Iterator[tuple[object, dict]]:
     """`predict_batches` over one ordered pass of `task`'s `split` through its eval pipeline,
     the images in `image_dtype` (the model's compute dtype: `VisionTransformer.image_dtype`)."""
     from vitbench.data import pipeline  # TensorFlow: here, so that model benchmarks run without

@@ -4,7 +4,6 @@ pyplot state). Every figure has a fixed size in pixels (`SIZES`), whatever the m
 from __future__ import annotations
 
 import pathlib
-from typing import Tuple
 
 import numpy as np
 
@@ -103,7 +102,7 @@ def attention_distance(distances: np.ndarray, path, max_distance: float) -> path
     return _save(figure, path)
 
 
-def upsample(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(n, rows, cols) maps resized bilinearly to (n, height, width)."""
     from scipy import ndimage
 

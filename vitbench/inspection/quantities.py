@@ -12,12 +12,12 @@ with numpy from a model's weights and attention weights.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def embedding_components(kernel: np.ndarray, count: int = 28) -> Tuple[np.ndarray, np.ndarray]:
+def embedding_components(kernel: np.ndarray, count: int = 28) -> tuple[np.ndarray, np.ndarray]:
     """Principal components of the patch-embedding filters.
 
     kernel: the embedding convolution's (patch, patch, 3, hidden) weights; each of its `hidden`
@@ -37,7 +37,7 @@ def embedding_components(kernel: np.ndarray, count: int = 28) -> Tuple[np.ndarra
             explained[:count])
 
 
-def position_similarity(pos_embedding: np.ndarray, grid: Tuple[int, int],
+def position_similarity(pos_embedding: np.ndarray, grid: tuple[int, int],
                         num_prefix_tokens: int = 1) -> np.ndarray:
     """Cosine similarity between the position embeddings of the patches.
 
@@ -55,14 +55,14 @@ def position_similarity(pos_embedding: np.ndarray, grid: Tuple[int, int],
     return (unit @ unit.T).reshape(rows, cols, rows, cols)
 
 
-def patch_distances(grid: Tuple[int, int], patch_size: int) -> np.ndarray:
+def patch_distances(grid: tuple[int, int], patch_size: int) -> np.ndarray:
     """(patches, patches) pixel distances between the centres of the grid's patches."""
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
     centres = np.stack([rows.ravel(), cols.ravel()], axis=-1) * patch_size
     return np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
 
 
-def mean_attention_distance(attention: Sequence[np.ndarray], grid: Tuple[int, int],
+def mean_attention_distance(attention: Sequence[np.ndarray], grid: tuple[int, int],
                             patch_size: int, num_prefix_tokens: int = 1) -> np.ndarray:
     """Mean attention distance in pixels, per layer and head: (layers, heads).
 
@@ -99,7 +99,7 @@ def attention_rollout(attention: Sequence[np.ndarray], residual: float = 0.5) ->
     return rollout
 
 
-def output_rollout_map(rollout: np.ndarray, grid: Tuple[int, int], classifier: str = "token",
+def output_rollout_map(rollout: np.ndarray, grid: tuple[int, int], classifier: str = "token",
                        num_prefix_tokens: int = 1) -> np.ndarray:
     """(batch, rows, cols): the rollout from the token the head reads (the class token, or for
     "gap" the mean of the patch tokens) to every patch, scaled to a maximum of 1 per image."""

@@ -18,7 +18,7 @@ import itertools
 import os
 import pathlib
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -204,7 +204,7 @@ def _neighbour_similarity(similarity: np.ndarray) -> float:
 
 
 def inspect_checkpoint(ckpt: str, out_dir=None, image_dir=None, count: int = 32,
-                       rollout_count: int = 8, resolution: Optional[int] = None,
+                       rollout_count: int = 8, resolution: int | None = None,
                        data_dir=None, results_dir="results") -> dict:
     """Loads `ckpt` (see `vitbench.checkpoints.loader.load_model`), computes and writes
     everything; returns the written paths by kind."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Dict, List, Optional, Tuple
 
 from vitbench import tasks as tasks_lib
 from vitbench.leaderboards import collect as collect_lib
@@ -29,7 +28,7 @@ class Column:
     metric: str = "accuracy"
 
     @property
-    def key(self) -> Tuple[str, str, str]:
+    def key(self) -> tuple[str, str, str]:
         return (self.suite, self.task, self.metric)
 
 
@@ -37,17 +36,17 @@ class Column:
 class Board:
     name: str  # file name: results/<name>.md and .csv
     title: str
-    columns: Tuple[Column, ...]
+    columns: tuple[Column, ...]
     means: bool  # group means (where several groups) and the overall mean
     method: str = "finetune"  # which records it shows (`collect.board_method`)
     overall_mean: bool = True
 
     @property
-    def suites(self) -> Tuple[str, ...]:
+    def suites(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(column.suite for column in self.columns))
 
     @property
-    def groups(self) -> Tuple[str, ...]:
+    def groups(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(column.group for column in self.columns))
 
 
@@ -71,7 +70,7 @@ def suite_board(suite: tasks_lib.Suite) -> Board:
                  means=True)
 
 
-def fewshot_board(suite: str, tasks: List[Tuple[str, str]], shots: Tuple[int, ...]) -> Board:
+def fewshot_board(suite: str, tasks: list[tuple[str, str]], shots: tuple[int, ...]) -> Board:
     """Columns per shot count, then task; `tasks` are (name, title) pairs."""
     columns = tuple(Column(suite, name, f"{title} {k}-shot", f"{k}-shot", f"{k}shot")
                     for k in shots for name, title in tasks)
@@ -80,7 +79,7 @@ def fewshot_board(suite: str, tasks: List[Tuple[str, str]], shots: Tuple[int, ..
                  method="fewshot", overall_mean=False)
 
 
-def board_from_records(suite: str, records: List[dict]) -> Board:
+def board_from_records(suite: str, records: list[dict]) -> Board:
     """A board for a suite known only from its records (a suite file outside `tasks/`)."""
     names = dict.fromkeys(record["config"]["task"] for record in records
                           if collect_lib.board_method(record) == "finetune")
@@ -88,7 +87,7 @@ def board_from_records(suite: str, records: List[dict]) -> Board:
                  means=True)
 
 
-def fewshot_board_for(suite: str, records: List[dict]) -> Board:
+def fewshot_board_for(suite: str, records: list[dict]) -> Board:
     fewshot = [r for r in records if collect_lib.method_of(r) == "fewshot"]
     known = _known_holding(suite, fewshot)
     recorded = {r["config"]["task"] for r in fewshot}
@@ -104,12 +103,12 @@ def fewshot_board_for(suite: str, records: List[dict]) -> Board:
     return fewshot_board(suite, tasks, tuple(sorted(set(shots) | set(seen))))
 
 
-def record_files(results_dir) -> Dict[str, pathlib.Path]:
+def record_files(results_dir) -> dict[str, pathlib.Path]:
     """suite name -> its records file, for every `runs/*.jsonl` under `results_dir`."""
     return {path.stem: path for path in sorted(pathlib.Path(results_dir, "runs").glob("*.jsonl"))}
 
 
-def boards_for(suites, read=lambda suite: []) -> List[Board]:
+def boards_for(suites, read=lambda suite: []) -> list[Board]:
     """The boards showing these suites' records (`read(suite)` gives them)."""
     boards = []
     if any(suite in UPSTREAM.suites for suite in suites):
@@ -125,13 +124,13 @@ def boards_for(suites, read=lambda suite: []) -> List[Board]:
     return boards
 
 
-@functools.lru_cache(maxsize=None)
-def _known_suite(name: str) -> Optional[tasks_lib.Suite]:
+@functools.cache
+def _known_suite(name: str) -> tasks_lib.Suite | None:
     """The suite of that name in `tasks/` (parsed once: every record asks), or None."""
     return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
 
 
-def _known_holding(suite: str, records: List[dict]) -> Optional[tasks_lib.Suite]:
+def _known_holding(suite: str, records: list[dict]) -> tasks_lib.Suite | None:
     """The suite of that name in `tasks/` if it has every recorded task, else None: a suite
     file of the user's that kept a shipped suite's name (a copy of `tasks/demo.toml`) gets a
     board from its records."""
@@ -140,7 +139,7 @@ def _known_holding(suite: str, records: List[dict]) -> Optional[tasks_lib.Suite]
     return known if known and {r["config"]["task"] for r in records} <= names else None
 
 
-def protocol_defaults(record: dict) -> Optional[dict]:
+def protocol_defaults(record: dict) -> dict | None:
     """The setting values of a record's task protocol (few-shot variant for few-shot runs):
     the suite's in `tasks/`, else those the record stored (a suite file of the user's), else
     None (an older record of such a suite: every setting then sets its row apart)."""

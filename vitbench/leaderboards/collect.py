@@ -19,7 +19,7 @@ Rules, applied in this order:
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 from vitbench.tasks import Protocol
 
@@ -34,8 +34,8 @@ class Row:
     """A checkpoint and the settings by which its runs differ from the suite's protocol."""
 
     ckpt: str
-    sha256: Optional[str] = None
-    setting: Tuple[Tuple[str, object], ...] = ()
+    sha256: str | None = None
+    setting: tuple[tuple[str, object], ...] = ()
     as_released: bool = False  # the checkpoint's own head, not trained (method "evaluate")
 
     @property
@@ -50,10 +50,10 @@ class Row:
 class Cell:
     """The selected final run of each seed of one task in one row."""
 
-    runs: Dict[int, dict] = dataclasses.field(default_factory=dict)  # seed -> final record
-    tune: Dict[int, Dict[float, Optional[float]]] = dataclasses.field(default_factory=dict)
+    runs: dict[int, dict] = dataclasses.field(default_factory=dict)  # seed -> final record
+    tune: dict[int, dict[float, float | None]] = dataclasses.field(default_factory=dict)
 
-    def values(self, metric: str = "accuracy") -> List[float]:
+    def values(self, metric: str = "accuracy") -> list[float]:
         """The metric in % of each seed's run (diverged runs have none)."""
         return [100.0 * r["metrics"][metric] for r in self.runs.values()
                 if r.get("status", "finished") == "finished"
@@ -65,7 +65,7 @@ class Cell:
         return sum(r.get("status") == "diverged" for r in self.runs.values())
 
     @property
-    def lrs(self) -> List[float]:
+    def lrs(self) -> list[float]:
         return [r["config"]["lr"] for r in self.runs.values()]
 
 
@@ -73,7 +73,7 @@ class Cell:
 CONFIG_FIELDS = ("suite", "task", "ckpt", "phase", "seed", "lr")
 
 
-def run_records(records: Iterable[dict], source) -> List[dict]:
+def run_records(records: Iterable[dict], source) -> list[dict]:
     """The records that are `vitbench run` records; others (notes, another tool's lines) are
     skipped with a warning naming `source`, so that one of them stops no board."""
     import warnings
@@ -85,13 +85,13 @@ def run_records(records: Iterable[dict], source) -> List[dict]:
             if isinstance(config, dict) else ["config"]
         if missing or not isinstance(record.get("metrics"), dict):
             warnings.warn(f"{source}: record {record.get('config_hash')} is not a run record "
-                          f"(no {', '.join(missing or ['metrics'])}); skipped")
+                          f"(no {', '.join(missing or ['metrics'])}); skipped", stacklevel=2)
             continue
         kept.append(record)
     return kept
 
 
-def latest_per_config(records: Iterable[dict]) -> List[dict]:
+def latest_per_config(records: Iterable[dict]) -> list[dict]:
     """One record per config hash, the one written last, in the order of those last writes."""
     last = {}
     for record in records:
@@ -100,7 +100,7 @@ def latest_per_config(records: Iterable[dict]) -> List[dict]:
     return list(last.values())
 
 
-def row_of(record: dict, defaults: Optional[dict] = None) -> Row:
+def row_of(record: dict, defaults: dict | None = None) -> Row:
     """The row of a record; `defaults` maps setting fields to the suite protocol's values
     (None: not known, so that every setting sets the row apart)."""
     config = record["config"]
@@ -121,10 +121,10 @@ def board_method(record: dict) -> str:
 
 
 def collect(records: Iterable[dict], defaults_of=lambda record: None
-            ) -> Dict[Row, Dict[str, Cell]]:
+            ) -> dict[Row, dict[str, Cell]]:
     """Cells by row and task. `defaults_of(record)` gives the protocol's setting values."""
-    finals: Dict[tuple, Dict[float, dict]] = {}
-    tunes: Dict[tuple, Dict[float, Optional[float]]] = {}
+    finals: dict[tuple, dict[float, dict]] = {}
+    tunes: dict[tuple, dict[float, float | None]] = {}
     for record in latest_per_config(records):
         config = record["config"]
         row = row_of(record, defaults_of(record))
@@ -137,7 +137,7 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
             if earlier is not None and method_of(record) == "fewshot":
                 record = _merged_probes(earlier, record)
             runs[config["lr"]] = record
-    table: Dict[Row, Dict[str, Cell]] = {}
+    table: dict[Row, dict[str, Cell]] = {}
     for (row, task, seed), runs in finals.items():
         scores = tunes.get((row, task, seed), {})
         best = best_lr(scores)
@@ -159,7 +159,7 @@ def _merged_probes(earlier: dict, later: dict) -> dict:
     return {**later, "metrics": metrics, "config": {**later["config"], "shots": shots}}
 
 
-def best_lr(scores: Dict[float, Optional[float]]) -> Optional[float]:
+def best_lr(scores: dict[float, float | None]) -> float | None:
     """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
     smaller rate), as the sweep chooses it (`runner.choose_lr`) and the boards do."""
     if not scores:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import time
-from typing import Dict, List, Optional
 
 from vitbench import files, records
 from vitbench.leaderboards import boards as boards_lib
@@ -27,8 +26,8 @@ are ranked by the mean of their cells; `(partial k/n)` marks a shot count's mean
 n tasks recorded so far. The `#` links to the settings of each run."""}
 
 
-def page(board: boards_lib.Board, records_by_suite: Dict[str, List[dict]],
-         sources: Dict[str, pathlib.Path], results_dir, generated: Optional[str] = None):
+def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],
+         sources: dict[str, pathlib.Path], results_dir, generated: str | None = None):
     """(markdown text, numeric frame) of one board."""
     shown, numbers, details = render.frames(board, records_by_suite, reference.load())
     generated = generated or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -39,14 +38,15 @@ def page(board: boards_lib.Board, records_by_suite: Dict[str, List[dict]],
             f"Generated {generated} by `vitbench leaderboard` from {origin}. "
             "Do not edit: it is rewritten from the records.", "",
             EXPLANATIONS[board.method], ""]
-    text.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "No runs recorded yet.")
+    text.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown)
+                else "No runs recorded yet.")
     if details:
         text += ["", "## Hyper-parameters of each run", "", render.details_markdown(board,
                                                                                     details)]
     return "\n".join(text).rstrip() + "\n", numbers
 
 
-def write_all(results_dir="results", generated: Optional[str] = None) -> List[pathlib.Path]:
+def write_all(results_dir="results", generated: str | None = None) -> list[pathlib.Path]:
     """Writes every board with records under `results_dir`; returns the files written."""
     results_dir = pathlib.Path(results_dir)
     available = boards_lib.record_files(results_dir)

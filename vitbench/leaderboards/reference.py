@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import functools
 import pathlib
-from typing import Dict, List, Optional, Tuple
 
 from vitbench.tasks import TASKS_DIR
 
@@ -25,7 +24,7 @@ SOURCE_ORDER = ("table9", "table5", "table2")
 PRETRAIN_NAMES = {"jft300m": "JFT-300M", "imagenet21k": "ImageNet-21k",
                   "imagenet": "ImageNet", "imagenet+jft300m_unlabeled": "ImageNet+JFT-300M"}
 
-Key = Tuple[str, str, str]  # (suite, task, metric)
+Key = tuple[str, str, str]  # (suite, task, metric)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Reported:
     source: str
     model: str
     pretrain: str
-    values: Dict[Key, Tuple[float, Optional[float]]]  # key -> (value, std)
+    values: dict[Key, tuple[float, float | None]]  # key -> (value, std)
 
     @property
     def label(self) -> str:
@@ -44,8 +43,8 @@ class Reported:
 
 
 @functools.lru_cache(maxsize=4)
-def load(path: pathlib.Path = REFERENCE_CSV) -> Tuple[Reported, ...]:
-    tables: Dict[tuple, Dict[Key, tuple]] = {}
+def load(path: pathlib.Path = REFERENCE_CSV) -> tuple[Reported, ...]:
+    tables: dict[tuple, dict[Key, tuple]] = {}
     with open(path, newline="") as f:
         for line in csv.DictReader(f):
             values = tables.setdefault((line["source"], line["model"], line["pretrain"]), {})
@@ -54,7 +53,7 @@ def load(path: pathlib.Path = REFERENCE_CSV) -> Tuple[Reported, ...]:
     return tuple(Reported(*key, values) for key, values in tables.items())
 
 
-def paper_model(ckpt: str) -> Optional[Tuple[str, str]]:
+def paper_model(ckpt: str) -> tuple[str, str] | None:
     """(paper model name, pre-training data) of a published checkpoint that is one."""
     from vitbench.checkpoints.registry import find_checkpoint
 
@@ -62,7 +61,7 @@ def paper_model(ckpt: str) -> Optional[Tuple[str, str]]:
     return (entry.paper, entry.upstream) if entry is not None and entry.paper else None
 
 
-def reported_for(ckpt: str, reported: List[Reported]) -> Dict[Key, Tuple[float, str]]:
+def reported_for(ckpt: str, reported: list[Reported]) -> dict[Key, tuple[float, str]]:
     """key -> (value, source) of the paper model `ckpt` is, by SOURCE_ORDER; {} if none."""
     model = paper_model(ckpt)
     if model is None:

@@ -8,7 +8,7 @@ marked `partial k/n`, and the missing tasks are listed.
 from __future__ import annotations
 
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -19,21 +19,21 @@ from vitbench.leaderboards.boards import Board, Column
 MISSING = "–"
 
 
-def _mean(values: List[float]) -> Optional[float]:
+def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}"
 
 
 class Line:
     """One table row: a column title -> value (%), with the means and, for ours, deltas."""
 
-    def __init__(self, board: Board, values: Dict[str, Optional[float]],
-                 given_means: Optional[Dict[str, float]] = None):
+    def __init__(self, board: Board, values: dict[str, float | None],
+                 given_means: dict[str, float] | None = None):
         self.board, self.values = board, values
-        self.means: Dict[str, Tuple[Optional[float], int, int]] = {}  # name -> (mean, k, n)
+        self.means: dict[str, tuple[float | None, int, int]] = {}  # name -> (mean, k, n)
         if board.means:
             groups = board.groups if len(board.groups) > 1 else ()
             for group in groups + (("",) if board.overall_mean else ()):
@@ -45,10 +45,10 @@ class Line:
                     self.means[group] = (value, self.means[group][2], self.means[group][2])
 
     @property
-    def missing(self) -> List[str]:
+    def missing(self) -> list[str]:
         return [c.title for c in self.board.columns if self.values.get(c.title) is None]
 
-    def mean(self, group: str = "") -> Optional[float]:
+    def mean(self, group: str = "") -> float | None:
         value, k, n = self.means.get(group, (None, 0, 0))
         return value
 
@@ -72,7 +72,7 @@ def mean_title(group: str) -> str:
     return f"{group.capitalize()} mean" if group else "Mean"
 
 
-def board_lines(board: Board, records_by_suite: Dict[str, List[dict]],
+def board_lines(board: Board, records_by_suite: dict[str, list[dict]],
                 reported: Sequence[reference_lib.Reported]):
     """(our rows as (Row, cells, Line), reported rows as (Reported, Line)), sorted."""
     from vitbench.leaderboards.boards import protocol_defaults
@@ -108,7 +108,7 @@ def board_lines(board: Board, records_by_suite: Dict[str, List[dict]],
     return our_lines, reported_lines
 
 
-def _display_columns(board: Board) -> List[Tuple[str, Optional[Column], Optional[str]]]:
+def _display_columns(board: Board) -> list[tuple[str, Column | None, str | None]]:
     """(header, task column or None, group of a mean or None), tasks of a group before its
     mean."""
     out = []
@@ -139,7 +139,7 @@ def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0) -
     return text
 
 
-def frames(board: Board, records_by_suite: Dict[str, List[dict]],
+def frames(board: Board, records_by_suite: dict[str, list[dict]],
            reported: Sequence[reference_lib.Reported]):
     """(display frame for markdown, numeric frame for CSV, our rows for the details)."""
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)

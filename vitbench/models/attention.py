@@ -7,13 +7,13 @@ token) are refused, and Keras then falls back, silently apart from a logged trac
 unfused XLA attention, which materialises every (tokens x tokens) weight matrix.
 
 In training, where the fused kernel applies (JAX on a GPU, bf16/fp16 inputs, no attention
-dropout, no attention weights requested, flash attention not disabled), this layer pads queries, keys and
-values with zero tokens up to the next multiple of 64, masks the padded keys out and drops the
-padded queries' outputs: every real token's result is what unpadded attention gives. Elsewhere
-it is Keras' layer unchanged. Measured on an H100 (bf16, ViT-B/16, batch 256, before the last
-block's query was cut to the class token): the fused kernel in all 12 layers, 3176 against 2536
-training images/s and 21.3 against 27.4 GB peak memory, gradients equal to unfused attention's
-within bf16 rounding.
+dropout, no attention weights requested, flash attention not disabled), this layer pads queries,
+keys and values with zero tokens up to the next multiple of 64, masks the padded keys out and
+drops the padded queries' outputs: every real token's result is what unpadded attention gives.
+Elsewhere it is Keras' layer unchanged. Measured on an H100 (bf16, ViT-B/16, batch 256, before
+the last block's query was cut to the class token): the fused kernel in all 12 layers, 3176
+against 2536 training images/s and 21.3 against 27.4 GB peak memory, gradients equal to unfused
+attention's within bf16 rounding.
 
 On a CPU, where no fused kernel exists, it computes attention heads-first and normalises late:
 exp(scores - max) multiplies the values and the sum of the exponentials divides the

@@ -258,7 +258,7 @@ class VisionTransformer(keras.Model):
             outputs["logits"] = self.output
         return keras.Model(self.input, outputs, name=f"{self.name}_features")
 
-    def set_remat(self, remat: bool) -> "VisionTransformer":
+    def set_remat(self, remat: bool) -> VisionTransformer:
         """Turns rematerialisation of the encoder blocks on or off (e.g. for a model restored
         from a checkpoint saved without it); takes effect at the next compilation."""
         self.config = self.config.replace(remat=remat)

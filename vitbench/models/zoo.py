@@ -8,9 +8,8 @@ is instant.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple, Union
 
-ImageSize = Union[int, Tuple[int, int]]
+ImageSize = int | tuple[int, int]
 
 # name -> (hidden size D, MLP dim, heads, layers). "mu" (micro) is vitbench's own, for the
 # offline demo and tests on a CPU; the others are the paper's and DeiT/AugReg's.
@@ -42,7 +41,7 @@ class ViTConfig:
     num_layers: int
     patch_size: int
     classifier: str = "token"  # "token": class token; "gap": mean of the patch tokens
-    representation_size: Optional[int] = None  # pre-logits Dense+tanh, as in the i21k checkpoints
+    representation_size: int | None = None  # pre-logits Dense+tanh, as in the i21k checkpoints
     dropout: float = 0.0
     attention_dropout: float = 0.0
     stochastic_depth: float = 0.0  # drop-path rate of the last block; linear from 0 at the first
@@ -74,7 +73,7 @@ class ViTConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def replace(self, **changes) -> "ViTConfig":
+    def replace(self, **changes) -> ViTConfig:
         """A copy with some fields changed; unknown field names raise a clear error."""
         fields = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - fields)
@@ -82,7 +81,7 @@ class ViTConfig:
             raise TypeError(f"unknown ViT option(s) {unknown}; valid: {sorted(fields)}")
         return dataclasses.replace(self, **changes)
 
-    def grid(self, image_size: ImageSize) -> Tuple[int, int]:
+    def grid(self, image_size: ImageSize) -> tuple[int, int]:
         """Patch grid (rows, cols) for an image size: whole patches only. As in the official
         code (a VALID convolution, stride = patch size), pixels past the last whole patch are
         not seen: ViT-H/14 at 384 px has 27 x 27 patches over the top-left 378 x 378 pixels."""
@@ -109,7 +108,7 @@ def is_whole_number(value) -> bool:
     return hasattr(value, "__index__") and not isinstance(value, bool)
 
 
-def as_hw(image_size: ImageSize) -> Tuple[int, int]:
+def as_hw(image_size: ImageSize) -> tuple[int, int]:
     """(height, width) from a positive int or a pair of them; anything else raises."""
     pair = (image_size, image_size) if is_whole_number(image_size) else image_size
     if isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2 or not all(
@@ -140,7 +139,7 @@ def get_config(name: str, **overrides) -> ViTConfig:
     return ZOO[key].replace(**overrides) if overrides else ZOO[key]
 
 
-def find_name(config: ViTConfig) -> Optional[str]:
+def find_name(config: ViTConfig) -> str | None:
     """The zoo name whose architecture matches `config` (ignoring heads and regularisation)."""
     for name, known in ZOO.items():
         if _architecture(known) == _architecture(config):

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 # Variable-path patterns (regular expressions, searched) -> the mesh axes of each dimension.
 MEGATRON_LAYOUT = {
@@ -46,7 +45,7 @@ def initialize_hosts() -> None:
     keras.distribution.initialize()
 
 
-def configure(model_parallel: int = 1, device_count: Optional[int] = None):
+def configure(model_parallel: int = 1, device_count: int | None = None):
     """Sets (and returns) the global distribution for all devices, or the first
     `device_count`; None on one device."""
     import keras
@@ -88,7 +87,7 @@ def configure(model_parallel: int = 1, device_count: Optional[int] = None):
 
 
 @contextlib.contextmanager
-def local_devices(count: Optional[int] = None):
+def local_devices(count: int | None = None):
     """Data parallelism over every local device, or the first `count` (`configure`), for the
     length of a `with` block, which yields the distribution (None on one device); the global
     distribution that was set before is set again after it."""
@@ -137,7 +136,7 @@ def local_copy(weights, build):
     return copy
 
 
-def describe(distribution: Optional[object]) -> str:
+def describe(distribution: object | None) -> str:
     if distribution is None:
         return "one device"
     mesh = distribution.device_mesh

@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import time
-from typing import Optional
 
 import keras
 import numpy as np
@@ -110,14 +109,14 @@ def read_state(workdir: pathlib.Path) -> dict:
     return json.loads((workdir / STATE).read_text())
 
 
-def checkpoint_path(workdir: pathlib.Path, state: Optional[dict] = None) -> pathlib.Path:
+def checkpoint_path(workdir: pathlib.Path, state: dict | None = None) -> pathlib.Path:
     """The checkpoint that `workdir`'s state file (or `state`, read from it) names
     (`checkpoint.keras` in the state files of vitbench before checkpoints were named by their
     step)."""
     return workdir / (state or read_state(workdir)).get("checkpoint", "checkpoint.keras")
 
 
-def load_state(workdir: Optional[pathlib.Path]):
+def load_state(workdir: pathlib.Path | None):
     """(model, step) saved in `workdir`, or (None, 0)."""
     if workdir is None or not (workdir / STATE).exists():
         return None, 0
@@ -186,7 +185,7 @@ def training_callbacks(model, epoch_batches: int, remaining: int, run_bar, steps
 
 
 def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
-              workdir: Optional[pathlib.Path] = None, checkpoint_every: int = 0,
+              workdir: pathlib.Path | None = None, checkpoint_every: int = 0,
               verbose: int = 0, suite_bar=None):
     """Trains `model` on `task`'s `split` (a role like 'fit' or a split name).
 
@@ -232,7 +231,8 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
                                     steps_per_epoch=chunk * config.accumulation, verbose=0,
                                     shuffle=False, callbacks=callbacks + [stop_on_ctrl_c])
             logs = {key: values[-1] for key, values in history.history.items()}
-        elif restored is not None:  # killed after the last save: Keras swaps in the averaged weights at fit's end
+        elif restored is not None:
+            # killed after the last save: Keras swaps in the averaged weights at fit's end
             model.optimizer.finalize_variable_values(model.trainable_weights)
             logs = read_state(workdir)["logs"]
     if not np.isfinite(logs.get("loss", np.nan)):

@@ -36,7 +36,6 @@ import math
 import pathlib
 import tempfile
 import time
-from typing import Optional
 
 import keras
 import numpy as np
@@ -44,8 +43,16 @@ import numpy as np
 from vitbench import files, records
 from vitbench.data import pipeline
 from vitbench.evaluate import classification
-from vitbench.train import (distribute, execution, finetune, interrupt, losses, optimizers,
-                            progress, recipes)
+from vitbench.train import (
+    distribute,
+    execution,
+    finetune,
+    interrupt,
+    losses,
+    optimizers,
+    progress,
+    recipes,
+)
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
@@ -183,7 +190,7 @@ class _Periodic(keras.callbacks.Callback):
     `checkpoint_every` steps a save and every `eval_every` steps an evaluation (the last step's
     are done after training)."""
 
-    def __init__(self, trainer: "_Trainer"):
+    def __init__(self, trainer: _Trainer):
         super().__init__()
         self.trainer, self.started = trainer, time.perf_counter()
 
@@ -214,7 +221,7 @@ class _Trainer:
     accumulation: int
     micro_batch_size: int
     start_step: int
-    data_dir: Optional[str]
+    data_dir: str | None
     process_count: int
     is_main: bool
     log: object
@@ -238,7 +245,7 @@ class _Trainer:
             with tempfile.TemporaryDirectory() as scratch:
                 finetune.save_state(model, pathlib.Path(scratch), step, logs or {})
 
-    def evaluate(self, model, step: int) -> Optional[dict]:
+    def evaluate(self, model, step: int) -> dict | None:
         """Held-out top-1 and few-shot probes, logged; with several processes the first one
         evaluates a copy of the weights on its own device and the others go on (None)."""
         if self.process_count > 1:
@@ -260,9 +267,9 @@ class _Trainer:
 
 
 def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results",
-             micro_batch_size: Optional[int] = None, data_dir=None, model_parallel: int = 1,
+             micro_batch_size: int | None = None, data_dir=None, model_parallel: int = 1,
              resume: bool = True, verbose: int = 1, log=None,
-             remat: bool = False) -> Optional[dict]:
+             remat: bool = False) -> dict | None:
     """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record (on
     the first process). `log` takes the messages (default: printed above the progress bar).
     `remat` recomputes each block's activations in the backward pass (same numbers, less
@@ -387,7 +394,7 @@ def _fit(model, trainer: _Trainer, process_index: int, process_count: int, verbo
             if total > done else None, "logs": logs}
 
 
-def _last_record(results_dir, digest: str, workdir: pathlib.Path) -> Optional[dict]:
+def _last_record(results_dir, digest: str, workdir: pathlib.Path) -> dict | None:
     """The latest record of these settings trained in `workdir` (the same settings may have
     been trained in other workdirs too)."""
     here = [record for record in records.read(records_path(results_dir))

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import tomllib
-from typing import Optional, Tuple
 
-from vitbench import rules, tasks as tasks_lib
+import tomllib
+
+from vitbench import rules
+from vitbench import tasks as tasks_lib
 
 RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
 # Fields that only decide what is measured along the way, not the trained weights: a run may
@@ -74,8 +75,8 @@ class Recipe:
     log_every: int = 100  # steps between metric lines (and the fit epochs' length)
     checkpoint_every: int = 1000  # a multiple of log_every
     eval_every: int = 5000  # held-out top-1 and few-shot probes; a multiple of log_every
-    fewshot: Tuple[str, ...] = ()  # "suite/task" probes of the pre-logit features
-    fewshot_shots: Tuple[int, ...] = (10,)
+    fewshot: tuple[str, ...] = ()  # "suite/task" probes of the pre-logit features
+    fewshot_shots: tuple[int, ...] = (10,)
     fewshot_seeds: int = 1
 
     def __post_init__(self):
@@ -93,7 +94,7 @@ class Recipe:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of "
                                  f"log_every ({self.log_every})")
 
-    def total_steps(self, train_examples: Optional[int]) -> int:
+    def total_steps(self, train_examples: int | None) -> int:
         if self.steps:
             return self.steps
         if not train_examples:
@@ -122,7 +123,7 @@ def recipe_names():
     return sorted(path.stem for path in RECIPES_DIR.glob("*.toml") if path.stem != ANY_TFDS)
 
 
-def load(dataset: str, model: Optional[str] = None, data_dir: Optional[str] = None,
+def load(dataset: str, model: str | None = None, data_dir: str | None = None,
          **overrides) -> Pretraining:
     """The recipe of `dataset` (a recipe file's name, or any TFDS dataset, looked up in
     `data_dir` too), for `model` (default: the recipe's), with `overrides` (Recipe fields; None

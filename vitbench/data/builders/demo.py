@@ -78,7 +78,8 @@ class VitbenchDemo(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
-                "count": tfds.features.ClassLabel(names=[str(n) for n in range(1, MAX_OBJECTS + 1)]),
+                "count": tfds.features.ClassLabel(
+                    names=[str(n) for n in range(1, MAX_OBJECTS + 1)]),
                 "shape": tfds.features.ClassLabel(names=list(SHAPES)),
                 "color": tfds.features.ClassLabel(names=list(COLORS)),
                 "x_position": tfds.features.ClassLabel(num_classes=4),
