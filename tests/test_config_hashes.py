@@ -8,15 +8,16 @@ import pathlib
 
 import pytest
 
-from vitbench import records, runner, tasks
+from vitbench import records, tasks
 from vitbench.train import pretrain, recipes
+from vitbench.transfer import plan
 
 RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "recorded_configs.json")
                       .read_text())
 
 
-def _overrides(values: dict) -> runner.Overrides:
-    return runner.Overrides(**{key: tuple(value) if isinstance(value, list) else value
+def _overrides(values: dict) -> plan.Overrides:
+    return plan.Overrides(**{key: tuple(value) if isinstance(value, list) else value
                                for key, value in values.items()})
 
 
@@ -31,7 +32,7 @@ def _cases():
 def test_planned_runs_keep_their_recorded_configs_and_hashes(case):
     rows = _cases()[case]
     first = rows[0]
-    planned = runner.plan(tasks.load_suite(first["suite"]), first["tasks"], first["ckpt"],
+    planned = plan.plan(tasks.load_suite(first["suite"]), first["tasks"], first["ckpt"],
                           _overrides(first["overrides"]), first["sweep"], first["fewshot"])
     assert len(planned) == len(rows)
     for run, row in zip(planned, rows):

@@ -75,13 +75,15 @@ def test_cached_features_are_computed_once():
 def test_features_learned_on_demo_beat_random_ones(tmp_path, demo_data_dir):
     import keras
 
-    from vitbench import runner, tasks
+    from vitbench import tasks
     from vitbench.checkpoints import npz
     from vitbench.models.vit import create_model
     from vitbench.train import finetune
+    from vitbench.transfer import plan
+    from vitbench.transfer import suite as running
 
     suite = tasks.load_suite("demo")
-    overrides = runner.Overrides(resolution=16, shots=(5,))
+    overrides = plan.Overrides(resolution=16, shots=(5,))
     keras.utils.set_random_seed(0)
     model = create_model("vit_mu8", num_classes=4, image_size=16)
     config = finetune.TrainConfig(lr=0.03, steps=100, batch_size=32, micro_batch_size=32,
@@ -91,9 +93,9 @@ def test_features_learned_on_demo_beat_random_ones(tmp_path, demo_data_dir):
     trained = str(npz.save_npz(model, tmp_path / "demo_count.npz"))
     scores = {}
     for ckpt in (trained, "scratch:vit_mu8"):
-        probe, = [run for run in runner.plan(suite, ["demo_count"], ckpt, overrides)
+        probe, = [run for run in plan.plan(suite, ["demo_count"], ckpt, overrides)
                   if run.method == "fewshot"]
-        record = runner.execute(probe, None, tmp_path, demo_data_dir)
+        record = running.execute(probe, None, tmp_path, demo_data_dir)
         assert record["metrics"]["test_examples"] == 500
         scores[ckpt] = record["metrics"]["5shot"]
     # measured: 0.87 against 0.47 (chance 0.25)
@@ -127,14 +129,16 @@ def test_fewshot_runs_are_recorded_cached_and_on_the_leaderboard(tmp_path, demo_
 
 def test_probes_read_the_pre_logits_layer_of_a_checkpoint_that_has_one(tmp_path,
                                                                        demo_data_dir):
-    from vitbench import runner, tasks
+    from vitbench import tasks
     from vitbench.checkpoints import npz
     from vitbench.models.vit import create_model
+    from vitbench.transfer import plan
+    from vitbench.transfer import suite as running
 
     model = create_model("vit_mu8", num_classes=10, image_size=16, representation_size=24)
     ckpt = str(npz.save_npz(model, tmp_path / "with_pre_logits.npz"))
     suite = tasks.load_suite("demo")
-    probe, = [run for run in runner.plan(suite, ["demo_color"], ckpt, runner.Overrides(
+    probe, = [run for run in plan.plan(suite, ["demo_color"], ckpt, plan.Overrides(
         resolution=16, shots=(1,))) if run.method == "fewshot"]
-    record = runner.execute(probe, None, tmp_path, demo_data_dir)
+    record = running.execute(probe, None, tmp_path, demo_data_dir)
     assert record["features"]["dimensions"] == 24  # the tanh pre-logits, not the 64-wide pool

@@ -156,8 +156,10 @@ def _metrics(workdir):
 
 
 def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir):
-    from vitbench import runner, tasks
+    from vitbench import tasks
     from vitbench.checkpoints.loader import load_model
+    from vitbench.transfer import plan
+    from vitbench.transfer import suite as running
 
     workdir, messages = tmp_path / "work", []
     setup = recipes.load("demo", **{**QUICK, "steps": 200, "batch_size": 64, "log_every": 25,
@@ -197,7 +199,7 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
                                trained.predict_on_batch(images), atol=1e-5)
     # The runner transfers it, identified by the exported file's content.
     suite = tasks.load_suite("demo")
-    done = runner.run_suite(suite, ["demo_shape"], str(workdir), runner.Overrides(steps=5),
+    done = running.run_suite(suite, ["demo_shape"], str(workdir), plan.Overrides(steps=5),
                             tmp_path, data_dir=demo_data_dir, verbose=0, log=lambda _: None,
                             fewshot=False)
     assert [r["checkpoint"]["sha256"] for r in done] == [record["checkpoint"]["sha256"]]

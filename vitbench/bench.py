@@ -12,6 +12,11 @@ import itertools
 import os
 import time
 
+from vitbench.evaluate import prediction
+from vitbench.models import zoo
+from vitbench.models.vit import create_model
+from vitbench.train import distribute, execution, interrupt, optimizers
+
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
@@ -170,9 +175,6 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     `peak_memory_gb` is the largest of their peaks."""
     import keras
 
-    from vitbench.models.vit import create_model
-    from vitbench.train import distribute
-
     if mode not in ("train", "infer"):
         raise ValueError(f"mode {mode!r} is not one of train, infer")
     if remat and mode != "train":
@@ -210,9 +212,6 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
     `model_throughput`, under the distribution set, which splits batches `replicas` ways."""
     import keras
     import numpy as np
-
-    from vitbench.evaluate import prediction
-    from vitbench.train import execution, interrupt, optimizers
 
     micro = micro_batch_size or execution.pass_size(model.config, model.image_size,
                                                     batch_size, replicas)
@@ -292,8 +291,6 @@ def measurement(implementation: str, model_name: str, mode: str, batch_size: int
     `devices` devices: images/s, step time, the analytic FLOPs per image (3x the forward for
     training), achieved TFLOP/s and the model-FLOP utilisation against `devices` times `peak`,
     one device's peak TFLOP/s (default: the device's spec sheet's)."""
-    from vitbench.models import zoo
-
     flops = zoo.count_flops(zoo.get_config(model_name), resolution, num_classes) * (
         TRAIN_FLOPS_PER_FORWARD if mode == "train" else 1)
     images_per_second = steps * batch_size / seconds

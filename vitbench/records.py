@@ -74,3 +74,11 @@ def read(path) -> list[dict]:
 def by_hash(records: Iterable[dict]) -> dict[str, dict]:
     """The latest record of each config hash."""
     return {record["config_hash"]: record for record in records if "config_hash" in record}
+
+
+def best_lr(scores: dict[float, float | None]) -> float | None:
+    """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
+    smaller rate), as the sweep chooses it (`transfer.plan.choose_lr`) and the boards do."""
+    if not scores:
+        return None
+    return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))

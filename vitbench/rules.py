@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vitbench.models.zoo import is_whole_number
-
 Rule = tuple[Callable[[object], bool], str]
+
+
+def is_whole_number(value) -> bool:
+    """An integer of any integer type (numpy's too), not a bool."""
+    return hasattr(value, "__index__") and not isinstance(value, bool)
 
 
 def is_number(value) -> bool:

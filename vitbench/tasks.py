@@ -19,6 +19,8 @@ from vitbench import rules
 TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
+# The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
+OVERRIDABLE = ("steps", "warmup_steps", "batch_size", "lrs", "resolution", "polyak", "shots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +51,16 @@ class Protocol:
     l2_reg: float = 1024.0
     seeds: int = 3
 
+    @property
+    def effective_warmup_steps(self) -> int:
+        """The warm-up a run trains with: at most its steps (a short run is warm-up only)."""
+        return min(self.warmup_steps, self.steps)
+
     def settings(self) -> dict:
         """The fields that set a run apart on a leaderboard (`vitbench.leaderboards.collect`):
         a run whose values differ from its suite's gets a row of its own."""
         return {"steps": self.steps, "batch_size": self.batch_size,
-                "warmup_steps": min(self.warmup_steps, self.steps),
+                "warmup_steps": self.effective_warmup_steps,
                 "resolution": self.resolution, "polyak": self.polyak, "l2_reg": self.l2_reg}
 
     def pp(self, phase: str) -> str:

@@ -8,10 +8,13 @@ import numpy as np
 
 from vitbench.checkpoints import download, npz
 from vitbench.checkpoints.registry import find_checkpoint, known_checkpoints
+from vitbench.models.vit import VisionTransformer
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw, get_config
 
 ARCHITECTURE_FIELDS = ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
                        "classifier")
+# A `vitbench pretrain` workdir's settings and exported weights (`vitbench.train.pretrain`).
+PRETRAIN_CONFIG, PRETRAIN_FINAL = "pretrain.json", "final.npz"
 
 
 def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
@@ -35,16 +38,14 @@ def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
 
 def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
     """The exported weights of a `vitbench pretrain` workdir."""
-    from vitbench.train import pretrain
-
-    final = workdir / pretrain.FINAL
+    final = workdir / PRETRAIN_FINAL
     if final.is_file():
         return final
-    if (workdir / pretrain.CONFIG).is_file():
+    if (workdir / PRETRAIN_CONFIG).is_file():
         raise FileNotFoundError(f"pretraining in {workdir} has not finished (no {final.name}); "
                                 "run the same `vitbench pretrain` command again to resume it")
     raise FileNotFoundError(f"{workdir} is a folder, not a checkpoint file or a `vitbench "
-                            f"pretrain` workdir (no {pretrain.FINAL})")
+                            f"pretrain` workdir (no {PRETRAIN_FINAL})")
 
 
 def read_arrays(path: pathlib.Path):
@@ -91,8 +92,6 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
         the architecture is read off the array shapes.
     options: ViTConfig fields to override, e.g. `gelu="exact"` or `stochastic_depth=0.1`.
     """
-    from vitbench.models.vit import VisionTransformer
-
     if num_classes is not None:
         ViTConfig.check_num_classes(num_classes)
     path = resolve(ckpt, progress)

@@ -53,7 +53,8 @@ def demo(fv):
     """The ViT study in miniature, offline: pretrain, transfer, compare with no pretraining.
 
     1. Pretrains vit_mu8 on the `upstream` split of the generated demo dataset (20000 images
-       named by shape, colour and object count together: 48 classes; tasks/pretrain/demo.toml).
+       named by shape, colour and object count together: 48 classes;
+       vitbench/suites/pretrain/demo.toml).
     2. Transfers it to the demo suite (demo_count, demo_shape, demo_color, demo_position):
        fine-tuning and few-shot linear probes, recorded as `vitbench run` records them.
     3. Does the same from random initialisation (scratch:vit_mu8).
@@ -61,15 +62,17 @@ def demo(fv):
        and prints what pretraining bought per task.
     Finished steps are skipped when it runs again.
     """
-    from vitbench import runner, tasks
+    from vitbench import tasks
     from vitbench.commands.run import positive_integers
     from vitbench.leaderboards import publish
     from vitbench.train import pretrain as pretrain_lib
     from vitbench.train import recipes
+    from vitbench.transfer import plan
+    from vitbench.transfer import suite as suite_runner
 
     suite = tasks.load_suite("demo")
     suite.select(fv.tasks)  # unknown task names fail here, before pretraining
-    overrides = runner.Overrides(steps=fv.steps, shots=positive_integers(
+    overrides = plan.Overrides(steps=fv.steps, shots=positive_integers(
         "--shots", fv.shots) if fv.shots else None)
     setup = recipes.load("demo", steps=fv.pretrain_steps)
     workdir = pretrain_lib.default_workdir(fv.results_dir, setup.recipe)
@@ -81,9 +84,10 @@ def demo(fv):
     for number, (label, ckpt) in enumerate([("pretrained", str(workdir)),
                                             ("from scratch", SCRATCH)], 2):
         print(f"{number}/3 transferring the {label} model ({ckpt}) to the demo suite")
-        runner.run_suite(suite, fv.tasks, ckpt, overrides, fv.results_dir,
-                         data_dir=fv.data_dir)
-        finished[label] = runner.recorded(suite, fv.tasks, ckpt, overrides, fv.results_dir)
+        suite_runner.run_suite(suite, fv.tasks, ckpt, overrides, fv.results_dir,
+                               data_dir=fv.data_dir)
+        finished[label] = suite_runner.recorded(suite, fv.tasks, ckpt, overrides,
+                                                fv.results_dir)
     tables = [path for path in publish.write_all(fv.results_dir) if path.suffix == ".md"]
     frame = comparison(finished["pretrained"], finished["from scratch"])
     print("\nTest accuracy, pretrained vs from scratch:\n")

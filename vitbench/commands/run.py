@@ -75,7 +75,7 @@ def _define(fv):
 
 
 def overrides_from(fv):
-    from vitbench.runner import Overrides
+    from vitbench.transfer.plan import Overrides
 
     micro = fv.micro_batch_size
     if micro not in (None, "auto") and not (micro.isdigit() and int(micro) > 0):
@@ -123,8 +123,12 @@ def run(fv):
     """
     import dataclasses
 
-    from vitbench import runner, tasks
+    from vitbench import records, tasks
+    from vitbench.checkpoints import identity
+    from vitbench.leaderboards import publish
     from vitbench.train import distribute
+    from vitbench.transfer import plan, report, sizing
+    from vitbench.transfer import suite as suite_runner
 
     if fv.as_released:
         given = [f"--{name}" for name in TRAINING_FLAGS if fv[name].value != fv[name].default]
@@ -134,30 +138,29 @@ def run(fv):
     suite = tasks.load_suite(fv.suite)
     overrides = overrides_from(fv)
     chosen = [overrides.apply(task) for task in suite.select(fv.tasks)]  # unknown names fail
-    runner.check_checkpoint(fv.ckpt, [])  # one that cannot be had fails before any work
+    identity.check_checkpoint(fv.ckpt)  # one that cannot be had fails before any work
     with distribute.local_devices() as distribution:  # data parallel (JAX), undone after
         if distribution is not None:
             print(f"training and evaluating on {distribute.describe(distribution)}")
-        runner.check_batches(chosen, overrides.micro_batch_size)
+        plan.check_batches(chosen, overrides.micro_batch_size)
         if fv.micro_batch_size == "auto":
-            micro = runner.fitting_micro_batch(fv.ckpt, chosen[0], remat=fv.remat)
+            micro = sizing.fitting_micro_batch(fv.ckpt, chosen[0], remat=fv.remat)
             print(f"micro-batch size {micro} fits ({chosen[0].protocol.batch_size // micro} "
                   "passes per update)")
             overrides = dataclasses.replace(overrides, micro_batch_size=micro)
         if fv.dry_run:
-            speed = None if fv.as_released else lambda: runner.measure_throughput(
+            speed = None if fv.as_released else lambda: sizing.measure_throughput(
                 fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
                 remat=fv.remat)
-            print(runner.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
+            print(report.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                        fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
             return 0
-        finished = runner.run_suite(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                    sweep=fv.sweep, data_dir=fv.data_dir, force=fv.force,
-                                    checkpoint_every=fv.checkpoint_every, fewshot=fv.fewshot)
+        finished = suite_runner.run_suite(
+            suite, fv.tasks, fv.ckpt, overrides, fv.results_dir, sweep=fv.sweep,
+            data_dir=fv.data_dir, force=fv.force, checkpoint_every=fv.checkpoint_every,
+            fewshot=fv.fewshot)
     print(f"{len(finished)} runs finished; records in "
-          f"{runner.records.records_path(fv.results_dir, suite.name)}")
-    from vitbench.leaderboards import publish
-
+          f"{records.records_path(fv.results_dir, suite.name)}")
     tables = [path for path in publish.write_all(fv.results_dir) if path.suffix == ".md"]
     print("leaderboards: " + ", ".join(str(path) for path in tables))
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from vitbench.data.registry import register
+from vitbench.data.op_table import register
 
 
 def feature(example, path: str):

@@ -11,7 +11,7 @@ import zlib
 
 import tensorflow as tf
 
-from vitbench.data.registry import register
+from vitbench.data.op_table import register
 
 
 def _image_op(transform):

@@ -10,38 +10,22 @@ from __future__ import annotations
 
 import ast
 import difflib
-from collections.abc import Callable
 
-Example = dict[str, object]
-Op = Callable[[Example], Example]
-
-OPS: dict[str, Callable[..., Op]] = {}
-
-
-def register(name: str):
-    """Registers an op factory under `name`."""
-
-    def add(factory):
-        if name in OPS:
-            raise ValueError(f"op {name!r} is registered twice")
-        OPS[name] = factory
-        return factory
-
-    return add
+from vitbench.data import labels, ops  # noqa: F401  (their ops register on import)
+from vitbench.data.op_table import OPS, Example, Op, register  # noqa: F401  (the API)
 
 
 def parse(spec: str) -> list[Op]:
     """The ops of a `|`-separated spec string, each built with its literal arguments."""
-    _load_builtin_ops()
     return [_build(piece.strip(), spec) for piece in spec.split("|") if piece.strip()]
 
 
 def chain(spec: str) -> Op:
     """One function applying the ops of `spec` in order."""
-    ops = parse(spec)
+    steps = parse(spec)
 
     def apply(example):
-        for op in ops:
+        for op in steps:
             example = op(example)
         return example
 
@@ -73,8 +57,3 @@ def _build(piece: str, spec: str) -> Op:
         return OPS[name](*args, **kwargs)
     except TypeError as error:
         raise ValueError(f"op {piece!r} in {spec!r}: {error}") from None
-
-
-def _load_builtin_ops():
-    # The modules register their ops on import.
-    from vitbench.data import labels, ops  # noqa: F401

@@ -20,7 +20,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vitbench import offline
-from vitbench.data import builders  # noqa: F401  (registers vitbench's own TFDS datasets)
+from vitbench.data import (
+    builders,  # noqa: F401  (registers vitbench's own TFDS datasets)
+    registry,
+)
 
 READY, WILL_GENERATE, WILL_DOWNLOAD, NEEDS_MANUAL, MISSING, INVALID = (
     "ready", "will generate", "will download", "needs manual files", "missing", "invalid")
@@ -352,8 +355,6 @@ def status(task, data_dir=None) -> Status:
 def _preprocessing_problem(task, features) -> str | None:
     """Why the task's train or eval preprocessing fails on examples with `features` (traced,
     not run: a label op naming a feature the data lacks, say), or None."""
-    from vitbench.data import registry
-
     if features is None:
         return None
     seed = {"_rng": tf.TensorSpec([2], tf.int64)}  # the train pipeline's per-example seed

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vitbench import files
+from vitbench.checkpoints.download import cache_dir
+from vitbench.evaluate import prediction
 
 BIAS_FEATURE = 100.0
 WHITENING_EPSILON = 1e-5
@@ -37,8 +39,6 @@ WHITENING_EPSILON = 1e-5
 def extract_features(model, task, split: str, batch_size: int = 256, data_dir=None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`."""
-    from vitbench.evaluate import prediction
-
     extractor = model.feature_extractor()
     features, labels = [], []
     for output, batch in prediction.predict_split(extractor.predict_on_batch, task, split,
@@ -51,8 +51,6 @@ def extract_features(model, task, split: str, batch_size: int = 256, data_dir=No
 def cached(key: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """`compute()`'s arrays, stored under a hash of `key` in the cache (written atomically)."""
     import io
-
-    from vitbench.checkpoints.download import cache_dir
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = cache_dir() / "features" / f"{digest[:24]}.npz"

@@ -22,7 +22,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from vitbench import files
+from vitbench import files, tasks
+from vitbench.checkpoints.loader import load_model
+from vitbench.data import pipeline, registry
 from vitbench.inspection import figures, quantities
 
 FILES = {"embedding_filters": "embedding_filters.png",
@@ -57,8 +59,6 @@ def read_image_dir(directory, size, count: int) -> np.ndarray:
     1)`, the eval pipeline's ops) at `size` (h, w)."""
     import tensorflow as tf
 
-    from vitbench.data import registry
-
     root = pathlib.Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"--images: {root} is not a directory")
@@ -79,9 +79,6 @@ def read_image_dir(directory, size, count: int) -> np.ndarray:
 
 def demo_images(size, count: int, data_dir=None) -> np.ndarray:
     """The first `count` test images of the demo dataset (rendered offline), at `size`."""
-    from vitbench import tasks
-    from vitbench.data import pipeline
-
     suite, name = DEMO_TASK
     task = tasks.load_suite(suite).task(name)
     resolution = size[0] if size[0] == size[1] else tuple(size)
@@ -208,8 +205,6 @@ def inspect_checkpoint(ckpt: str, out_dir=None, image_dir=None, count: int = 32,
                        data_dir=None, results_dir="results") -> dict:
     """Loads `ckpt` (see `vitbench.checkpoints.loader.load_model`), computes and writes
     everything; returns the written paths by kind."""
-    from vitbench.checkpoints.loader import load_model
-
     out_dir = pathlib.Path(out_dir or default_out_dir(ckpt, results_dir))
     out_dir.mkdir(parents=True, exist_ok=True)  # an unusable one fails before any work
     model = load_model(ckpt, image_size=resolution)

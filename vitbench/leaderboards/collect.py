@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from vitbench.records import best_lr
 from vitbench.tasks import Protocol
 
 # Protocol fields that make a different row when they differ from the suite's defaults.
@@ -69,7 +70,7 @@ class Cell:
         return [r["config"]["lr"] for r in self.runs.values()]
 
 
-# What a run record's config must hold to be placed on a board (`runner.Run.config`).
+# What a run record's config must hold to be placed on a board (`transfer.plan.Run.config`).
 CONFIG_FIELDS = ("suite", "task", "ckpt", "phase", "seed", "lr")
 
 
@@ -157,11 +158,3 @@ def _merged_probes(earlier: dict, later: dict) -> dict:
                          **later["metrics"].get("seeds", {})}}
     shots = sorted(set(earlier["config"].get("shots", ())) | set(later["config"].get("shots", ())))
     return {**later, "metrics": metrics, "config": {**later["config"], "shots": shots}}
-
-
-def best_lr(scores: dict[float, float | None]) -> float | None:
-    """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
-    smaller rate), as the sweep chooses it (`runner.choose_lr`) and the boards do."""
-    if not scores:
-        return None
-    return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))

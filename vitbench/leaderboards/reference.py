@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import pathlib
 
+from vitbench.checkpoints.registry import find_checkpoint
 from vitbench.tasks import TASKS_DIR
 
 REFERENCE_CSV = TASKS_DIR.parent / "results" / "reference" / "paper.csv"
@@ -55,8 +56,6 @@ def load(path: pathlib.Path = REFERENCE_CSV) -> tuple[Reported, ...]:
 
 def paper_model(ckpt: str) -> tuple[str, str] | None:
     """(paper model name, pre-training data) of a published checkpoint that is one."""
-    from vitbench.checkpoints.registry import find_checkpoint
-
     entry = find_checkpoint(ckpt)
     return (entry.paper, entry.upstream) if entry is not None and entry.paper else None
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vitbench.rules import is_whole_number
+
 ImageSize = int | tuple[int, int]
 
 # name -> (hidden size D, MLP dim, heads, layers). "mu" (micro) is vitbench's own, for the
@@ -101,11 +103,6 @@ class ViTConfig:
     def num_tokens(self, image_size: ImageSize) -> int:
         rows, cols = self.grid(image_size)
         return rows * cols + (self.classifier == "token")
-
-
-def is_whole_number(value) -> bool:
-    """An integer of any integer type (numpy's too), not a bool."""
-    return hasattr(value, "__index__") and not isinstance(value, bool)
 
 
 def as_hw(image_size: ImageSize) -> tuple[int, int]:

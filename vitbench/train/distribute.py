@@ -101,6 +101,13 @@ def local_devices(count: int | None = None):
         keras.distribution.set_distribution(previous)
 
 
+def replicas() -> int:
+    """How many ways the global distribution splits each batch (1 on one device)."""
+    import keras
+
+    return data_parallel_size(keras.distribution.distribution())
+
+
 def data_parallel_size(distribution) -> int:
     """How many ways each global batch is split (1 without a distribution)."""
     if distribution is None:

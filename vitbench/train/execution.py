@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from vitbench.models.attention import on_cpu
+
 # Micro-batches per call at most: enough to hide the host round-trip, few enough that the
 # progress bar and NaN checks stay timely.
 MAX_BATCHES_PER_CALL = 8
@@ -41,8 +43,6 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
     `replicas`, until one replica's share of a pass fits CPU_PASS_BYTES of activation
     (`activation_bytes`). Gradients of the passes are accumulated into one update, which
     equals the whole batch's up to float rounding."""
-    from vitbench.models.attention import on_cpu
-
     size = batch_size
     if not on_cpu():
         return size

@@ -40,9 +40,14 @@ import time
 import keras
 import numpy as np
 
-from vitbench import files, records
-from vitbench.data import pipeline
-from vitbench.evaluate import classification
+from vitbench import environment, files, records
+from vitbench import tasks as tasks_lib
+from vitbench.checkpoints import identity, npz
+from vitbench.checkpoints.loader import PRETRAIN_CONFIG, PRETRAIN_FINAL
+from vitbench.data import pipeline, sources
+from vitbench.evaluate import classification, fewshot
+from vitbench.models.vit import create_model
+from vitbench.models.zoo import get_config
 from vitbench.train import (
     distribute,
     execution,
@@ -55,7 +60,7 @@ from vitbench.train import (
 )
 from vitbench.train.schedules import SCHEDULES
 
-CONFIG, METRICS, FINAL = "pretrain.json", "metrics.jsonl", "final.npz"
+CONFIG, FINAL, METRICS = PRETRAIN_CONFIG, PRETRAIN_FINAL, "metrics.jsonl"
 
 
 def records_path(results_dir) -> pathlib.Path:
@@ -73,9 +78,6 @@ def is_finished(workdir) -> bool:
 def build_model(pretraining: recipes.Pretraining, remat: bool = False):
     """The zoo model with the recipe's dropout, a representation layer and the dataset's head
     (with `remat`, each block's activations are recomputed in the backward pass)."""
-    from vitbench.models.vit import create_model
-    from vitbench.models.zoo import get_config
-
     recipe = pretraining.recipe
     width = get_config(recipe.model).hidden_size
     return create_model(recipe.model, num_classes=pretraining.task.num_classes,
@@ -163,9 +165,6 @@ def few_shot_probes(model, pretraining: recipes.Pretraining, batch_size: int,
                     data_dir=None) -> dict:
     """k-shot linear accuracy of the model's pre-logits on each of the recipe's probes
     ("suite/task"), at the pretraining resolution: {"<task>/<k>shot": accuracy}."""
-    from vitbench import tasks as tasks_lib
-    from vitbench.evaluate import fewshot
-
     recipe, results = pretraining.recipe, {}
     for name in recipe.fewshot:
         suite_name, _, task_name = name.partition("/")
@@ -276,11 +275,6 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     memory; it may change between a run and its resumption)."""
     from tqdm.auto import tqdm
 
-    from vitbench import runner
-    from vitbench.checkpoints import npz
-    from vitbench.data import sources
-    from vitbench.models.zoo import get_config
-
     recipe, task = pretraining.recipe, pretraining.task
     workdir, log = pathlib.Path(workdir), log or tqdm.write
     distribution = distribute.configure(model_parallel)
@@ -300,7 +294,7 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
         files.make_folder(workdir, f"the workdir {workdir}")
     sources.check_ready([task], data_dir)
     total = recipe.total_steps(sources.num_examples(task, task.split("fit"), data_dir))
-    precision = runner.precision_policy()
+    precision = environment.precision_policy()
     config = run_config(pretraining, total, precision)
     _check_workdir(workdir, config, resume, process_index == 0)
     if is_finished(workdir):
@@ -342,11 +336,11 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
         return None  # the first process records the run
     record = {"config_hash": records.config_hash(config), "config": config,
               "checkpoint": {"workdir": str(workdir), "path": str(workdir / FINAL),
-                             "sha256": runner.file_sha256(workdir / FINAL)},
+                             "sha256": identity.file_sha256(workdir / FINAL)},
               "metrics": final, "evaluation": {name: getattr(recipe, name)
                                                for name in recipes.EVALUATION_FIELDS},
               "train": {key: value for key, value in summary.items() if key != "logs"},
-              "environment": runner.environment(), "processes": process_count,
+              "environment": environment.environment(), "processes": process_count,
               "distribution": distribute.describe(distribution),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     records.append(records_path(results_dir), record)

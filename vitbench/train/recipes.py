@@ -18,6 +18,9 @@ import tomllib
 
 from vitbench import rules
 from vitbench import tasks as tasks_lib
+from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets)
+from vitbench.train.losses import LOSSES, loss_for_labels
+from vitbench.train.schedules import SCHEDULES
 
 RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
 # Fields that only decide what is measured along the way, not the trained weights: a run may
@@ -80,9 +83,6 @@ class Recipe:
     fewshot_seeds: int = 1
 
     def __post_init__(self):
-        from vitbench.train.losses import LOSSES
-        from vitbench.train.schedules import SCHEDULES
-
         for field in dataclasses.fields(self):
             rules.check(RECIPE_RULES, field.name, getattr(self, field.name), field.name)
         if self.lr_decay not in SCHEDULES:
@@ -162,8 +162,6 @@ def _task(row: dict, recipe: Recipe, path: pathlib.Path, data_dir=None) -> tasks
                          f"split), not only {sorted(splits)}")
     row["splits"] = splits
     if not row.get("num_classes"):  # any TFDS dataset: its label feature says
-        from vitbench.train.losses import loss_for_labels
-
         feature = _tfds_label(row["dataset"], data_dir)
         multi_label = loss_for_labels(feature) == "sigmoid"
         row["num_classes"] = (feature.feature if multi_label else feature).num_classes
@@ -179,8 +177,6 @@ def _tfds_label(dataset: str, data_dir=None):
     """The `label` feature of a TFDS dataset (read from its builder: no data is needed; a
     dataset only prepared in `data_dir` is found there)."""
     import tensorflow_datasets as tfds
-
-    from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets)
 
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)

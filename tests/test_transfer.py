@@ -1,4 +1,5 @@
-"""The runner: plans, learning-rate selection, skipping recorded runs, a demo run end to end."""
+"""vitbench.transfer: plans, learning-rate selection, skipping recorded runs, a demo run end
+to end."""
 
 import dataclasses
 import pathlib
@@ -7,15 +8,20 @@ import tempfile
 import pytest
 from conftest import mock_tfds
 
-from vitbench import records, runner, tasks
+from vitbench import records, tasks
+from vitbench.checkpoints import identity
 from vitbench.models import attention
+from vitbench.train import distribute
+from vitbench.transfer import models as transfer_models
+from vitbench.transfer import plan, report, sizing
+from vitbench.transfer import suite as running
 
-TINY_RUN = runner.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16)
+TINY_RUN = plan.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16)
 
 
 def test_vtab1k_plan_is_one_final_run_per_task_at_the_papers_setting():
     suite = tasks.load_suite("vtab1k")
-    runs = runner.plan(suite, [], "vit_b16", runner.Overrides())
+    runs = plan.plan(suite, [], "vit_b16", plan.Overrides())
     assert len(runs) == 19 and {r.phase for r in runs} == {"final"}
     config = runs[0].config()
     assert (config["lr"], config["steps"], config["batch_size"], config["resolution"]) == \
@@ -30,7 +36,7 @@ def test_warm_up_is_the_protocols_at_most_the_steps_unless_given(capsys):
     suite = tasks.load_suite("vtab1k")
 
     def warmup(**overrides):
-        return runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(**overrides))[0] \
+        return plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(**overrides))[0] \
             .config()["warmup_steps"]
 
     assert (warmup(), warmup(steps=50), warmup(steps=50, warmup_steps=5)) == (200, 50, 5)
@@ -40,15 +46,15 @@ def test_warm_up_is_the_protocols_at_most_the_steps_unless_given(capsys):
 
 def test_sweep_tunes_on_train800_val200_then_retrains():
     suite = tasks.load_suite("vtab1k")
-    runs = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(), sweep=True)
-    assert [(r.phase, r.lr) for r in runs] == [("tune", lr) for lr in runner.DEFAULT_SWEEP] + \
+    runs = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(), sweep=True)
+    assert [(r.phase, r.lr) for r in runs] == [("tune", lr) for lr in plan.DEFAULT_SWEEP] + \
         [("final", None)]
     assert runs[0].config()["train_split"] == "train[:800]"
     assert runs[0].config()["eval_split"] == "validation[:200]"
 
 
 def test_upstream_suites_select_over_their_grid():
-    runs = runner.plan(tasks.load_suite("cifar100"), [], "vit_b16", runner.Overrides())
+    runs = plan.plan(tasks.load_suite("cifar100"), [], "vit_b16", plan.Overrides())
     assert [r.lr for r in runs if r.phase == "tune"] == [0.001, 0.003, 0.01, 0.03]
     assert runs[0].config()["train_split"] == "train[:98%]"
     assert runs[-1].config(0.01)["train_split"] == "train"
@@ -60,7 +66,7 @@ def test_another_seed_of_a_checkpoints_probe_is_the_same_probe():
     suite = tasks.load_suite("demo")
 
     def probe(ckpt, seed):
-        runs = runner.plan(suite, ["demo_shape"], ckpt, runner.Overrides(seed=seed))
+        runs = plan.plan(suite, ["demo_shape"], ckpt, plan.Overrides(seed=seed))
         return next(run for run in runs if run.method == "fewshot").config()
 
     assert probe("vit_b16", 1) == probe("vit_b16", 0)
@@ -71,48 +77,48 @@ def test_repeats_run_the_whole_protocol_once_per_seed():
     """Each seed tunes and selects on its own; a checkpoint's probe is one probe for them all
     (its shots have seeds of their own), a scratch model's one per seed (its weights)."""
     suite = tasks.load_suite("demo")
-    overrides = runner.Overrides(seed=3, repeats=2, lrs=(0.01, 0.03))
-    runs = runner.plan(suite, ["demo_shape"], "vit_b16", overrides)
+    overrides = plan.Overrides(seed=3, repeats=2, lrs=(0.01, 0.03))
+    runs = plan.plan(suite, ["demo_shape"], "vit_b16", overrides)
     assert [(r.method, r.phase, r.lr, r.seed) for r in runs] == [
         ("finetune", "tune", 0.01, 3), ("finetune", "tune", 0.03, 3),
         ("finetune", "final", None, 3),
         ("finetune", "tune", 0.01, 4), ("finetune", "tune", 0.03, 4),
         ("finetune", "final", None, 4),
         ("fewshot", "final", None, 0)]
-    scratch = runner.plan(suite, ["demo_shape"], "scratch:vit_mu8", overrides)
+    scratch = plan.plan(suite, ["demo_shape"], "scratch:vit_mu8", overrides)
     assert [r.seed for r in scratch if r.method == "fewshot"] == [3, 4]
     with pytest.raises(ValueError, match="--repeats is 0; it must be a positive integer"):
-        runner.Overrides(repeats=0)
+        plan.Overrides(repeats=0)
 
 
 def test_choose_lr_picks_the_best_validation_score():
     """Ties go to the smaller rate whatever the grid's order, as the leaderboards choose."""
     from vitbench.leaderboards import collect
 
-    run = runner.plan(tasks.load_suite("pets"), [], "c",
-                      runner.Overrides(lrs=(0.03, 0.01, 0.003, 0.001)))[-1]
+    run = plan.plan(tasks.load_suite("pets"), [], "c",
+                      plan.Overrides(lrs=(0.03, 0.01, 0.003, 0.001)))[-1]
     done, scores = {}, {0.03: 0.1, 0.01: 0.8, 0.003: 0.8, 0.001: 0.5}
     for lr, accuracy in scores.items():
         tune = dataclasses.replace(run, phase="tune", lr=lr)
         done[records.config_hash(tune.config())] = {"metrics": {"accuracy": accuracy}}
-    assert runner.choose_lr(run, done) == 0.003 == collect.best_lr(scores)
+    assert plan.choose_lr(run, done) == 0.003 == collect.best_lr(scores)
     del done[next(iter(done))]
-    assert runner.choose_lr(run, done) is None
+    assert plan.choose_lr(run, done) is None
 
 
 def test_plan_identifies_local_checkpoints_by_content_and_records_precision(tmp_path):
     suite = tasks.load_suite("vtab1k")
     ckpt = tmp_path / "model.npz"
     ckpt.write_bytes(b"first weights")
-    before = runner.plan(suite, ["dtd"], str(ckpt), runner.Overrides())[0].config()
+    before = plan.plan(suite, ["dtd"], str(ckpt), plan.Overrides())[0].config()
     ckpt.write_bytes(b"other weights")  # the same path trained again: a different checkpoint
-    after = runner.plan(suite, ["dtd"], str(ckpt), runner.Overrides())[0].config()
+    after = plan.plan(suite, ["dtd"], str(ckpt), plan.Overrides())[0].config()
     assert before["ckpt_sha256"] != after["ckpt_sha256"]
     assert records.config_hash(before) != records.config_hash(after)
-    published = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides())[0].config()
+    published = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides())[0].config()
     assert published["ckpt_sha256"] is None  # a published name needs no download to plan
     assert published["precision"] == "float32" and published["polyak"] == 0.0
-    averaged = runner.plan(suite, ["dtd"], "vit_b16", runner.Overrides(polyak=0.9999))
+    averaged = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(polyak=0.9999))
     assert averaged[0].config()["polyak"] == 0.9999
 
 
@@ -129,13 +135,13 @@ def test_a_folder_task_is_identified_by_its_files(tmp_path):
         num_classes=2, splits={"train": "train", "test": "train"}),))
 
     def config():
-        return runner.plan(suite, [], "vit_b16", runner.Overrides())[0].config()
+        return plan.plan(suite, [], "vit_b16", plan.Overrides())[0].config()
 
     before = config()
     assert before == config() and len(before["data_sha256"]) == 64
     Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "train" / "a" / "0.png")  # rewritten
     assert config()["data_sha256"] != before["data_sha256"]
-    published = runner.plan(tasks.load_suite("vtab1k"), ["dtd"], "vit_b16", runner.Overrides())
+    published = plan.plan(tasks.load_suite("vtab1k"), ["dtd"], "vit_b16", plan.Overrides())
     assert "data_sha256" not in published[0].config()
 
 
@@ -147,12 +153,12 @@ def test_demo_task_trains_and_records(tmp_path, monkeypatch):
     # No micro-batch given: the loaded model's passes (execution.pass_size), here made
     # 4 images by a CPU budget of 4 images' activations.
     automatic = dataclasses.replace(TINY_RUN, micro_batch_size=None)
-    run = runner.plan(suite, ["demo_color"], "scratch:vit_mu8", automatic)[0]
+    run = plan.plan(suite, ["demo_color"], "scratch:vit_mu8", automatic)[0]
     assert run.micro_batch_size is None
     monkeypatch.setattr(execution, "CPU_PASS_BYTES",
                         4 * execution.activation_bytes(zoo.get_config("vit_mu8"), 16))
     with mock_tfds(num_examples=16):
-        record = runner.execute(run, run.lr, tmp_path)
+        record = running.execute(run, run.lr, tmp_path)
     assert record["metrics"]["examples"] == 16
     assert 0 <= record["metrics"]["accuracy"] <= 1
     assert record["micro_batch_size"] == 4
@@ -190,8 +196,8 @@ def test_run_command_records_skips_and_forces(tmp_path, capsys):
         second = capsys.readouterr().out
         assert "0 runs finished" in second and second.count("skipped") == 2
         assert cli.main(["run", f"--results_dir={results}", "--dry_run"] + TINY_FLAGS) == 0
-        plan = capsys.readouterr().out
-        assert "2 of 2 runs done; 0 training images to go" in plan
+        printed = capsys.readouterr().out
+        assert "2 of 2 runs done; 0 training images to go" in printed
         assert cli.main(["run", f"--results_dir={results}", "--force",
                          "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
     saved = records.read(records.records_path(results, "demo"))
@@ -227,14 +233,14 @@ def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsy
         assert "2 runs finished" in out
         assert "[1/2] demo_color final lr=0.03 seed=0: test accuracy" in out
         assert "[2/2] demo_color final lr=0.03 seed=1: test accuracy" in out
-        measure = runner.measure_throughput
-        monkeypatch.setattr(runner, "measure_throughput",
+        measure = sizing.measure_throughput
+        monkeypatch.setattr(sizing, "measure_throughput",
                             lambda *a, **k: pytest.fail("measured with nothing to do"))
         assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run"]) == 0
-        monkeypatch.setattr(runner, "measure_throughput", measure)
-        plan = capsys.readouterr().out
-        assert plan.split("\n")[0].split()[:3] == ["task", "phase", "seed"]
-        assert "2 of 2 runs done; 0 training images to go\n" in plan + "\n"
+        monkeypatch.setattr(sizing, "measure_throughput", measure)
+        printed = capsys.readouterr().out
+        assert printed.split("\n")[0].split()[:3] == ["task", "phase", "seed"]
+        assert "2 of 2 runs done; 0 training images to go\n" in printed + "\n"
         assert cli.main(flags + TINY_FLAGS[:-1] + ["--dry_run", "--force"]) == 0
         assert "0 of 2 runs done" in capsys.readouterr().out  # --force redoes them
     saved = records.read(records.records_path(tmp_path, "demo"))
@@ -271,8 +277,8 @@ def test_a_checkpoint_that_cannot_run_fails_before_any_work(ckpt, flags, message
 
 def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
     suite = tasks.load_suite("vtab1k")
-    text = runner.describe_plan(suite, ["dtd", "diabetic_retinopathy"], "scratch:vit_ti16",
-                                runner.Overrides(), tmp_path, speed=lambda: 2.0,
+    text = report.describe_plan(suite, ["dtd", "diabetic_retinopathy"], "scratch:vit_ti16",
+                                plan.Overrides(), tmp_path, speed=lambda: 2.0,
                                 data_dir=tmp_path)
     assert "0 of 2 runs done; 2,560,000 training images to go, about 355.6 h at the 2.0 " \
         "images/s" in text
@@ -282,8 +288,8 @@ def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
 
 
 def test_the_dry_run_shows_shots_not_steps_for_few_shot_probes(tmp_path):
-    text = runner.describe_plan(tasks.load_suite("demo"), ["demo_shape"], "scratch:vit_mu8",
-                                runner.Overrides(shots=(1, 5)), tmp_path)
+    text = report.describe_plan(tasks.load_suite("demo"), ["demo_shape"], "scratch:vit_mu8",
+                                plan.Overrides(shots=(1, 5)), tmp_path)
     header, _, finetune, fewshot = text.splitlines()[:4]
     assert header.split() == ["task", "phase", "method", "lr", "train", "eval", "steps",
                               "batch", "shots", "res", "status"]
@@ -301,7 +307,7 @@ def test_shots_are_distinct_and_in_order():
 def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, monkeypatch):
     from vitbench import cli
 
-    monkeypatch.setattr(runner, "execute", lambda *a: pytest.fail("a run started"))
+    monkeypatch.setattr(running, "execute", lambda *a: pytest.fail("a run started"))
     (tmp_path / "a_file").write_text("")
     with mock_tfds(num_examples=16):
         assert cli.main(["run", f"--results_dir={tmp_path / 'a_file'}"] + TINY_FLAGS) == 1
@@ -323,7 +329,7 @@ def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message,
                                                           tmp_path, monkeypatch):
     from vitbench import cli
 
-    monkeypatch.setattr(runner, "execute", lambda *a: pytest.fail("a run started"))
+    monkeypatch.setattr(running, "execute", lambda *a: pytest.fail("a run started"))
     assert cli.main(["run", flag, f"--results_dir={tmp_path}"]) == status
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
@@ -333,21 +339,21 @@ def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
     """Processes sharing a results dir (one per GPU) claim each run: a claimed run is skipped,
     not trained twice into the same work folder; once released (its process ended) it runs."""
     suite = tasks.load_suite("demo")
-    run, = runner.plan(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN, fewshot=False)
+    run, = plan.plan(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN, fewshot=False)
     digest = records.config_hash(run.config(run.lr))
     logged = []
-    with runner._claimed(tmp_path, "demo", digest) as mine:
-        with runner._claimed(tmp_path, "demo", digest) as theirs:
+    with running.claimed(tmp_path, "demo", digest) as mine:
+        with running.claimed(tmp_path, "demo", digest) as theirs:
             assert mine and not theirs
         with mock_tfds(num_examples=16):
-            assert runner.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
+            assert running.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
                                     tmp_path, verbose=0, log=logged.append,
                                     fewshot=False) == []
     assert logged[-1].endswith("demo_shape final lr=0.03: running or done in another "
                                "process, skipped")
     assert records.read(records.records_path(tmp_path, "demo")) == []
     with mock_tfds(num_examples=16):
-        finished = runner.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
+        finished = running.run_suite(suite, ["demo_shape"], "scratch:vit_mu8", TINY_RUN,
                                     tmp_path, verbose=0, log=logged.append, fewshot=False)
     assert [record["config_hash"] for record in finished] == [digest]
     assert not list((tmp_path / "work" / "demo").iterdir())  # no lock or work folder left
@@ -370,12 +376,12 @@ def test_a_claim_on_a_lock_file_its_holder_removed_is_made_again(tmp_path, monke
         opened.append(path)
         return handle
 
-    monkeypatch.setattr(runner, "open", open_then_holder_removes, raising=False)
-    with runner._claimed(tmp_path, "demo", "abc") as claimed:
+    monkeypatch.setattr(running, "open", open_then_holder_removes, raising=False)
+    with running.claimed(tmp_path, "demo", "abc") as claimed:
         lock = tmp_path / "work" / "demo" / "abc.lock"
         assert claimed and len(opened) == 2 and lock.exists()
         monkeypatch.undo()
-        with runner._claimed(tmp_path, "demo", "abc") as other:
+        with running.claimed(tmp_path, "demo", "abc") as other:
             assert not other  # the new file is the one held
 
 
@@ -388,7 +394,7 @@ def test_a_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.warns(UserWarning, match="cannot lock .*could train this run twice"):
-        with runner._claimed(tmp_path, "demo", "abc") as claimed:
+        with running.claimed(tmp_path, "demo", "abc") as claimed:
             assert claimed
 
 
@@ -397,7 +403,7 @@ def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
     overrides = dataclasses.replace(TINY_RUN, lrs=(1e30,))
     logged = []
     with mock_tfds(num_examples=16):
-        finished = runner.run_suite(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8",
+        finished = running.run_suite(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8",
                                     overrides, tmp_path, verbose=0, log=logged.append,
                                     fewshot=False)
     assert [r["status"] for r in finished] == ["diverged", "diverged"]
@@ -411,7 +417,7 @@ def test_imagenet_final_run_reports_real_accuracy(tmp_path):
     suite = tasks.load_suite("imagenet")
     overrides = dataclasses.replace(TINY_RUN, lrs=(0.01,))
     with mock_tfds(num_examples=8):
-        finished = runner.run_suite(suite, [], "scratch:vit_mu8", overrides, tmp_path,
+        finished = running.run_suite(suite, [], "scratch:vit_mu8", overrides, tmp_path,
                                     verbose=0, log=lambda line: None)
     metrics = finished[0]["metrics"]
     assert metrics["examples"] == 8 and metrics["real_examples"] == 8
@@ -423,7 +429,7 @@ def test_preflight_includes_the_real_labels(tmp_path):
 
     suite = tasks.load_suite("imagenet")
     with pytest.raises(sources.ManualDownloadError, match="imagenet2012_real"):
-        runner.run_suite(suite, [], "scratch:vit_mu8", TINY_RUN, tmp_path, data_dir=str(tmp_path))
+        running.run_suite(suite, [], "scratch:vit_mu8", TINY_RUN, tmp_path, data_dir=str(tmp_path))
 
 
 def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_dir, capsys):
@@ -509,7 +515,7 @@ def test_two_devices_fine_tune_and_probe_as_one(tmp_path, demo_data_dir, capsys)
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, capsys):
     from vitbench import cli
 
-    monkeypatch.setattr(runner, "replicas", lambda: 2)
+    monkeypatch.setattr(distribute, "replicas", lambda: 2)
     assert cli.main(["run", "--batch_size=6", "--micro_batch_size=3", "--nofewshot"]) == 1
     assert ("the batch (6) and the micro-batch (3) must split evenly over the 2 devices"
             in capsys.readouterr().err)
@@ -517,10 +523,10 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(monkeypatch, ca
     assert "micro-batch size 3 must divide the batch size 8" in capsys.readouterr().err
     suite = tasks.load_suite("demo")
     with pytest.raises(ValueError, match="the batch \\(63\\) and the micro-batch \\(63\\)"):
-        runner.run_suite(suite, ["demo_color"], "scratch:vit_mu8",
-                         runner.Overrides(batch_size=63), "unused")
+        running.run_suite(suite, ["demo_color"], "scratch:vit_mu8",
+                         plan.Overrides(batch_size=63), "unused")
     with pytest.raises(ValueError, match="caltech101: the batch \\(63\\)"):  # probes too
-        runner.plan(tasks.load_suite("fewshot"), [], "vit_b16", runner.Overrides(batch_size=63))
+        plan.plan(tasks.load_suite("fewshot"), [], "vit_b16", plan.Overrides(batch_size=63))
 
 
 def test_the_run_command_leaves_the_global_distribution_as_it_found_it():
@@ -547,15 +553,15 @@ def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
     ckpt = str(npz.save_npz(create_model("vit_mu8", 10, 32), tmp_path / "mu8.npz"))
     suite = tasks.load_suite("vtab1k")
     chosen = ["caltech101", "resisc45", "kitti_closest_vehicle_distance"]
-    overrides = runner.Overrides(steps=1, batch_size=4, resolution=16)
+    overrides = plan.Overrides(steps=1, batch_size=4, resolution=16)
     with mock_tfds(num_examples=4):
-        finished = runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
+        finished = running.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
                                     log=lambda line: None)
         assert len(finished) == 3 and {r["status"] for r in finished} == {"finished"}
         assert finished[0]["checkpoint"]["sha256"] and finished[0]["config"]["resolution"] == 16
         assert finished[2]["config"]["train_split"] == "train[:800]+validation[:200]"
         logged = []
-        assert runner.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
+        assert running.run_suite(suite, chosen, ckpt, overrides, tmp_path, verbose=0,
                                 log=logged.append) == []
     assert len(logged) == 3 and all(line.endswith("skipped") for line in logged)
     from vitbench.leaderboards import publish
@@ -576,28 +582,28 @@ def out_of_memory_above(limit, tried):
 
 
 def test_auto_micro_batch_halves_until_a_step_fits():
-    task = runner.Overrides(batch_size=64).apply(tasks.load_suite("demo").task("demo_color"))
+    task = plan.Overrides(batch_size=64).apply(tasks.load_suite("demo").task("demo_color"))
     tried = []
     step = out_of_memory_above(16, tried)
-    assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 16
+    assert sizing.fitting_micro_batch("scratch:vit_mu8", task, step) == 16
     assert tried == [64, 32, 16]
 
     def broken(micro):
         raise ValueError("some other failure")
 
     with pytest.raises(ValueError, match="some other failure"):
-        runner.fitting_micro_batch("scratch:vit_mu8", task, broken)
+        sizing.fitting_micro_batch("scratch:vit_mu8", task, broken)
 
 
 def test_auto_micro_batch_starts_from_the_cache_sized_pass_on_a_cpu():
     if not attention.on_cpu():
         pytest.skip("cache-sized passes are a CPU's")
     # vit_mu8 at 128 px: 257 tokens, 1.06 MB of attention weights per image: passes of 16.
-    task = runner.Overrides(batch_size=64, resolution=128).apply(
+    task = plan.Overrides(batch_size=64, resolution=128).apply(
         tasks.load_suite("demo").task("demo_color"))
     tried = []
     step = out_of_memory_above(8, tried)
-    assert runner.fitting_micro_batch("scratch:vit_mu8", task, step) == 8
+    assert sizing.fitting_micro_batch("scratch:vit_mu8", task, step) == 8
     assert tried == [16, 8]
 
 
@@ -624,8 +630,8 @@ def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
     from vitbench.models.vit import create_model
 
     path = npz.save_npz(randomize(create_model("vit_mu8", 4, 32)), tmp_path / "four.npz")
-    task = runner.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
-    model = runner.load_for_task(str(path), task)
+    task = plan.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
+    model = transfer_models.load_for_task(str(path), task)
     assert all(np.all(np.asarray(w) == 0) for w in model.get_layer("head").weights)
     assert np.any(np.asarray(model.get_layer("embedding").kernel) != 0)  # the rest is loaded
 
@@ -651,10 +657,10 @@ def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, 
         assert "demo_color as released: scoring its own head as released" in \
             capsys.readouterr().out
         assert cli.main(["run", "--as_released", "--dry_run"] + flags) == 0
-        plan = capsys.readouterr().out  # nothing trained, nothing timed
-        assert "evaluate" in plan and "train+validation" not in plan
-        assert "1 of 1 runs done; 0 training images to go\n" in plan
-        task = runner.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
+        printed = capsys.readouterr().out  # nothing trained, nothing timed
+        assert "evaluate" in printed and "train+validation" not in printed
+        assert "1 of 1 runs done; 0 training images to go\n" in printed
+        task = plan.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
         model = load_model(str(path), progress=False)
         batches = list(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 8)))
         predicted = np.concatenate([np.argmax(model.predict_on_batch(b["image"]), -1)
@@ -699,7 +705,7 @@ def test_as_released_runs_at_the_checkpoints_published_resolution():
     suite = tasks.load_suite("imagenet")
 
     def resolution(ckpt, **overrides):
-        [run] = runner.plan(suite, [], ckpt, runner.Overrides(as_released=True, **overrides))
+        [run] = plan.plan(suite, [], ckpt, plan.Overrides(as_released=True, **overrides))
         return run.method, run.config()["resolution"]
 
     assert resolution("vit_b16.i21k_ft_in1k") == ("evaluate", 384)
@@ -710,7 +716,7 @@ def test_as_released_runs_at_the_checkpoints_published_resolution():
 
     with tempfile.TemporaryDirectory() as folder:  # an .npz file's grid: 6 x 6 patches of 8
         path = npz.save_npz(create_model("vit_mu8", 1000, 48), pathlib.Path(folder) / "a.npz")
-        assert runner.released_head(str(path)) == (1000, 48)
+        assert identity.released_head(str(path)) == (1000, 48)
         assert resolution(str(path)) == ("evaluate", 48)
 
 

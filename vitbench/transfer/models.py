@@ -1,0 +1,45 @@
+"""The model a run starts from: a checkpoint or a scratch model, at the task's resolution."""
+
+from __future__ import annotations
+
+import keras
+
+from vitbench import tasks as tasks_lib
+from vitbench.checkpoints import identity
+from vitbench.checkpoints.loader import load_model
+from vitbench.models.vit import create_model
+from vitbench.train import distribute, execution
+
+
+def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, **options):
+    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head;
+    `options` are ViTConfig fields to override (e.g. remat=True)."""
+    size = task.protocol.resolution
+    if identity.is_scratch(ckpt):
+        return create_model(identity.scratch_model(ckpt), num_classes=num_classes,
+                            image_size=size, **options)
+    return load_model(ckpt, num_classes=num_classes, image_size=size, progress=False,
+                      **options)
+
+
+def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False):
+    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution
+    (with `remat`, each block's activations are recomputed in the backward pass)."""
+    model = _load(ckpt, task, task.num_classes, remat=remat)
+    # The protocol always starts from a zero head, also when the checkpoint's head already has
+    # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
+    for variable in model.get_layer("head").weights:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    return model
+
+
+def load_for_features(ckpt: str, task: tasks_lib.Task):
+    """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
+    layer where it has one), at the task's resolution."""
+    return _load(ckpt, task, 0)
+
+
+def pass_size(micro_batch_size: int | None, model, batch_size: int) -> int:
+    """The micro-batch asked for, else `execution.pass_size` of the model."""
+    return micro_batch_size or execution.pass_size(model.config, model.image_size, batch_size,
+                                                   distribute.replicas())

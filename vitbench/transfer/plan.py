@@ -1,0 +1,242 @@
+"""Which runs a suite needs: per task its tune runs and final run, per seed; then the few-shot
+probes. A run's `config` is what decides its number; its hash identifies the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from vitbench import environment, records, rules
+from vitbench import tasks as tasks_lib
+from vitbench.checkpoints import identity
+from vitbench.data import sources
+from vitbench.train import distribute, execution
+from vitbench.transfer.methods import METHODS
+
+# `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
+# (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published.
+DEFAULT_SWEEP = (0.001, 0.003, 0.01, 0.03)
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Command-line values that replace the suite's protocol (None keeps the protocol's)."""
+
+    steps: int | None = None
+    warmup_steps: int | None = None  # the protocol's (at most the steps) when None
+    batch_size: int | None = None
+    micro_batch_size: int | None = None
+    lrs: tuple[float, ...] | None = None
+    resolution: int | None = None
+    polyak: float | None = None
+    shots: tuple[int, ...] | None = None
+    seed: int = 0
+    repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
+    remat: bool = False  # rematerialise each block's activations (memory, not numbers)
+    as_released: bool = False  # score the checkpoint's own head instead of fine-tuning
+
+    def __post_init__(self):
+        for key, value in self.changes.items():  # as a suite file's values are checked
+            rules.check(tasks_lib.PROTOCOL_RULES, key, value, f"--{key}")
+        rules.check({"repeats": rules.integer(1)}, "repeats", self.repeats, "--repeats")
+
+    @property
+    def seeds(self) -> range:
+        return range(self.seed, self.seed + self.repeats)
+
+    @property
+    def changes(self) -> dict:
+        """The protocol fields these overrides set."""
+        return {name: getattr(self, name) for name in tasks_lib.OVERRIDABLE
+                if getattr(self, name) is not None}
+
+    def apply(self, task: tasks_lib.Task) -> tasks_lib.Task:
+        changes = self.changes
+        if self.as_released and task.protocol.method == "finetune":
+            changes["method"] = "evaluate"
+        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run: `phase` is 'tune' (scored on tune_val) or 'final' (scored on test)."""
+
+    suite: str
+    task: tasks_lib.Task
+    ckpt: str
+    phase: str
+    lr: float | None  # None for a final run whose rate the sweep chooses
+    # Images per pass; None: `execution.pass_size` of the loaded model (the batch on an
+    # accelerator, cache-sized passes on a CPU).
+    micro_batch_size: int | None
+    seed: int
+    precision: str = "float32"  # the compute dtype policy (`environment.precision_policy`)
+    ckpt_sha256: str | None = None  # content of a local checkpoint file (`identity.content_key`)
+    data_sha256: str | None = None  # a folder or CSV task's files (`sources.fingerprint`)
+    remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
+    # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
+    # the leaderboards: the row of a run whose settings differ (not in config).
+    defaults: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def method(self) -> str:
+        return self.task.protocol.method
+
+    @property
+    def needs_lr(self) -> bool:
+        """A final fine-tuning run whose rate the tune runs choose."""
+        return self.method == "finetune" and self.lr is None
+
+    @property
+    def train_split(self) -> str:
+        return "tune_train" if self.phase == "tune" else "fit"
+
+    @property
+    def eval_split(self) -> str:
+        return "tune_val" if self.phase == "tune" else "test"
+
+    def config(self, lr: float | None = None) -> dict:
+        """Everything that decides this run's number (its hash identifies the run): the fields
+        of every run, and those of its method (`Method.settings`)."""
+        p = self.task.protocol
+        common = {
+            "suite": self.suite, "task": self.task.name, "ckpt": self.ckpt,
+            "ckpt_sha256": self.ckpt_sha256, "precision": self.precision, "method": self.method,
+            "phase": self.phase, "seed": self.seed, "resolution": p.resolution,
+            "train_split": self.task.split(self.train_split),
+            "eval_split": self.task.split(self.eval_split), "eval_pp": self.task.pp("eval"),
+            "dataset": self.task.tfds_spec, "source": self.task.source,
+            "num_classes": self.task.num_classes,
+            **({"data_sha256": self.data_sha256} if self.data_sha256 else {})}
+        return {**common, **METHODS[self.method].settings(self, lr)}
+
+
+def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
+         sweep: bool = False, fewshot: bool = True) -> list[Run]:
+    """All runs of the chosen tasks, in order: per fine-tuning task and seed
+    (`overrides.seeds`) its tune runs then its final run (each seed selects its own rate);
+    then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
+    `[fewshot]` table adds to its fine-tuning tasks).
+
+    Raises:
+        ValueError: a batch that does not split as asked, or `--as_released` with only probes.
+        KeyError: an unknown task name.
+    """
+    runs = []
+    precision, ckpt_sha256 = environment.precision_policy(), identity.content_key(ckpt)
+    released = identity.released_head(ckpt) if overrides.as_released else None  # read once
+    for task in suite.select(task_names):
+        if task.protocol.method == "fewshot":
+            continue
+        defaults = tuple(task.protocol.settings().items())
+        task = overrides.apply(task)
+        micro = overrides.micro_batch_size
+        check_batches([task], micro)
+        if task.protocol.method == "evaluate":
+            runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
+                                         defaults, released))
+            continue
+        grid = task.protocol.lrs
+        if sweep and len(grid) == 1 and overrides.lrs is None:
+            grid = DEFAULT_SWEEP
+            task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
+                                                                          lrs=grid))
+        common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
+                      precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
+                      defaults=defaults, data_sha256=sources.fingerprint(task))
+        for seed in overrides.seeds:
+            if len(grid) > 1:
+                runs += [Run(phase="tune", lr=lr, seed=seed, **common) for lr in grid]
+                runs.append(Run(phase="final", lr=None, seed=seed, **common))
+            else:
+                runs.append(Run(phase="final", lr=grid[0], seed=seed, **common))
+    if overrides.as_released:  # heads only: no probes
+        if not runs:
+            raise ValueError(f"--as_released scores fine-tuning tasks' test splits; the chosen "
+                             f"tasks of suite {suite.name} are few-shot probes")
+        return runs
+    probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
+        task for task in suite.select(task_names) if task.protocol.method == "fewshot")
+    # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
+    # a scratch model's weights, so another seed of a checkpoint is the same probe.
+    probe_seeds = overrides.seeds if identity.is_scratch(ckpt) else [0]
+    for task in probes:
+        probe = overrides.apply(task)
+        check_batches([probe], overrides.micro_batch_size)
+        runs += [Run(suite.name, probe, ckpt, "final", None, overrides.micro_batch_size, seed,
+                     precision, ckpt_sha256, data_sha256=sources.fingerprint(task),
+                     defaults=tuple(task.protocol.settings().items()))
+                 for seed in probe_seeds]
+    return runs
+
+
+def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults,
+                     known) -> Run:
+    """The run scoring `ckpt`'s own head on the task's test split: at the checkpoint's own
+    resolution where that is known without loading it (`known`, from `released_head`) and
+    `--resolution` does not say, with seed 0 (nothing random: `--repeats` would only repeat
+    it)."""
+    if known and known[1] and overrides.resolution is None:
+        task = dataclasses.replace(task, protocol=dataclasses.replace(
+            task.protocol, resolution=known[1]))
+    return Run(suite.name, task, ckpt, "final", None, overrides.micro_batch_size, 0, precision,
+               ckpt_sha256, data_sha256=sources.fingerprint(task), defaults=defaults)
+
+
+def choose_lr(run: Run, done: dict) -> float | None:
+    """The run's rate, or for a final run after tune runs the grid's best rate on tune_val from
+    the records (None while tune runs are missing)."""
+    if not run.needs_lr:
+        return run.lr
+    scores = {}
+    for lr in run.task.protocol.lrs:
+        tune = dataclasses.replace(run, phase="tune", lr=lr)
+        record = done.get(records.config_hash(tune.config()))
+        if record is None:
+            return None
+        scores[lr] = record["metrics"]["accuracy"]
+    return records.best_lr(scores)  # as the leaderboards choose
+
+
+def is_done(run: Run, done: dict) -> bool:
+    """Recorded already (a final run whose rate is not chosen yet counts as not done)."""
+    lr = choose_lr(run, done)
+    return not (run.needs_lr and lr is None) and records.config_hash(run.config(lr)) in done
+
+
+def check_batches(task_list: Sequence[tasks_lib.Task],
+                  micro_batch_size: int | None = None) -> None:
+    """Raises, before any work, unless the micro-batch divides every task's batch and both
+    split evenly over the data-parallel devices."""
+    ways = distribute.replicas()
+    for task in task_list:
+        batch = task.protocol.batch_size
+        try:
+            execution.check_split(batch, micro_batch_size or batch, ways,
+                                  f"--batch_size and --micro_batch_size multiples of {ways}, or "
+                                  "show fewer devices (e.g. CUDA_VISIBLE_DEVICES)")
+        except ValueError as error:
+            raise ValueError(f"{task.name}: {error}") from None
+
+
+def check_checkpoint(ckpt: str, runs: Sequence[Run]) -> None:
+    """`identity.check_checkpoint` for the runs' resolutions and the tasks they score as
+    released."""
+    identity.check_checkpoint(ckpt, [run.task.protocol.resolution for run in runs],
+                              [run.task for run in runs if run.method == "evaluate"])
+
+
+def images(run: Run) -> int:
+    """Training images of a run (a few-shot probe or a head scored as released: none)."""
+    if not METHODS[run.method].trains:
+        return 0
+    return run.task.protocol.steps * run.task.protocol.batch_size
+
+
+def data_needed(runs: Sequence[Run]) -> list[tasks_lib.Task]:
+    """The tasks whose data the runs read: theirs, and the ImageNet-ReaL labels beside
+    ImageNet's."""
+    needed = {run.task.name: run.task for run in runs}
+    needed.update({task.name: task for task in (t.real_labels_task() for t in list(needed.values()))
+                   if task is not None})
+    return list(needed.values())

@@ -1,0 +1,66 @@
+"""What a run's training step costs on this machine: the micro-batch that fits, the images/s."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from vitbench import tasks as tasks_lib
+from vitbench.train import distribute, execution, finetune
+from vitbench.transfer.models import load_for_task
+from vitbench.transfer.plan import check_batches
+
+OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "OOM", "out of memory")
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
+                        remat: bool = False) -> int:
+    """The largest micro-batch whose training step fits: the default pass
+    (`execution.pass_size`: the whole batch on an accelerator, cache-sized passes on a CPU,
+    where a larger pass is only slower), halved while it divides (and still splits over the
+    data-parallel devices), until a step runs.
+
+    `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
+    default it trains the model (rematerialised with `remat`) on zeros.
+    """
+    check_batches([task])
+    model = load_for_task(ckpt, task, remat)
+    try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())
+    ways = distribute.replicas()
+    micro = execution.pass_size(model.config, model.image_size, task.protocol.batch_size, ways)
+    while True:
+        try:
+            try_step(micro)
+            return micro
+        except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
+            if not _is_out_of_memory(error) or micro % 2 or (micro // 2) % ways:
+                raise
+            micro //= 2
+
+
+def _zero_batch_trainer(model, task: tasks_lib.Task, micro: int):
+    """A function running one training step of `model` on a batch of zeros at the task's
+    resolution."""
+    finetune.compile_for_finetuning(model, finetune.TrainConfig(0.0, 1, micro, micro))
+    size = task.protocol.resolution
+    images = np.zeros((micro, size, size, 3), np.float32)
+    labels = np.zeros((micro,), np.int64)
+    return lambda: model.train_on_batch(images, labels)
+
+
+def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
+                       probe_steps: int = 3, remat: bool = False) -> float:
+    """Training images/s of this model at the task's resolution on this machine (zero data),
+    from passes of at most 8 images per data-parallel device."""
+    batch = min(micro_batch_size, 8 * distribute.replicas())
+    step = _zero_batch_trainer(load_for_task(ckpt, task, remat), task, batch)
+    step()  # compile
+    start = time.perf_counter()
+    for _ in range(probe_steps):
+        step()
+    return probe_steps * batch / (time.perf_counter() - start)

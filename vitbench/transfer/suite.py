@@ -1,0 +1,194 @@
+"""Runs a suite: every planned run not recorded yet, each claimed first (processes may share a
+results dir), executed and appended to the suite's records."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+
+import keras
+
+from vitbench import environment, files, records
+from vitbench import tasks as tasks_lib
+from vitbench.checkpoints import identity
+from vitbench.data import sources
+from vitbench.train import distribute, progress
+from vitbench.transfer.methods import METHODS, RunContext
+from vitbench.transfer.plan import (
+    Overrides,
+    Run,
+    check_checkpoint,
+    choose_lr,
+    data_needed,
+    images,
+    is_done,
+    plan,
+)
+
+
+def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
+            checkpoint_every: int = 0, verbose: int = 0, ckpt_info: dict | None = None,
+            suite_bar=None) -> dict:
+    """Trains or probes, evaluates and records one run; returns its record."""
+    config = run.config(lr)
+    digest = records.config_hash(config)
+    workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
+    start = time.time()
+    keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(run.precision)
+    try:
+        outcome = METHODS[run.method].execute(
+            run, lr, RunContext(workdir, data_dir, checkpoint_every, verbose, suite_bar))
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    record = {
+        "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
+        "protocol": dict(run.defaults), **outcome, "precision": run.precision,
+        "data_version": _data_version(run.task, data_dir),
+        # what trained it ("one device" unless a Keras distribution is set), beside the
+        # devices the environment lists
+        "distribution": distribute.describe(keras.distribution.distribution()),
+        "wall_seconds": time.time() - start,
+        "environment": environment.environment(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    records.append(records.records_path(results_dir, run.suite), record)
+    shutil.rmtree(workdir, ignore_errors=True)  # the record holds what is kept of the run
+    return record
+
+
+def _data_version(task: tasks_lib.Task, data_dir=None) -> str | None:
+    """The TFDS version a run read (its config holds the task's version pattern, `3.*.*`)."""
+    if task.source != "tfds":
+        return None
+    return str(sources.tfds_prepared_builder(task, data_dir).version)
+
+
+def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
+              overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
+              force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
+              log=None, fewshot: bool = True) -> list[dict]:
+    """Runs every planned run that is not recorded yet (all of them with `force`).
+
+    With `verbose`, a suite progress bar counts the training images of the runs to do and a
+    run bar below it shows the current run's step, loss and accuracy. Processes may share a
+    results dir: each run is claimed first (`claimed`), and one claimed elsewhere is skipped.
+
+    Returns:
+        The records of the runs this call finished.
+    Raises:
+        ValueError, KeyError, FileNotFoundError: a bad plan, checkpoint or results dir, before
+            any training; `sources.ManualDownloadError`: data that cannot be had.
+    """
+    runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
+    check_checkpoint(ckpt, runs)
+    path = records.records_path(results_dir, suite.name)
+    files.make_folder(path.parent, f"the results dir {results_dir}")  # before any training
+    sources.check_ready(data_needed(runs), data_dir)
+    done = {} if force else records.by_hash(records.read(path))
+    to_do = [run for run in runs if not is_done(run, done)]
+    total = sum(images(run) for run in to_do)  # none for few-shot probes: no bar
+    suite_bar = progress.bar(f"{suite.name} suite", total, enabled=bool(verbose and total))
+    log = log or suite_bar.write
+    ckpt_info, finished = None, []
+    with suite_bar:
+        for number, run in enumerate(runs, 1):
+            if not force:  # runs that other processes on this results dir have finished
+                done = records.by_hash(records.read(path))
+            lr = choose_lr(run, {**done, **{
+                r["config_hash"]: r for r in finished}})
+            digest = records.config_hash(run.config(lr))
+            label = (f"[{number}/{len(runs)}] {run.task.name} "
+                     f"{METHODS[run.method].tag(run, lr)}"
+                     + (f" seed={run.seed}" if overrides.repeats > 1 else ""))
+            if digest in done:
+                log(f"{label}: done ({describe_result(done[digest])}), skipped")
+                continue
+            if run.needs_lr and lr is None:
+                log(f"{label}: its tune runs are not recorded (training in another "
+                    "process, or failed there), skipped")
+                continue
+            with claimed(results_dir, run.suite, digest) as mine:
+                if not mine or (not force and digest in records.by_hash(
+                        records.read(path))):  # finished meanwhile
+                    log(f"{label}: running or done in another process, skipped")
+                    continue
+                log(f"{label}: {METHODS[run.method].doing(run)} at "
+                    f"{run.task.protocol.resolution} px")
+                ckpt_info = ckpt_info or identity.checkpoint_id(ckpt)
+                record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
+                                 ckpt_info, suite_bar if verbose else None)
+            finished.append(record)
+            speed = record.get("train", {}).get("images_per_second")
+            log(f"{label}: {run.eval_split} {describe_result(record)}"
+                + (f" ({speed:.1f} images/s)" if speed else ""))
+    return finished
+
+
+@contextlib.contextmanager
+def claimed(results_dir, suite: str, digest: str):
+    """Holds `<results_dir>/work/<suite>/<digest>.lock` for this process, and yields True; or
+    False where another process holds it (its run is being trained there). Processes sharing
+    a results dir (one per GPU, say) so never train one run twice or share its work folder.
+    The lock goes with the process, however it ends; a claimer checks the records again.
+    Where the filesystem has no locks (Windows, Lustre without flock), it yields True."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    lock = pathlib.Path(results_dir) / "work" / suite / f"{digest}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            yield False
+            return
+        except OSError as error:  # no locks on this filesystem
+            handle.close()
+            warnings.warn(f"{lock}: cannot lock ({error}); processes sharing {results_dir} "
+                          "could train this run twice", stacklevel=2)
+            yield True
+            return
+        try:  # the file the previous holder removed (as it finished) is no claim: again
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)  # a later claimer makes a new one, then reads records
+        handle.close()
+
+
+def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
+             fewshot: bool = True) -> list[dict]:
+    """The records of the planned runs that are recorded (the latest of each config)."""
+    done = records.by_hash(records.read(records.records_path(results_dir, suite.name)))
+    found = []
+    for run in plan(suite, task_names, ckpt, overrides, sweep, fewshot):
+        if is_done(run, done):
+            found.append(done[records.config_hash(run.config(choose_lr(run, done)))])
+    return found
+
+
+def describe_result(record: dict) -> str:
+    """A record's outcome in a few words: its accuracy, few-shot scores or divergence."""
+    if record.get("status") == "diverged":
+        return f"diverged: {record['error']}"
+    metrics = record["metrics"]
+    if "accuracy" in metrics:
+        return f"accuracy {metrics['accuracy']:.4f}"
+    return ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()
+                     if key.endswith("shot"))
