@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the README's performance section, in one command, most important
+# The GPU measurements of docs/performance.md, in one command, most important
 # first, each stage under its own time limit and all within DEADLINE seconds:
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]        # JSON lines in OUT_DIR/results.jsonl, log beside
@@ -116,7 +116,7 @@ transfer_variants() {
     stage 240 python3 benchmarks/variants.py transfer --model vit_b16 --batch_size 1024 \
         --batches 10 --variants pinned,dispatch_first,chunks4,chunks2
 }
-dropout_variants() {  # the likeliest first; Keras' masks and none were measured before (README)
+dropout_variants() {  # the likeliest first; Keras' masks and none were measured before (docs/performance.md)
     stage 420 python3 benchmarks/variants.py dropout --model vit_l16 --batch_size 128 \
         --variants packed,recomputed,materialised,kernel,rbg
 }

@@ -111,7 +111,7 @@ def test_records_written_in_another_order_give_the_same_table(tmp_path):
 
 
 def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
-    """A suite outside `tasks/`: its defaults come from the records (the runner stores its
+    """A suite outside `vitbench/suites/`: its defaults come from the records (the runner stores its
     protocol's settings); an older record without them sets every setting apart."""
     protocol = tasks.load_suite("demo").task("demo_count").protocol
 
@@ -139,7 +139,7 @@ def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
 
 
 def test_a_suite_file_named_like_a_shipped_one_still_gets_its_board(tmp_path):
-    """A copy of tasks/demo.toml keeps `name = "demo"` but adds its own task: the board is
+    """A copy of vitbench/suites/demo.toml keeps `name = "demo"` but adds its own task: the board is
     built from its records, not from the shipped suite (which would show nothing)."""
     line = record("demo", "demo_color", 0.9, ckpt="a")
     line["config"]["task"] = "colors"

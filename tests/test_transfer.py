@@ -164,7 +164,7 @@ def test_demo_task_trains_and_records(tmp_path, monkeypatch):
     assert record["micro_batch_size"] == 4
     assert record["accumulation_steps"] == 2 and record["train"]["steps"] == 4
     assert record["precision"] == "float32"  # no accelerator here: full precision
-    # The suite's own settings, for the leaderboard rows of suites outside tasks/.
+    # The suite's own settings, for the leaderboard rows of suites outside vitbench/suites/.
     assert record["protocol"] == suite.task("demo_color").protocol.settings()
     assert record["protocol"]["steps"] != record["config"]["steps"] == 4
     saved = records.read(records.records_path(tmp_path, "demo"))

@@ -1,4 +1,4 @@
-"""Tasks and suites, read from the TOML files in the project's `tasks/` folder (or a user's).
+"""Tasks and suites, read from the TOML files shipped in `vitbench/suites/` (or a user's).
 
 A suite file holds a `[protocol]` table (defaults for every task) and one `[[task]]` table per
 task; a task may override any protocol field in its own `protocol` table. Preprocessing specs
@@ -16,7 +16,7 @@ import tomllib
 
 from vitbench import rules
 
-TASKS_DIR = pathlib.Path(__file__).resolve().parent.parent / "tasks"
+SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
@@ -168,15 +168,15 @@ SUITE_KEYS = {"name", "description", "protocol", "task", "fewshot"}
 
 
 def suite_names():
-    """Names of the suites shipped in `tasks/`."""
-    return sorted(path.stem for path in TASKS_DIR.glob("*.toml"))
+    """Names of the suites shipped in `vitbench/suites/`."""
+    return sorted(path.stem for path in SUITES_DIR.glob("*.toml"))
 
 
 def load_suite(name_or_path: str) -> Suite:
     """A suite by name (`vtab1k`) or from a TOML file path."""
     path = pathlib.Path(name_or_path).expanduser()
     if path.suffix != ".toml":
-        path = TASKS_DIR / f"{name_or_path}.toml"
+        path = SUITES_DIR / f"{name_or_path}.toml"
         if not path.is_file():
             raise KeyError(_unknown("suite", str(name_or_path), suite_names()) +
                            " (or give the path of a .toml suite file)")

@@ -33,7 +33,7 @@ def _define(fv):
     from absl import flags
 
     flags.DEFINE_string("dataset", "demo", "imagenet21k, imagenet2012, demo (each has a recipe "
-                        "in tasks/pretrain/), or any TFDS image classification dataset.",
+                        "in vitbench/suites/pretrain/), or any TFDS image classification dataset.",
                         flag_values=fv)
     flags.DEFINE_string("model", None, "Zoo model (vitbench models); default: the recipe's "
                         "(vit_b16; vit_mu8 for demo).", flag_values=fv)
@@ -46,7 +46,7 @@ def _define(fv):
     flags.DEFINE_integer("micro_batch_size", None, "Examples per forward/backward pass; the "
                          "gradients of batch_size/micro_batch_size passes make one update "
                          "(default: the whole batch on an accelerator, cache-sized passes on "
-                         "a CPU; see README).", lower_bound=1, flag_values=fv)
+                         "a CPU; see docs/running.md).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("model_parallel", 1, "Split each encoder block's weights over this "
                          "many devices (JAX); the remaining factor of the devices splits the "
                          "batch.", lower_bound=1, flag_values=fv)
@@ -67,9 +67,9 @@ def _define(fv):
 def pretrain(fv):
     """Pretrain a ViT from random initialisation on an upstream dataset.
 
-    The recipes in tasks/pretrain/ are the paper's (Table 3): Adam, batch 4096, 10k warm-up
-    steps then linear (ImageNet-21k) or cosine (ImageNet) decay, weight decay, dropout, 224 px,
-    a representation layer, sigmoid cross-entropy on ImageNet-21k. Runs on every local device
+    The recipes in vitbench/suites/pretrain/ are the paper's (Table 3): Adam, batch 4096, 10k warm-
+    up steps then linear (ImageNet-21k) or cosine (ImageNet) decay, weight decay, dropout, 224 px, a
+    representation layer, sigmoid cross-entropy on ImageNet-21k. Runs on every local device
     (data parallel, or --model_parallel), resumes from its workdir, and writes final.npz
     there: `vitbench run --ckpt <workdir>` transfers it.
     """

@@ -25,7 +25,7 @@ def _define(fv):
                         "gradients of batch_size/micro_batch_size passes are accumulated into "
                         "one update. 'auto': the largest that fits in memory, found by halving "
                         "the default until a training step runs. Default: the whole batch on an "
-                        "accelerator, cache-sized passes on a CPU (see README).",
+                        "accelerator, cache-sized passes on a CPU (see docs/running.md).",
                         flag_values=fv)
     flags.DEFINE_boolean("remat", False, "Rematerialise: keep only each encoder block's input "
                          "for the backward pass and recompute the rest, for larger micro-batches "

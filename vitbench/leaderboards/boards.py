@@ -4,7 +4,7 @@
   of the five upstream suites, as the paper's Tables 2 and 5.
 - one board per other suite (`vtab1k`, `demo`, your own): a column per task in the suite's
   order, with a mean per group where the suite has several groups, and the mean over all its
-  tasks. A suite whose TOML is not in `tasks/` gets its columns from its records.
+  tasks. A suite whose TOML is not in `vitbench/suites/` gets its columns from its records.
 - few-shot boards (`fewshot`, and `<suite>_fewshot` for a suite's `[fewshot]` probes): a
   column per task and shot count, grouped by shot count, with each shot count's mean.
 """
@@ -80,7 +80,7 @@ def fewshot_board(suite: str, tasks: list[tuple[str, str]], shots: tuple[int, ..
 
 
 def board_from_records(suite: str, records: list[dict]) -> Board:
-    """A board for a suite known only from its records (a suite file outside `tasks/`)."""
+    """A board for a suite known only from its records (a suite file outside `vitbench/suites/`)."""
     names = dict.fromkeys(record["config"]["task"] for record in records
                           if collect_lib.board_method(record) == "finetune")
     return Board(suite, suite, tuple(Column(suite, name, name, "custom") for name in names),
@@ -126,14 +126,14 @@ def boards_for(suites, read=lambda suite: []) -> list[Board]:
 
 @functools.cache
 def _known_suite(name: str) -> tasks_lib.Suite | None:
-    """The suite of that name in `tasks/` (parsed once: every record asks), or None."""
+    """The suite of that name in `vitbench/suites/` (parsed once: every record asks), or None."""
     return tasks_lib.load_suite(name) if name in tasks_lib.suite_names() else None
 
 
 def _known_holding(suite: str, records: list[dict]) -> tasks_lib.Suite | None:
-    """The suite of that name in `tasks/` if it has every recorded task, else None: a suite
-    file of the user's that kept a shipped suite's name (a copy of `tasks/demo.toml`) gets a
-    board from its records."""
+    """The shipped suite of that name if it has every recorded task, else None: a suite file
+    of the user's that kept a shipped suite's name (a copy of `vitbench/suites/demo.toml`)
+    gets a board from its records."""
     known = _known_suite(suite)
     names = {task.name for task in known.tasks} if known else set()
     return known if known and {r["config"]["task"] for r in records} <= names else None
@@ -141,8 +141,8 @@ def _known_holding(suite: str, records: list[dict]) -> tasks_lib.Suite | None:
 
 def protocol_defaults(record: dict) -> dict | None:
     """The setting values of a record's task protocol (few-shot variant for few-shot runs):
-    the suite's in `tasks/`, else those the record stored (a suite file of the user's), else
-    None (an older record of such a suite: every setting then sets its row apart)."""
+    the shipped suite's, else those the record stored (a suite file of the user's), else None
+    (an older record of such a suite: every setting then sets its row apart)."""
     config = record["config"]
     known = _known_suite(config["suite"])
     if known is None:

@@ -1,4 +1,4 @@
-"""Reported numbers (`results/reference/paper.csv`) and which checkpoint is which paper model.
+"""Reported numbers (`suites/reference/paper.csv`) and which checkpoint is which paper model.
 
 The CSV holds the ViT paper's Tables 2 (ViT, BiT-L, Noisy Student), 5 (ViT pre-trained on
 ImageNet, ImageNet-21k and JFT-300M, fine-tuned at 384 px) and 9 (VTAB-1k per task), one
@@ -15,9 +15,9 @@ import functools
 import pathlib
 
 from vitbench.checkpoints.registry import find_checkpoint
-from vitbench.tasks import TASKS_DIR
+from vitbench.tasks import SUITES_DIR
 
-REFERENCE_CSV = TASKS_DIR.parent / "results" / "reference" / "paper.csv"
+REFERENCE_CSV = SUITES_DIR / "reference" / "paper.csv"
 # Which table a delta is taken against, first match first: the per-task VTAB table, then
 # Table 5 (the paper's default fine-tuning protocol, as vitbench runs it), then Table 2
 # (ImageNet there was fine-tuned at 512/518 px with Polyak averaging).

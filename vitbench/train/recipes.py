@@ -1,7 +1,7 @@
-"""Pretraining recipes: which data, and how to train a ViT on it, read from `tasks/pretrain/`.
+"""Pretraining recipes: which data, and how to train a ViT on it (`vitbench/suites/pretrain/`).
 
-A recipe file (`tasks/pretrain/<dataset>.toml`) has a `[data]` table (a task as in the suite
-files: dataset, version, classes, splits, label op) and a `[recipe]` table of `Recipe` fields;
+A recipe file (`vitbench/suites/pretrain/<dataset>.toml`) has a `[data]` table (a task as in the
+suite files: dataset, version, classes, splits, label op) and a `[recipe]` table of `Recipe` fields;
 a `[model.<zoo name>]` table overrides fields for one model. `tfds.toml` serves every TFDS
 dataset without a file of its own. `Recipe`'s defaults are the paper's pretraining settings
 (Sec. 4.1, Appendix B.1): Adam (0.9, 0.999), batch 4096, 10k warm-up steps, 224 px, inception
@@ -22,7 +22,7 @@ from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets
 from vitbench.train.losses import LOSSES, loss_for_labels
 from vitbench.train.schedules import SCHEDULES
 
-RECIPES_DIR = tasks_lib.TASKS_DIR / "pretrain"
+RECIPES_DIR = tasks_lib.SUITES_DIR / "pretrain"
 # Fields that only decide what is measured along the way, not the trained weights: a run may
 # resume with other values.
 EVALUATION_FIELDS = ("eval_every", "fewshot", "fewshot_shots", "fewshot_seeds")
