@@ -37,6 +37,7 @@ def test_late_normalised_attention_equals_plain_attention(tokens):
     np.testing.assert_allclose(np.asarray(late), np.asarray(plain), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", [lambda q, k, v: attention.padded_attention(q, k, v, 0.3, 4),
                                     lambda q, k, v: attention.late_normalised_attention(
                                         q, k, v, 0.3)],
@@ -59,6 +60,7 @@ def test_the_kernels_have_the_same_gradients(kernel):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_model_on_a_cpu_computes_attention_late_normalised(monkeypatch):
     if not attention.on_cpu():
         pytest.skip("runs where the backend computes on the CPU")

@@ -14,6 +14,7 @@ import pytest
 OTHER = {"jax": "tensorflow", "tensorflow": "jax"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("VITBENCH_BACKEND_RUN") == "1", reason="already the re-run")
 def test_backend_marked_tests_pass_under_the_other_backend():
     other = OTHER[keras.backend.backend()]

@@ -21,6 +21,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_measures_three_stages():
     task = tasks.load_suite("demo").task("demo_color")
     with mock_tfds(num_examples=10):
@@ -57,6 +58,7 @@ def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
 
 # Training runs whole calls of up to 8 steps (execution.MAX_BATCHES_PER_CALL): 10 -> 16; in
 # passes of 2 images, whole updates of 2 passes: up to 4 updates a call, 5 -> 8.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,factor,remat,feed,batches,steps,dropout,micro", [
     ("infer", 1, False, "host", 2, 2, None, None), ("infer", 1, False, "device", 3, 3, None, 2),
     ("train", 3, False, "device", 10, 16, None, None), ("train", 3, True, "host", 2, 2, 0.1, None),
@@ -105,6 +107,7 @@ for batch, devices, micro in ((6, 3, None), (6, 2, 3), (5, 2, None)):
 """
 
 
+@pytest.mark.slow
 def test_model_benchmark_runs_data_parallel_over_every_local_device():
     import json
     import os
@@ -175,6 +178,7 @@ def test_model_benchmark_settings_that_cannot_apply_are_refused(capsys, flags, m
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_peers_script_times_timm_on_the_same_model():
     import json
     import subprocess

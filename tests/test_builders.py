@@ -46,6 +46,7 @@ def test_split_sizes(demo_data_dir):
     assert {name: splits[name].num_examples for name in splits} == demo.SPLIT_SIZES
 
 
+@pytest.mark.slow
 def test_demo_suite_runs_through_the_real_pipeline(demo_data_dir, tmp_path):
     suite = tasks.load_suite("demo")
     assert sources.status(suite.tasks[0], str(tmp_path)).state == sources.WILL_GENERATE

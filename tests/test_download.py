@@ -140,6 +140,7 @@ def test_gs_paths_map_to_the_public_https_endpoint(isolated_cache):
                                          / "imagenet21k+imagenet2012" / "ViT-B_16.npz")
 
 
+@pytest.mark.slow
 def test_load_model_from_url_and_from_registry_name(server, tmp_path, monkeypatch):
     model = randomize(create_model(TINY, 10, 32))
     body = npz.save_npz(model, tmp_path / "tiny.npz").read_bytes()

@@ -86,6 +86,7 @@ def test_the_gradient_is_the_mask_times_the_scale():
     np.testing.assert_allclose(gradient, random_dropout(jnp.ones_like(x), 0.25, seed=seed))
 
 
+@pytest.mark.slow
 def test_a_training_model_draws_a_quarter_of_the_threefry_evaluations_keras_would():
     if keras.backend.backend() != "jax":
         pytest.skip("the Threefry masks are the JAX path")

@@ -72,6 +72,7 @@ def test_cached_features_are_computed_once():
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_features_learned_on_demo_beat_random_ones(tmp_path, demo_data_dir):
     import keras
 
@@ -102,6 +103,7 @@ def test_features_learned_on_demo_beat_random_ones(tmp_path, demo_data_dir):
     assert scores[trained] > scores["scratch:vit_mu8"] + 0.2
 
 
+@pytest.mark.slow
 def test_fewshot_runs_are_recorded_cached_and_on_the_leaderboard(tmp_path, demo_data_dir,
                                                                   capsys):
     from vitbench import cli, records
@@ -127,6 +129,7 @@ def test_fewshot_runs_are_recorded_cached_and_on_the_leaderboard(tmp_path, demo_
     assert "Shape" in (tmp_path / "demo.md").read_text()  # the fine-tuning board as well
 
 
+@pytest.mark.slow
 def test_probes_read_the_pre_logits_layer_of_a_checkpoint_that_has_one(tmp_path,
                                                                        demo_data_dir):
     from vitbench import tasks

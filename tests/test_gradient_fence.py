@@ -25,6 +25,7 @@ def trained_weights(monkeypatch, fenced):
     return {w.path: np.asarray(w) for w in model.weights}
 
 
+@pytest.mark.slow
 def test_training_with_the_fence_gives_the_weights_training_without_it_gives(monkeypatch):
     start = {w.path: np.asarray(w) for w in
              randomize(create_model(TINY.replace(num_layers=3), num_classes=3,
@@ -50,6 +51,7 @@ def largest_fusion(monkeypatch, depth, fenced):
                re.finditer(r"= \S+ fusion\((.*?)\), kind", compiled))
 
 
+@pytest.mark.slow
 def test_no_fused_computation_grows_with_depth_on_xla_cpu(monkeypatch):
     if keras.backend.backend() != "jax" or not gradient_fence.on_cpu():
         pytest.skip("XLA:CPU under JAX")

@@ -103,6 +103,7 @@ def write_images(directory, count=3, size=(20, 28)):
     (directory / "notes.txt").write_text("not an image")
 
 
+@pytest.mark.slow
 def test_inspect_writes_four_figures_the_numbers_and_a_page(tmp_path, capsys):
     model = randomize(create_model(TINY, num_classes=5, image_size=24))  # 3x3 patches
     model.save(tmp_path / "tiny.keras")
@@ -134,6 +135,7 @@ def test_inspect_writes_four_figures_the_numbers_and_a_page(tmp_path, capsys):
     assert f"page: {out / 'index.md'}" in printed
 
 
+@pytest.mark.slow
 def test_inspect_uses_the_demo_images_by_default(tmp_path, demo_data_dir):
     model = randomize(create_model(TINY.replace(classifier="gap"), num_classes=5,
                                    image_size=16))

@@ -41,6 +41,7 @@ def test_keys_are_the_official_layout(saved):
         assert arrays[key].shape == shape and arrays[key].dtype == np.float32, key
 
 
+@pytest.mark.slow
 def test_round_trip_gives_identical_outputs(saved):
     model, path = saved
     loaded = vitbench.load_model(path)
@@ -56,6 +57,7 @@ def test_config_is_inferred_from_shapes(saved):
     assert (classes, grid) == (10, (4, 4))
 
 
+@pytest.mark.slow
 def test_gap_model_round_trip(tmp_path):
     model = randomize(create_model(TINY.replace(classifier="gap"), 3, 32))
     loaded = vitbench.load_model(npz.save_npz(model, tmp_path / "gap.npz"))
@@ -63,6 +65,7 @@ def test_gap_model_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(images()), model(images()))
 
 
+@pytest.mark.slow
 def test_zoo_architecture_gets_its_name(tmp_path):
     model = create_model("vit_ti32", 5, 64)
     loaded = vitbench.load_model(npz.save_npz(model, tmp_path / "ti32.npz"))
@@ -83,6 +86,7 @@ def test_same_num_classes_keeps_the_head(saved):
                                   model(images()))
 
 
+@pytest.mark.slow
 def test_resampling_is_the_official_bilinear_zoom_with_class_row_kept(saved):
     _, path = saved
     original = npz.read_npz(path)["Transformer/posembed_input/pos_embedding"]
@@ -105,6 +109,7 @@ def test_resampling_to_a_non_square_grid(saved):
     assert loaded.get_layer("posembed_input").pos_embedding.shape == (1, 1 + 4 * 8, 32)
 
 
+@pytest.mark.slow
 def test_a_non_square_model_saves_and_loads_at_its_size(saved, tmp_path):
     """An .npz holds no grid shape: a non-square one loads given its image size (a .keras file
     stores it), and resamples from its own grid."""
@@ -296,6 +301,7 @@ def test_optimizer_wrapped_prefix_is_stripped(saved, tmp_path):
     np.testing.assert_array_equal(vitbench.load_model(wrapped)(images()), model(images()))
 
 
+@pytest.mark.slow
 def test_keras_native_file_loads_and_resamples(saved, tmp_path):
     model, _ = saved
     model.save(tmp_path / "m.keras")

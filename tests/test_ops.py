@@ -47,6 +47,7 @@ def test_random_ops_are_reproducible_from_the_example_seed():
     assert len(crops) > 1  # different seeds give different crops
 
 
+@pytest.mark.slow
 def test_flip_flips_half_the_time():
     flipped = 0
     for seed in range(40):

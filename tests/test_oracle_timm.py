@@ -76,6 +76,7 @@ def official_file(tmp_path):
     return reference, path
 
 
+@pytest.mark.slow
 def test_loader_reproduces_timm_logits(official_file):
     reference, path = official_file
     x = images(4)
@@ -94,6 +95,7 @@ def test_official_tanh_gelu_is_within_its_known_distance_of_timm(official_file):
     assert not np.allclose(ours, expected, atol=1e-7)  # the two GELUs really differ
 
 
+@pytest.mark.slow
 def test_resampled_position_embedding_matches_corner_aligned_bilinear(official_file):
     # The official resize is scipy.ndimage.zoom(order=1) = bilinear with align_corners=True.
     reference, path = official_file
@@ -125,6 +127,7 @@ def test_resampling_is_close_to_timms_own_loader(official_file):
     assert 1e-6 < difference < 5e-3 * np.abs(expected).max()  # measured: 4e-4 on logits ~0.9
 
 
+@pytest.mark.slow
 def test_timm_reads_what_save_npz_writes(tmp_path):
     ours = randomize(create_model(TINY.replace(gelu="exact"), CLASSES, 32), seed=3)
     path = npz.save_npz(ours, tmp_path / "ours.npz")

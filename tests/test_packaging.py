@@ -10,6 +10,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and trains from it
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 

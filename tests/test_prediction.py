@@ -78,6 +78,7 @@ def test_predictions_of_a_keras_model_equal_predict_on_batch(sizes):
                                    atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_evaluation_under_bf16_copies_bfloat16_images_and_predicts_as_from_float32(monkeypatch):
     import dataclasses

@@ -155,6 +155,7 @@ def _metrics(workdir):
     return [line for line in lines if "loss" in line], [line for line in lines if "eval" in line]
 
 
+@pytest.mark.slow
 def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir):
     from vitbench import tasks
     from vitbench.checkpoints.loader import load_model
@@ -206,6 +207,7 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     assert done[0]["config"]["ckpt_sha256"] == record["checkpoint"]["sha256"]
 
 
+@pytest.mark.slow
 def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
     workdir = tmp_path / "work"
     pretrain.pretrain(recipes.load("demo", **{**QUICK, "steps": 10}), workdir,
@@ -222,6 +224,7 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path, demo_data_dir):
     assert "nothing to do" in messages[-1]
 
 
+@pytest.mark.slow
 def test_a_finished_workdir_reports_its_own_weights(tmp_path, demo_data_dir, capsys):
     """The same settings trained in two workdirs: each names its own final weights, also
     where its record is in another results dir."""
@@ -248,6 +251,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir, monkeypatch):
     """Killed in the evaluation after a save, then in the final evaluation: every evaluation
     is made once, each step has one metrics line, and the weights are the unbroken run's."""
@@ -304,6 +308,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, demo_data_dir,
     assert [line["eval"] for line in evals] == [line["eval"] for line in whole_evals]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_gives_the_same_update(tmp_path, demo_data_dir):
     setup = recipes.load("demo", **{**QUICK, "steps": 3, "log_every": 1, "checkpoint_every": 1,
                                     "eval_every": 3})
@@ -331,6 +336,7 @@ def test_a_tfds_dataset_without_a_recipe_is_looked_up_in_the_data_dir(monkeypatc
     assert asked == [("mycolors", "/data/tfds")]
 
 
+@pytest.mark.slow
 def test_multi_label_data_trains_with_sigmoid_loss(tmp_path, monkeypatch):
     from conftest import mock_tfds
 
@@ -368,6 +374,7 @@ for name, model_parallel in args["runs"]:
 """
 
 
+@pytest.mark.slow
 def test_two_devices_data_and_model_parallel_match_one_device(tmp_path, demo_data_dir):
     recipe = {**QUICK, "steps": 20, "batch_size": 16, "log_every": 5, "checkpoint_every": 10,
               "eval_every": 20, "dropout": 0.1}
@@ -407,6 +414,7 @@ def test_pretrain_command_errors_name_the_fix(tmp_path, capsys):
     assert "fall11_whole.tar" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, capsys):
     from vitbench import cli
 
@@ -443,6 +451,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_data_parallel_as_two_hosts(tmp_path, demo_data_dir):
     """Two processes on 127.0.0.1 joined with --multihost (jax.distributed): each reads its
     shard and feeds half of every batch; the first writes checkpoints, metrics and the record."""

@@ -53,6 +53,7 @@ def test_a_line_that_is_not_a_record_is_skipped_with_a_warning(tmp_path):
         assert records.read(path) == [{"config_hash": "b"}]
 
 
+@pytest.mark.slow
 def test_killed_writers_leave_only_whole_lines(tmp_path):
     # Processes appending big records are killed at random moments: every line is whole.
     path = tmp_path / "runs.jsonl"

@@ -43,6 +43,7 @@ def tiny_model(seed=0, classes=4):
     return create_model(TINY, num_classes=classes, image_size=16)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_full_batch():
     # With Polyak averaging: the average also moves once per update, not once per pass.
     task = demo_task()
@@ -71,6 +72,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_polyak_averaging_evaluates_the_moving_average_of_the_weights():
     # Keras starts the average at the weights after the first update; with a decay of ~1 it
     # stays there, so two averaged steps give the weights of one plain step.
@@ -90,6 +92,7 @@ def test_polyak_averaging_evaluates_the_moving_average_of_the_weights():
         np.testing.assert_allclose(a, b, atol=1e-5 * moved)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     task = demo_task()
     # With Polyak averaging, so that the average's state is also saved and restored.
@@ -129,6 +132,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_run_resumed_with_another_save_interval_saves_the_step_it_is_at(tmp_path,
                                                                          monkeypatch):
     """Saved at step 2 with --checkpoint_every 2, resumed with 3: the next save is step 5 (it
@@ -162,6 +166,7 @@ def test_a_run_resumed_with_another_save_interval_saves_the_step_it_is_at(tmp_pa
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_diverging_run_raises():
     task = demo_task()
     config = finetune.TrainConfig(lr=1e30, steps=3, batch_size=4, micro_batch_size=4)
@@ -200,6 +205,7 @@ def test_cpu_passes_are_cache_sized_and_accelerators_take_the_whole_batch(monkey
     assert execution.pass_size(b16, 224, 512) == 512
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_train_the_same_weights(monkeypatch):
     task = demo_task()
     # 6 updates of 2 micro-batches, saved every 3 updates: epochs of 6 batches, 12 in all.
@@ -239,6 +245,7 @@ def test_the_progress_bar_counts_updates_when_keras_runs_several_batches_per_cal
     assert bar.shown["step"] == "10/10"
 
 
+@pytest.mark.slow
 def test_training_under_bf16_is_fed_bfloat16_images(monkeypatch):
     from vitbench.data import pipeline
 
@@ -294,6 +301,7 @@ class SwallowedCtrlC(keras.callbacks.Callback):
                 pass
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_stops_after_the_save_due_and_the_run_resumes(
         tmp_path, monkeypatch, python_sigint_handler):
     import signal

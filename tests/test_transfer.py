@@ -145,6 +145,7 @@ def test_a_folder_task_is_identified_by_its_files(tmp_path):
     assert "data_sha256" not in published[0].config()
 
 
+@pytest.mark.slow
 def test_demo_task_trains_and_records(tmp_path, monkeypatch):
     from vitbench.models import zoo
     from vitbench.train import execution
@@ -177,6 +178,7 @@ TINY_FLAGS = ["--steps=4", "--batch_size=8", "--micro_batch_size=4", "--resoluti
               "--nofewshot", "--tasks=demo_color,demo_shape"]
 
 
+@pytest.mark.slow
 def test_run_command_records_skips_and_forces(tmp_path, capsys):
     from vitbench import cli
 
@@ -206,6 +208,7 @@ def test_run_command_records_skips_and_forces(tmp_path, capsys):
     assert saved[0]["accumulation_steps"] == 2 and saved[0]["micro_batch_size"] == 4
 
 
+@pytest.mark.slow
 def test_run_command_sweep_then_final(tmp_path, capsys):
     from vitbench import cli
 
@@ -220,6 +223,7 @@ def test_run_command_sweep_then_final(tmp_path, capsys):
     assert saved[2]["config"]["train_split"] == "train+validation"
 
 
+@pytest.mark.slow
 def test_repeats_are_recorded_per_seed_and_averaged_on_the_board(tmp_path, capsys,
                                                                   monkeypatch):
     import numpy as np
@@ -299,7 +303,7 @@ def test_the_dry_run_shows_shots_not_steps_for_few_shot_probes(tmp_path):
 
 
 def test_shots_are_distinct_and_in_order():
-    from vitbench.commands.run import positive_integers
+    from vitbench.commands.options import positive_integers
 
     assert positive_integers("--shots", ["5", "1", "5"]) == (1, 5)
 
@@ -335,6 +339,7 @@ def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message,
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
     """Processes sharing a results dir (one per GPU) claim each run: a claimed run is skipped,
     not trained twice into the same work folder; once released (its process ended) it runs."""
@@ -398,6 +403,7 @@ def test_a_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch):
             assert claimed
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
     suite = tasks.load_suite("demo")
     overrides = dataclasses.replace(TINY_RUN, lrs=(1e30,))
@@ -413,6 +419,7 @@ def test_a_diverged_run_is_recorded_and_the_suite_goes_on(tmp_path):
     assert len(records.read(records.records_path(tmp_path, "demo"))) == 2
 
 
+@pytest.mark.slow
 def test_imagenet_final_run_reports_real_accuracy(tmp_path):
     suite = tasks.load_suite("imagenet")
     overrides = dataclasses.replace(TINY_RUN, lrs=(0.01,))
@@ -432,6 +439,7 @@ def test_preflight_includes_the_real_labels(tmp_path):
         running.run_suite(suite, [], "scratch:vit_mu8", TINY_RUN, tmp_path, data_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_dir, capsys):
     import os
     import subprocess
@@ -471,6 +479,7 @@ def test_killed_run_resumes_without_duplicates_and_matches(tmp_path, demo_data_d
                                                             rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_devices_fine_tune_and_probe_as_one(tmp_path, demo_data_dir, capsys):
     """`vitbench run` splits every batch over the local devices (here 2 virtual CPU devices in
     a process of their own) and gets one device's numbers: loss, accuracy, few-shot."""
@@ -544,6 +553,7 @@ def test_the_run_command_leaves_the_global_distribution_as_it_found_it():
         keras.distribution.set_distribution(None)
 
 
+@pytest.mark.slow
 def test_vtab1k_end_to_end_from_a_local_checkpoint_on_mock_data(tmp_path):
     # One task per group (a manual-download one and a label transform among them) keeps this
     # test short; all 19 ran the same way in 228 s when this was written.
@@ -607,6 +617,7 @@ def test_auto_micro_batch_starts_from_the_cache_sized_pass_on_a_cpu():
     assert tried == [16, 8]
 
 
+@pytest.mark.slow
 def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
     from vitbench import cli
 
@@ -622,6 +633,7 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
     assert "--shots takes positive integers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
     import numpy as np
     from conftest import randomize
@@ -636,6 +648,7 @@ def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
     assert np.any(np.asarray(model.get_layer("embedding").kernel) != 0)  # the rest is loaded
 
 
+@pytest.mark.slow
 def test_as_released_scores_the_checkpoints_own_head_without_training(tmp_path, capsys):
     """The record's accuracy is the released head's on the test split, the board shows it as
     a row of its own beside a fine-tuned row of the same checkpoint."""

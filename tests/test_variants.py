@@ -33,6 +33,7 @@ def masked(name, x, seed=(7, 9)):
     return np.asarray(output), np.asarray(gradient), np.asarray(weights)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vitbench", "keras", "rbg", "recomputed", "materialised",
                                   "kernel", "packed"])
 def test_dropout_variants_drop_the_rate_and_their_gradients_follow_the_mask(name):
@@ -123,6 +124,7 @@ def test_dispatching_first_predicts_what_vitbench_predicts_batch_by_batch():
     assert list(variants.dispatch_first_batches(model.predict_on_batch, iter([]), 3)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group, chosen, peer", [("dropout", ["vitbench", "none"], True),
                                                  ("transfer", ["dispatch_first", "vitbench"],
                                                   False)])
@@ -175,6 +177,7 @@ def test_a_failing_variant_is_reported_and_skipped(monkeypatch, capsys):
     assert "vitbench's own implementation was not measured" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_variant_past_its_time_is_reported_and_skipped(monkeypatch, capsys):
     hanging = [sys.executable, "-c", "import sys, time; print('compiling', file=sys.stderr, "
                "flush=True); time.sleep(60)"]

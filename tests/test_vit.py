@@ -11,6 +11,7 @@ from vitbench.models.vit import VisionTransformer, create_model
 pytestmark = pytest.mark.backends
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [32, 48, (32, 48)])
 @pytest.mark.parametrize("classifier", ["token", "gap"])
 def test_forward_shape_and_dtype(size, classifier):
@@ -22,6 +23,7 @@ def test_forward_shape_and_dtype(size, classifier):
     assert model.get_layer("posembed_input").pos_embedding.shape == (1, tokens, 32)
 
 
+@pytest.mark.slow
 def test_instantiated_params_equal_the_analytic_count():
     for config, size, classes in [(zoo.get_config("vit_ti16"), 224, 1000),
                                   (TINY.replace(representation_size=24), 48, 5),
@@ -35,6 +37,7 @@ def test_head_is_zero_initialised():
     assert np.all(keras.ops.convert_to_numpy(model(images())) == 0)
 
 
+@pytest.mark.slow
 def test_feature_extractor_returns_pre_logits_and_logits():
     model = randomize(create_model(TINY.replace(representation_size=16), 5, 32))
     out = model.feature_extractor()(images())
@@ -67,6 +70,7 @@ def test_gelu_form_changes_outputs_slightly():
     assert 0 < difference < 1e-2
 
 
+@pytest.mark.slow
 def test_dropout_and_drop_path_act_only_in_training():
     model = randomize(create_model(TINY.replace(dropout=0.3, stochastic_depth=0.5), 3, 32))
     x = images()
@@ -80,6 +84,7 @@ def test_drop_path_rate_grows_linearly_to_the_configured_rate():
     assert rates == pytest.approx([0.0, 0.1, 0.2])
 
 
+@pytest.mark.slow
 def test_mixed_precision_logits_are_float32_and_match_the_float32_path():
     reference = randomize(create_model(TINY, 10, 32), scale=0.1)
     batch = images(16)
@@ -98,6 +103,7 @@ def test_mixed_precision_logits_are_float32_and_match_the_float32_path():
     assert (logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
 
 
+@pytest.mark.slow
 def test_native_keras_saving_round_trip(tmp_path):
     model = randomize(create_model(TINY.replace(representation_size=16), 5, (32, 48)))
     model.save(tmp_path / "m.keras")
@@ -125,6 +131,7 @@ def _gradients_and_seed_states(model, images):
     return jax.jit(step)(trainable), str(jax.make_jaxpr(step)(trainable))
 
 
+@pytest.mark.slow
 def test_remat_recomputes_each_block_with_the_same_gradients_and_random_stream():
     if keras.backend.backend() != "jax":
         pytest.skip("checked on jax.checkpoint")
@@ -164,6 +171,7 @@ def _full_last_block(monkeypatch):
                         lambda self, x, class_token_only=False, **kwargs: call(self, x, **kwargs))
 
 
+@pytest.mark.slow
 def test_the_last_block_computes_only_the_class_token_with_unchanged_logits_and_gradients(
         monkeypatch):
     if keras.backend.backend() != "jax":

@@ -40,7 +40,24 @@ def _time(name, batches, warmup, count, size_of) -> Measurement:
 
 
 def pipeline_throughput(task, batch_size=64, batches=20, data_dir=None, warmup=3):
-    """Images/s of the raw read, the eval pipeline and the train pipeline of one task."""
+    """Images/s of the raw read, the eval pipeline and the train pipeline of one task.
+
+    Args:
+        task: the `vitbench.tasks.Task`; its 'test' split is read and evaluated, its 'fit'
+            split trained on.
+        batch_size: images per batch.
+        batches: timed batches per stage.
+        data_dir: the TFDS data dir; None for TFDS' default.
+        warmup: untimed batches first (caches, prefetch buffers, thread pools).
+
+    Returns:
+        A `Measurement` per stage: "read and decode" (the peer), "eval pipeline",
+        "train pipeline".
+
+    Raises:
+        KeyError: the task has no 'test' or 'fit' split.
+        OSError, ValueError: the data is missing or unreadable.
+    """
     import tensorflow as tf  # here, so that model benchmarks run where only Keras and JAX are
 
     from vitbench.data import pipeline, registry, sources
@@ -68,7 +85,17 @@ def cpu_cores() -> int:
 
 def pipeline_records(task, measurements, batch_size: int, cores: int | None = None):
     """One JSON-able record per stage: images/s, images/s per CPU core and the ratio to the
-    first stage (the peer), with the task, resolution and batch size they were measured at."""
+    first stage (the peer), with the task, resolution and batch size they were measured at.
+
+    Args:
+        task: the `vitbench.tasks.Task` measured.
+        measurements: `pipeline_throughput`'s, the peer first.
+        batch_size: the batch size they were measured at.
+        cores: CPU cores to divide by; None for `cpu_cores()`.
+
+    Returns:
+        One dict per measurement, in their order.
+    """
     cores = cores or cpu_cores()
     peer = measurements[0]
     return [{"mode": "pipeline", "stage": m.name, "task": task.name,
@@ -154,25 +181,49 @@ def model_throughput(model_name: str, mode: str, batch_size: int, resolution: in
     steps (compilation), then `steps` timed ones, each rounded up to whole calls. `infer`:
     `prediction.predict_batches` as the evaluation loops call it (`predict_on_batch`, the
     next batch copied to the device meanwhile), `warmup` untimed batches, then `steps` timed
-    ones.
-    `input="host"` hands the batch over as numpy arrays, as the loops' tf.data pipelines do
-    (images in the model's compute dtype: bfloat16 under bf16), so every step includes its
-    host-to-device copy (overlapped with the previous step's computation, by Keras in
-    training and by `predict_batches` in inference); `"device"` hands over arrays already on
-    the device. A batch is computed in passes of `micro_batch_size` images (default: as
-    the loops split it, `execution.pass_size`: the whole batch on an accelerator,
-    cache-sized passes on a CPU), whose gradients are accumulated into one update in
-    training (`vitbench.train.optimizers.SGD`, as fine-tuning does); `steps` count whole
-    batches.
+    ones. Over several devices `batch_size` and `micro_batch_size` are global, split over
+    them, the model-FLOP utilisation is against the sum of their peaks (`peak` is one
+    device's), and `peak_memory_gb` is the largest of their peaks.
 
-    Returns one JSON-able measurement with step time, achieved TFLOP/s from the analytic FLOP
-    count (`zoo.count_flops`; 3x for training) and the model-FLOP utilisation against `peak`
-    TFLOP/s (default: the device's spec-sheet peak). `remat` rematerialises the encoder blocks
-    (the FLOP count stays the model's, so MFU then leaves out the recomputation). `dropout`
-    replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14, else 0). Over
-    several devices `batch_size` and `micro_batch_size` are global, split over them, the
-    model-FLOP utilisation is against the sum of their peaks (`peak` is one device's), and
-    `peak_memory_gb` is the largest of their peaks."""
+    Args:
+        model_name: a zoo name, e.g. 'vit_b16'.
+        mode: "train" or "infer".
+        batch_size: images per step (global over the devices); `steps` count whole batches.
+        resolution: image side in pixels.
+        precision: "fp32" or "bf16" (`PRECISIONS`).
+        steps: timed steps.
+        warmup: untimed steps before them (compilation).
+        num_classes: outputs of the model's head.
+        peak: one device's peak TFLOP/s for the model-FLOP utilisation; None for the
+            device's spec-sheet peak (`PEAK_TFLOPS`).
+        remat: rematerialise the encoder blocks (training only; the FLOP count stays the
+            model's, so MFU then leaves out the recomputation).
+        input: "host" hands the batch over as numpy arrays, as the loops' tf.data pipelines
+            do (images in the model's compute dtype: bfloat16 under bf16), so every step
+            includes its host-to-device copy (overlapped with the previous step's
+            computation, by Keras in training and by `predict_batches` in inference);
+            "device" hands over arrays already on the device.
+        dropout: replaces the zoo model's dropout rate (official: 0.1 for L/16 and H/14,
+            else 0); None keeps it.
+        micro_batch_size: images per pass (default: as the loops split it,
+            `execution.pass_size`: the whole batch on an accelerator, cache-sized passes on
+            a CPU); in training the passes' gradients are accumulated into one update
+            (`vitbench.train.optimizers.SGD`, as fine-tuning does).
+        devices: use the first this many local devices; None for all.
+
+    Returns:
+        One JSON-able measurement (see `measurement`) with step time, achieved TFLOP/s from
+        the analytic FLOP count (`zoo.count_flops`; 3x for training), the model-FLOP
+        utilisation against `peak`, peak memory, and `remat`, `input`, `dropout` and
+        `micro_batch_size`.
+
+    Raises:
+        ValueError: an unknown mode or input; `remat` outside training; a peak that is not
+            positive; a micro-batch that does not divide the batch or split over the
+            devices; more devices asked for than there are.
+        KeyError: an unknown precision or model name.
+        KeyboardInterrupt: Ctrl-C in training, raised before the next train-function call.
+    """
     import keras
 
     if mode not in ("train", "infer"):

@@ -18,17 +18,42 @@ from collections.abc import Iterable
 
 
 def config_hash(config: dict) -> str:
-    """A short stable hash of a JSON-able configuration (key order does not matter)."""
+    """A short stable hash of a JSON-able configuration (key order does not matter).
+
+    Args:
+        config: a dict of JSON-able values (others are hashed as their `str`).
+
+    Returns:
+        The first 16 hex digits of the sha256 of its canonical JSON.
+    """
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def records_path(results_dir, suite: str) -> pathlib.Path:
+    """The records file of a suite's runs.
+
+    Args:
+        results_dir: the results folder.
+        suite: the suite's name.
+
+    Returns:
+        `<results_dir>/runs/<suite>.jsonl` (whether or not it exists).
+    """
     return pathlib.Path(results_dir) / "runs" / f"{suite}.jsonl"
 
 
 def append(path, record: dict) -> None:
-    """Appends one record as one line, in one write, flushed to disk."""
+    """Appends one record as one line, in one write, flushed to disk.
+
+    Args:
+        path: the records file; it and its folder are made if missing.
+        record: a JSON-able dict (others are written as their `str`), with a `config_hash`
+            for `read` to keep it.
+
+    Raises:
+        OSError: the file cannot be opened or the write was short.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
@@ -49,7 +74,16 @@ def append(path, record: dict) -> None:
 
 
 def read(path) -> list[dict]:
-    """All whole records of a file (none if it does not exist)."""
+    """All whole records of a file (none if it does not exist).
+
+    Lines that are not whole JSON objects with a `config_hash` are skipped with a warning.
+
+    Args:
+        path: the records file.
+
+    Returns:
+        The records, in the order written.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         return []
@@ -72,13 +106,27 @@ def read(path) -> list[dict]:
 
 
 def by_hash(records: Iterable[dict]) -> dict[str, dict]:
-    """The latest record of each config hash."""
+    """The latest record of each config hash.
+
+    Args:
+        records: records in the order written; those without a `config_hash` are ignored.
+
+    Returns:
+        Config hash -> the last record with it.
+    """
     return {record["config_hash"]: record for record in records if "config_hash" in record}
 
 
 def best_lr(scores: dict[float, float | None]) -> float | None:
     """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
-    smaller rate), as the sweep chooses it (`transfer.plan.choose_lr`) and the boards do."""
+    smaller rate), as the sweep chooses it (`transfer.plan.choose_lr`) and the boards do.
+
+    Args:
+        scores: learning rate -> validation accuracy, None for a diverged run.
+
+    Returns:
+        The chosen rate; None for no scores.
+    """
     if not scores:
         return None
     return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))

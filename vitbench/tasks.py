@@ -15,6 +15,7 @@ import pathlib
 import tomllib
 
 from vitbench import rules
+from vitbench.rules import setting
 
 SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
@@ -25,31 +26,46 @@ OVERRIDABLE = ("steps", "warmup_steps", "batch_size", "lrs", "resolution", "poly
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """How a task is trained and evaluated; defaults are the paper's fine-tuning settings."""
+    """How a task is trained and evaluated; defaults are the paper's fine-tuning settings. Each
+    field is defined once, with its rule (suite files and flags are checked against it) and,
+    for those `vitbench run` overrides (`OVERRIDABLE`), its flag's help."""
 
-    resolution: int = 384
-    steps: int = 2500
-    batch_size: int = 512
-    lrs: tuple[float, ...] = (0.01,)
-    warmup_steps: int = 200
-    polyak: float = 0.0  # decay of the evaluated weight average (paper Table 2: 0.9999); 0: off
+    resolution: int = setting(384, rules.integer(1), "Image size (default: the protocol's).")
+    steps: int = setting(2500, rules.integer(1), "Training steps (default: the protocol's).")
+    batch_size: int = setting(512, rules.integer(1),
+                              "Global batch size (default: the protocol's).")
+    lrs: tuple[float, ...] = setting(
+        (0.01,), rules.list_of(rules.POSITIVE, "positive numbers", "[0.003, 0.01]"),
+        "Learning rates; more than one are swept on the validation split (default: the "
+        "protocol's).")
+    warmup_steps: int = setting(
+        200, rules.integer(0), "Linear warm-up steps before the cosine decay (default: the "
+        "protocol's, at most --steps: a run shorter than the protocol's warm-up is warm-up "
+        "only).")
+    polyak: float = setting(
+        0.0, rules.FRACTION, "Evaluate the Polyak (exponential moving) average of the weights "
+        "with this decay; the paper's Table 2 ImageNet fine-tunes use 0.9999 at 512/518 px "
+        "(default: the protocol's, 0 = off).")
     # "finetune" (train, then score `test`) or "fewshot" (linear probes on frozen features of
     # the `fit` split, scored on `test`; see vitbench.evaluate.fewshot). `vitbench run
     # --as_released` makes fine-tuning tasks "evaluate": score the checkpoint's own head on
     # `test`, no training.
     method: str = "finetune"
-    train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
-    eval_pp: str = "resize({resolution})|value_range(-1, 1)"
+    train_pp: str = setting("inception_crop({resolution})|flip_lr|value_range(-1, 1)",
+                            rules.TEXT)
+    eval_pp: str = setting("resize({resolution})|value_range(-1, 1)", rules.TEXT)
     # Split roles: final training, hyper-parameter selection (train on one, score on the
     # other) and the reported test split. Each names a key of the task's `splits`.
-    fit_split: str = "train"
-    tune_train_split: str = "train"
-    tune_val_split: str = "val"
-    test_split: str = "test"
+    fit_split: str = setting("train", rules.TEXT)
+    tune_train_split: str = setting("train", rules.TEXT)
+    tune_val_split: str = setting("val", rules.TEXT)
+    test_split: str = setting("test", rules.TEXT)
     # Few-shot linear evaluation.
-    shots: tuple[int, ...] = (1, 5, 10, 25)
-    l2_reg: float = 1024.0
-    seeds: int = 3
+    shots: tuple[int, ...] = setting(
+        (1, 5, 10, 25), rules.list_of(rules.integer(1), "positive integers", "[1, 5, 10, 25]"),
+        "Few-shot: images per class (default: the protocol's, 1,5,10,25).")
+    l2_reg: float = setting(1024.0, rules.NON_NEGATIVE)
+    seeds: int = setting(3, rules.integer(1))
 
     @property
     def effective_warmup_steps(self) -> int:
@@ -233,16 +249,7 @@ def parse_suite(data: dict, path: pathlib.Path | None = None) -> Suite:
 
 
 # Protocol field -> what it must be: TOML values and flags are checked alike.
-PROTOCOL_RULES = {
-    "resolution": rules.integer(1), "steps": rules.integer(1), "batch_size": rules.integer(1),
-    "warmup_steps": rules.integer(0), "seeds": rules.integer(1),
-    "lrs": rules.list_of(rules.POSITIVE, "positive numbers", "[0.003, 0.01]"),
-    "polyak": rules.FRACTION,
-    "shots": rules.list_of(rules.integer(1), "positive integers", "[1, 5, 10, 25]"),
-    "l2_reg": rules.NON_NEGATIVE,
-    **{name: rules.TEXT for name in ("train_pp", "eval_pp", "fit_split", "tune_train_split",
-                                     "tune_val_split", "test_split")},
-}
+PROTOCOL_RULES = rules.rules_of(Protocol)
 
 
 def _protocol(values: dict, base: Protocol, where: str) -> Protocol:

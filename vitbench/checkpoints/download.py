@@ -1,15 +1,9 @@
 """Downloads into the vitbench cache: atomic, resumable, checksummed, keyed by host and path.
 
-Files land under `$VITBENCH_CACHE` (default `$XDG_CACHE_HOME/vitbench`, i.e. `~/.cache/vitbench`)
-at `<cache>/<host>/<path>` (a query string is not part of the key), so the many official
-files named `ViT-B_16.npz` never collide.
-A download streams into `<file>.part`; only a complete file whose checksum matches is renamed
-into place, so an interrupted download never looks cached. Running again resumes from the
-partial file with an HTTP Range request. `gs://bucket/path` is read over the public
-https endpoint (storage.googleapis.com), which needs no credentials for public buckets.
-
-(`keras.utils.get_file` keys its cache by basename and writes the final path in place, which is
-why vitbench has its own.)
+Files land at `<cache>/<host>/<path>` under `$VITBENCH_CACHE` (default
+`$XDG_CACHE_HOME/vitbench`, i.e. `~/.cache/vitbench`); `gs://bucket/path` is read over the
+public https endpoint. A download that is interrupted resumes when run again.
+Design notes: docs/design/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -38,7 +32,12 @@ class ChecksumError(DownloadError):
 
 
 def cache_dir() -> pathlib.Path:
-    """The vitbench cache root ($VITBENCH_CACHE, else the user's cache dir)."""
+    """The vitbench cache root ($VITBENCH_CACHE, else the user's cache dir).
+
+    Returns:
+        `$VITBENCH_CACHE` if set, else `$XDG_CACHE_HOME/vitbench` (default
+        `~/.cache/vitbench`), with `~` expanded. It may not exist yet.
+    """
     if os.environ.get("VITBENCH_CACHE"):
         return pathlib.Path(os.environ["VITBENCH_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
@@ -58,7 +57,17 @@ def to_https(url: str) -> str:
 
 
 def cached_path(url: str) -> pathlib.Path:
-    """Where the file for `url` lives in the cache (whether or not it is there)."""
+    """Where the file for `url` lives in the cache (whether or not it is there).
+
+    Args:
+        url: an http(s) or gs:// URL; its query string is not part of the key.
+
+    Returns:
+        `<cache>/<host>/<path>`.
+
+    Raises:
+        DownloadError: the URL does not name a file (no path, a trailing '/', or '..').
+    """
     parts = urllib.parse.urlsplit(to_https(url))
     host = parts.netloc.replace(":", "_")
     relative = urllib.parse.unquote(parts.path).lstrip("/")
@@ -86,7 +95,23 @@ def check_fetchable(url: str) -> None:
 
 
 def fetch(url: str, sha256: str = "", progress: bool = True) -> pathlib.Path:
-    """The local path of `url`, downloading it into the cache first if needed."""
+    """The local path of `url`, downloading it into the cache first if needed.
+
+    Args:
+        url: an http(s) or gs:// URL.
+        sha256: the expected hex digest of a new download; empty to skip the check. A file
+            already in the cache is returned unchecked.
+        progress: show a progress bar on stderr while downloading.
+
+    Returns:
+        The cached file's path (`cached_path(url)`).
+
+    Raises:
+        DownloadError: the URL does not name a file, the file is not cached in offline mode
+            (`VITBENCH_OFFLINE`), or the server or network failed (a partial file is kept
+            and resumed by the next call).
+        ChecksumError: the download does not have `sha256` (the partial file is deleted).
+    """
     target = cached_path(url)
     if target.exists():
         return target

@@ -18,7 +18,22 @@ PRETRAIN_CONFIG, PRETRAIN_FINAL = "pretrain.json", "final.npz"
 
 
 def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
-    """Local path of a checkpoint given by registry name, file path or URL (downloading it)."""
+    """Local path of a checkpoint given by registry name, file path or URL (downloading it).
+
+    Args:
+        ckpt: a registry name or alias, a local file, a `vitbench pretrain` workdir, or an
+            http(s):// or gs:// URL.
+        progress: show a progress bar while downloading.
+
+    Returns:
+        The local file: the cached download, the file itself, or the workdir's `final.npz`.
+
+    Raises:
+        FileNotFoundError: no such name or file, or a workdir whose pretraining has not
+            finished.
+        vitbench.checkpoints.download.DownloadError: the download failed or is not allowed
+            offline.
+    """
     entry = find_checkpoint(str(ckpt))
     if entry is not None:
         return download.fetch(entry.url, entry.sha256, progress)
@@ -77,20 +92,37 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
                model: str | ViTConfig | None = None, progress: bool = True, **options):
     """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
 
-    ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official layout) or
-        `.keras` file, a `vitbench pretrain` workdir (its `final.npz`), or an http(s):// or
-        gs:// URL (downloaded into the cache).
-    num_classes: None keeps the checkpoint's head. A different number starts a new zero head
-        and, as the official fine-tuning code does, drops the pre-logits layer. 0 removes the
-        head and keeps the pre-logits layer: the model then returns the features.
-    image_size: None keeps the checkpoint's resolution; another (int or (h, w)) resamples the
-        position-embedding grid as the official code does (bilinear, class token kept). An
-        `.npz` file does not store its grid: it is read as square, or as the grid of
-        `image_size` where that has as many patches (a non-square model's file).
-    model: a zoo name or ViTConfig; its architecture must match the arrays (else an error
-        names the difference) and its training options (dropout, ...) are used. By default
-        the architecture is read off the array shapes.
-    options: ViTConfig fields to override, e.g. `gelu="exact"` or `stochastic_depth=0.1`.
+    Args:
+        ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official
+            layout) or `.keras` file, a `vitbench pretrain` workdir (its `final.npz`), or an
+            http(s):// or gs:// URL (downloaded into the cache).
+        num_classes: None keeps the checkpoint's head. A different number starts a new zero
+            head and, as the official fine-tuning code does, drops the pre-logits layer. 0
+            removes the head and keeps the pre-logits layer: the model then returns the
+            features.
+        image_size: None keeps the checkpoint's resolution; another (int or (h, w)) resamples
+            the position-embedding grid as the official code does (bilinear, class token
+            kept). An `.npz` file does not store its grid: it is read as square, or as the
+            grid of `image_size` where that has as many patches (a non-square model's file).
+        model: a zoo name or ViTConfig; its architecture must match the arrays (else an error
+            names the difference) and its training options (dropout, ...) are used. By
+            default the architecture is read off the array shapes.
+        progress: show a progress bar while downloading.
+        **options: ViTConfig fields to override, e.g. `gelu="exact"` or
+            `stochastic_depth=0.1`.
+
+    Returns:
+        The `VisionTransformer`, named after its zoo config, with the weights assigned.
+
+    Raises:
+        FileNotFoundError: `ckpt` is no known name, existing file or finished workdir.
+        vitbench.checkpoints.download.DownloadError: the download failed or is not allowed
+            offline (`ChecksumError`: the file is not the registry's).
+        vitbench.checkpoints.npz.CheckpointError: the file is unreadable, not in the official
+            layout, or does not match `model`.
+        KeyError: `model` is an unknown zoo name.
+        TypeError: an option is not a ViTConfig field.
+        ValueError: an invalid `num_classes`, `image_size` or option value.
     """
     if num_classes is not None:
         ViTConfig.check_num_classes(num_classes)

@@ -58,23 +58,63 @@ def model_variables(model) -> dict[str, object]:
 
 
 def model_to_arrays(model) -> dict[str, np.ndarray]:
-    """The model's weights as the official flat dict of float32 arrays."""
+    """The model's weights as the official flat dict of float32 arrays.
+
+    Args:
+        model: a vitbench `VisionTransformer`.
+
+    Returns:
+        Official key (e.g. 'Transformer/encoder_norm/scale') -> float32 numpy array.
+    """
     return {key: np.asarray(variable.numpy(), dtype=np.float32)
             for key, variable in model_variables(model).items()}
 
 
 def save_npz(model, path) -> pathlib.Path:
-    """Writes the model's weights in the official `.npz` layout, atomically."""
+    """Writes the model's weights in the official `.npz` layout, atomically.
+
+    Args:
+        model: a vitbench `VisionTransformer`.
+        path: the file to write (as given: no '.npz' is appended); missing parent folders
+            are made, and an existing file is replaced.
+
+    Returns:
+        The path written, as a `pathlib.Path`.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     return write_npz(model_to_arrays(model), path)
 
 
 def write_npz(arrays: dict[str, np.ndarray], path) -> pathlib.Path:
-    """Writes official-layout arrays to an `.npz` file, atomically."""
+    """Writes official-layout arrays to an `.npz` file, atomically.
+
+    Args:
+        arrays: official key -> array (e.g. from `model_to_arrays`).
+        path: the file to write (as given); missing parent folders are made.
+
+    Returns:
+        The path written, as a `pathlib.Path`.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     return files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file, read with pickles disabled and known prefixes removed."""
+    """All arrays of an `.npz` file, read with pickles disabled and known prefixes removed.
+
+    Args:
+        path: the `.npz` file.
+
+    Returns:
+        Key -> numpy array, with a prefix every key shares (`STRIPPED_PREFIXES`) removed.
+
+    Raises:
+        CheckpointError: the file is not a readable `.npz`, or it holds pickled objects.
+    """
     try:
         if not zipfile.is_zipfile(path):
             raise zipfile.BadZipFile("not a zip archive")
@@ -206,7 +246,17 @@ def resample_position_embedding(posemb: np.ndarray, new_grid: tuple[int, int],
 
 def assign_arrays(model, arrays: dict[str, np.ndarray], source="checkpoint") -> None:
     """Loads official-layout arrays into a model; any missing, extra, misshapen or non-finite
-    array raises."""
+    array raises.
+
+    Args:
+        model: a vitbench `VisionTransformer`; its variables are assigned in place.
+        arrays: official key -> array, one for every weight of the model.
+        source: what the arrays came from, for the error message.
+
+    Raises:
+        CheckpointError: an array is missing, unexpected, of the wrong shape or not finite
+            (nothing is assigned then).
+    """
     variables = model_variables(model)
     missing = [key for key in variables if key not in arrays]
     unexpected = sorted(key for key in arrays if key not in variables)

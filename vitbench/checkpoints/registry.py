@@ -30,7 +30,11 @@ class Checkpoint:
 
 @functools.cache
 def known_checkpoints() -> dict[str, Checkpoint]:
-    """Every known checkpoint by name, in file order."""
+    """Every known checkpoint by name, in file order.
+
+    Returns:
+        Name -> `Checkpoint`, as listed in `known.toml` (cached: the same dict every call).
+    """
     text = resources.files("vitbench.checkpoints").joinpath("known.toml").read_text()
     entries = [Checkpoint(**{**row, "aliases": tuple(row.get("aliases", ()))})
                for row in tomllib.loads(text)["checkpoint"]]
@@ -43,12 +47,29 @@ def _by_alias() -> dict[str, Checkpoint]:
 
 
 def find_checkpoint(name: str) -> Checkpoint | None:
-    """The checkpoint with this name or alias, or None."""
+    """The checkpoint with this name or alias, or None.
+
+    Args:
+        name: a checkpoint name or one of its aliases (exact match).
+
+    Returns:
+        The `Checkpoint`, or None for an unknown name.
+    """
     return known_checkpoints().get(name) or _by_alias().get(name)
 
 
 def get_checkpoint(name: str) -> Checkpoint:
-    """The checkpoint with this name or alias; an unknown name lists close and valid ones."""
+    """The checkpoint with this name or alias; an unknown name lists close and valid ones.
+
+    Args:
+        name: a checkpoint name or one of its aliases (exact match).
+
+    Returns:
+        The `Checkpoint`.
+
+    Raises:
+        KeyError: an unknown name; the message suggests close ones and lists the known ones.
+    """
     found = find_checkpoint(name)
     if found is None:
         names = list(known_checkpoints()) + list(_by_alias())

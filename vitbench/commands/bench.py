@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vitbench.commands import command
+from vitbench.commands import command, options
 
 MODES = ("pipeline", "train", "infer")
 
@@ -26,8 +26,7 @@ def _define(fv):
                       "as numpy arrays, as the training and evaluation loops do (each step "
                       "includes its copy to the device), or as arrays already on the device.",
                       flag_values=fv)
-    flags.DEFINE_boolean("remat", False, "train: rematerialise the encoder blocks (peak "
-                         "memory against compute; see `vitbench run --remat`).", flag_values=fv)
+    options.define_remat(fv, "train: ")
     flags.DEFINE_float("dropout", None, "train: dropout rate in place of the zoo model's "
                        "(official: 0.1 for vit_l16 and vit_h14, 0 for the others).",
                        lower_bound=0, upper_bound=1, flag_values=fv)
@@ -37,11 +36,7 @@ def _define(fv):
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
                          "train / infer: default 224).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("micro_batch_size", None, "train / infer: images per pass (of all "
-                         "devices), gradients accumulated over a batch's passes (default: as "
-                         "the training and evaluation loops split a batch: whole on an "
-                         "accelerator, cache-sized passes on a CPU).", lower_bound=1,
-                         flag_values=fv)
+    options.define_micro_batch_size(fv, "train / infer: ")
     flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
                          "local devices, the batch and micro-batch split over them (default: "
                          "all of them, as `vitbench run` trains; JAX only, TensorFlow runs on "
@@ -50,7 +45,7 @@ def _define(fv):
                          lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
                          lower_bound=0, flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "pipeline: TFDS data dir.", flag_values=fv)
+    options.define_data_dir(fv, ", for --mode pipeline")
 
 
 def _pipeline(fv):

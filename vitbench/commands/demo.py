@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from vitbench.commands import command
+from absl import flags
+
+from vitbench.commands import command, options
 
 SCRATCH = "scratch:vit_mu8"
 
 
 def _define(fv):
-    from absl import flags
-
-    flags.DEFINE_string("results_dir", "results", "Where records, the pretraining workdir "
-                        "(pretrain/demo_vit_mu8[_steps<N>]) and the leaderboards go.",
-                        flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir for the generated demo dataset "
-                        "(default $TFDS_DATA_DIR or ~/tensorflow_datasets).", flag_values=fv)
+    options.define_results_dir(fv, "Where records, the pretraining workdir "
+                               "(pretrain/demo_vit_mu8[_steps<N>]) and the leaderboards go.")
+    options.define_data_dir(fv, ", where the demo dataset is generated")
     flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (default: the demo "
                          "recipe's 4 epochs, 625 steps).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps", None, "Fine-tuning steps per task (default: the demo "
@@ -63,7 +61,6 @@ def demo(fv):
     Finished steps are skipped when it runs again.
     """
     from vitbench import tasks
-    from vitbench.commands.run import positive_integers
     from vitbench.leaderboards import publish
     from vitbench.train import pretrain as pretrain_lib
     from vitbench.train import recipes
@@ -72,7 +69,7 @@ def demo(fv):
 
     suite = tasks.load_suite("demo")
     suite.select(fv.tasks)  # unknown task names fail here, before pretraining
-    overrides = plan.Overrides(steps=fv.steps, shots=positive_integers(
+    overrides = plan.Overrides(steps=fv.steps, shots=options.positive_integers(
         "--shots", fv.shots) if fv.shots else None)
     setup = recipes.load("demo", steps=fv.pretrain_steps)
     workdir = pretrain_lib.default_workdir(fv.results_dir, setup.recipe)

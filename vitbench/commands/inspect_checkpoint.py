@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vitbench.commands import command
+from vitbench.commands import command, options
 
 
 def _define(fv):
@@ -18,15 +18,14 @@ def _define(fv):
                         flag_values=fv)
     flags.DEFINE_string("out", None, "Output directory (default "
                         "<results_dir>/figures/<checkpoint name>).", flag_values=fv)
-    flags.DEFINE_string("results_dir", "results", "Where figures/ goes by default.",
-                        flag_values=fv)
+    options.define_results_dir(fv, "Where figures/ goes by default.")
     flags.DEFINE_integer("num_images", 32, "Images the attention distance averages over "
                          "(the paper: 128).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("rollout_images", 8, "Images shown with their attention rollout.",
                          lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (default: the checkpoint's; another "
                          "resamples the position embeddings).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir for the demo images.", flag_values=fv)
+    options.define_data_dir(fv, ", for the demo images")
 
 
 @command("inspect", _define)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from vitbench.commands import command
+from vitbench.commands import command, options
 
 
 def _define(fv):
-    from absl import flags
-
-    flags.DEFINE_string("results_dir", "results", "Where the run records are (runs/*.jsonl); "
-                        "the tables are written there.", flag_values=fv)
+    options.define_results_dir(fv, "Where the run records are (runs/*.jsonl); the tables are "
+                               "written there.")
 
 
 @command("leaderboard", _define)

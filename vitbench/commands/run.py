@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from vitbench.commands import command
+from absl import flags
+
+from vitbench.commands import command, options
+from vitbench.tasks import OVERRIDABLE, Protocol
 
 
 def _define(fv):
-    from absl import flags
-
     flags.DEFINE_string("suite", "demo", "Suite name (vitbench tasks) or a suite TOML path.",
                         flag_values=fv)
     flags.DEFINE_string("ckpt", "scratch:vit_mu8", "Checkpoint: a name from `vitbench "
@@ -15,35 +16,12 @@ def _define(fv):
                         "or scratch:<zoo model> for a randomly initialised model.", flag_values=fv)
     flags.DEFINE_list("tasks", [], "Only these tasks of the suite (comma-separated).",
                       flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or "
-                        "~/tensorflow_datasets).", flag_values=fv)
-    flags.DEFINE_string("results_dir", "results", "Where run records (runs/<suite>.jsonl) and "
-                        "in-progress training state (work/) go.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", None, "Global batch size (default: the protocol's).",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("micro_batch_size", None, "Examples per forward/backward pass; "
-                        "gradients of batch_size/micro_batch_size passes are accumulated into "
-                        "one update. 'auto': the largest that fits in memory, found by halving "
-                        "the default until a training step runs. Default: the whole batch on an "
-                        "accelerator, cache-sized passes on a CPU (see docs/running.md).",
-                        flag_values=fv)
-    flags.DEFINE_boolean("remat", False, "Rematerialise: keep only each encoder block's input "
-                         "for the backward pass and recompute the rest, for larger micro-batches "
-                         "(e.g. ViT-H/14 at 384 px on one GPU) at about a third more compute; "
-                         "the same numbers.", flag_values=fv)
-    flags.DEFINE_integer("steps", None, "Training steps (default: the protocol's).",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("warmup_steps", None, "Linear warm-up steps before the cosine decay "
-                         "(default: the protocol's, at most --steps: a run shorter than the "
-                         "protocol's warm-up is warm-up only).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_list("lrs", None, "Learning rates; more than one are swept on the validation "
-                      "split (default: the protocol's).", flag_values=fv)
-    flags.DEFINE_integer("resolution", None, "Image size (default: the protocol's).",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("polyak", None, "Evaluate the Polyak (exponential moving) average of the "
-                       "weights with this decay; the paper's Table 2 ImageNet fine-tunes use "
-                       "0.9999 at 512/518 px (default: the protocol's, 0 = off).",
-                       lower_bound=0, flag_values=fv)
+    options.define_data_dir(fv)
+    options.define_results_dir(fv, "Where run records (runs/<suite>.jsonl) and in-progress "
+                               "training state (work/) go.")
+    options.define_micro_batch_size(fv, auto=True)
+    options.define_remat(fv)
+    options.define_settings(fv, Protocol, OVERRIDABLE, bounded=True)
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and new heads.",
                          lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("repeats", 1, "Run the whole protocol (learning-rate selection "
@@ -57,8 +35,6 @@ def _define(fv):
     flags.DEFINE_boolean("fewshot", True, "Also run the few-shot linear probes that the suite's "
                          "[fewshot] table adds to its fine-tuning tasks (a few-shot suite such "
                          "as `fewshot` always runs its own).", flag_values=fv)
-    flags.DEFINE_list("shots", None, "Few-shot: images per class (default: the protocol's, "
-                      "1,5,10,25).", flag_values=fv)
     flags.DEFINE_boolean("as_released", False, "Score the checkpoint's own classifier head on "
                          "each task's test split, without training (e.g. vit_b16.i21k_ft_in1k "
                          "on --suite imagenet, ReaL included), at the checkpoint's own "
@@ -75,35 +51,13 @@ def _define(fv):
 
 
 def overrides_from(fv):
-    from vitbench.transfer.plan import Overrides
+    from vitbench.transfer.plan import Overrides  # Keras: imported once a command runs
 
-    micro = fv.micro_batch_size
-    if micro not in (None, "auto") and not (micro.isdigit() and int(micro) > 0):
-        raise ValueError(f"--micro_batch_size must be a positive integer or 'auto', not {micro!r}")
-    return Overrides(steps=fv.steps, warmup_steps=fv.warmup_steps, batch_size=fv.batch_size,
-                     micro_batch_size=int(micro) if micro and micro != "auto" else None,
-                     lrs=positive_floats("--lrs", fv.lrs) if fv.lrs else None,
-                     resolution=fv.resolution, polyak=fv.polyak,
-                     shots=positive_integers("--shots", fv.shots) if fv.shots else None,
+    micro = options.micro_batch_size(fv)
+    return Overrides(**options.setting_values(fv, Protocol, OVERRIDABLE),
+                     micro_batch_size=None if micro == options.AUTO else micro,
                      seed=fv.seed, repeats=fv.repeats, remat=fv.remat,
                      as_released=fv.as_released)
-
-
-def positive_floats(flag, values):
-    try:
-        numbers = tuple(float(value) for value in values)
-    except ValueError:
-        numbers = ()
-    if len(numbers) != len(values) or not all(number > 0 for number in numbers):
-        raise ValueError(f"{flag} takes positive numbers, e.g. 0.003,0.01; got {','.join(values)}")
-    return numbers
-
-
-def positive_integers(flag, values):
-    """The distinct values, in increasing order (so that 5,1 and 1,5 are the same runs)."""
-    if not all(value.isdigit() and int(value) > 0 for value in values):
-        raise ValueError(f"{flag} takes positive integers, e.g. 1,5,10,25; got {','.join(values)}")
-    return tuple(sorted({int(value) for value in values}))
 
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.
@@ -143,7 +97,7 @@ def run(fv):
         if distribution is not None:
             print(f"training and evaluating on {distribute.describe(distribution)}")
         plan.check_batches(chosen, overrides.micro_batch_size)
-        if fv.micro_batch_size == "auto":
+        if fv.micro_batch_size == options.AUTO:
             micro = sizing.fitting_micro_batch(fv.ckpt, chosen[0], remat=fv.remat)
             print(f"micro-batch size {micro} fits ({chosen[0].protocol.batch_size // micro} "
                   "passes per update)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from vitbench.commands import command
+from vitbench.commands import command, options
 
 
 def _define(fv):
@@ -12,8 +12,7 @@ def _define(fv):
 
     flags.DEFINE_string("suite", None, "A suite name (e.g. vtab1k) or the path of a suite "
                         "TOML file; without it, list the suites.", flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or "
-                        "~/tensorflow_datasets).", flag_values=fv)
+    options.define_data_dir(fv)
     flags.DEFINE_boolean("status", True, "Check whether each task's data is present.",
                          flag_values=fv)
     flags.DEFINE_boolean("prepare", False, "Download and prepare the suite's TFDS data now "

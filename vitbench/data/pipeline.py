@@ -1,15 +1,9 @@
 """tf.data input pipelines: a task's split -> batches of NHWC float images in [-1, 1] and labels.
 
-Images leave the pipeline in `image_dtype`: the loops pass their model's compute dtype
-(`VisionTransformer.image_dtype`), so under bf16 mixed precision a batch is bfloat16, half the
-bytes to copy to the accelerator. The cast is the one the model's first layer makes anyway, done
-per example in the pipeline's parallel map: the logits are the same (tested).
-
-Training: read (in the dataset's order) -> cache decoded examples when the split is small ->
-shuffle with the run's seed -> repeat -> a stateless seed per example -> augment in parallel ->
-batch (full batches only) -> prefetch. Evaluation: read -> preprocess -> batch (the last one
-may be short) -> prefetch, one pass, in order. With several processes (multi-host) each one
-keeps every `process_count`-th example starting at its `process_index`.
+Training: endless full batches, shuffled with the run's seed and augmented reproducibly.
+Evaluation: one ordered pass, the last batch possibly short. Images come in `image_dtype` (the
+model's compute dtype); each process of a multi-host job reads its own shard.
+Design notes: docs/design/data.md.
 """
 
 from __future__ import annotations
@@ -48,6 +42,26 @@ def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=
 
     `start_batch` resumes the stream: the result equals this pipeline's batches from that
     index on, and the skipped examples are not augmented.
+
+    Args:
+        task: the `vitbench.tasks.Task`; its 'train' preprocessing chain is applied.
+        split: a role ('fit', 'tune_train', ...) or a split name of the task.
+        batch_size: images per batch (this process's share in a multi-host job).
+        seed: decides the shuffle and the augmentation.
+        data_dir: the TFDS data dir; None for TFDS' default.
+        process_index: this process's index in a multi-host job.
+        process_count: the job's processes; each reads every `process_count`-th example.
+        cache: keep decoded examples in memory; None does so for splits of at most
+            `CACHE_MAX_EXAMPLES`.
+        start_batch: the batch to start from.
+        image_dtype: the dtype images are cast to (the model's compute dtype).
+
+    Returns:
+        An endless `tf.data.Dataset` of {'image', 'label' (or 'labels')} batches.
+
+    Raises:
+        KeyError: `task` has no split of that role or name.
+        OSError, ValueError: the data is missing or unreadable (`vitbench.data.sources.read`).
     """
     expression = task.split(split)
     dataset = _process_shard(sources.read(task, expression, data_dir), process_index,
@@ -69,7 +83,24 @@ def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=
 
 def eval_dataset(task, split: str, batch_size: int, *, data_dir=None, process_index: int = 0,
                  process_count: int = 1, image_dtype: str = "float32") -> tf.data.Dataset:
-    """One ordered pass over `split`, preprocessed for evaluation, in batches."""
+    """One ordered pass over `split`, preprocessed for evaluation, in batches.
+
+    Args:
+        task: the `vitbench.tasks.Task`; its 'eval' preprocessing chain is applied.
+        split: a role ('test', 'tune_val', ...) or a split name of the task.
+        batch_size: images per batch; the last batch may be shorter.
+        data_dir: the TFDS data dir; None for TFDS' default.
+        process_index: this process's index in a multi-host job.
+        process_count: the job's processes; each reads every `process_count`-th example.
+        image_dtype: the dtype images are cast to (the model's compute dtype).
+
+    Returns:
+        A `tf.data.Dataset` of {'image', 'label' (or 'labels')} batches.
+
+    Raises:
+        KeyError: `task` has no split of that role or name.
+        OSError, ValueError: the data is missing or unreadable (`vitbench.data.sources.read`).
+    """
     dataset = _process_shard(sources.read(task, task.split(split), data_dir), process_index,
                              process_count)
     dataset = dataset.map(_preprocess(task, "eval", image_dtype),
@@ -78,5 +109,12 @@ def eval_dataset(task, split: str, batch_size: int, *, data_dir=None, process_in
 
 
 def as_numpy(dataset: tf.data.Dataset) -> Iterator[dict]:
-    """Batches as dicts of numpy arrays (what Keras on any backend takes)."""
+    """Batches as dicts of numpy arrays (what Keras on any backend takes).
+
+    Args:
+        dataset: a dataset of dict batches (`train_dataset`, `eval_dataset`).
+
+    Returns:
+        An iterator of dicts of numpy arrays.
+    """
     return iter(tfds.as_numpy(dataset))

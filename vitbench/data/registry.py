@@ -16,12 +16,33 @@ from vitbench.data.op_table import OPS, Example, Op, register  # noqa: F401  (th
 
 
 def parse(spec: str) -> list[Op]:
-    """The ops of a `|`-separated spec string, each built with its literal arguments."""
+    """The ops of a `|`-separated spec string, each built with its literal arguments.
+
+    Args:
+        spec: e.g. `"decode|resize(224)|value_range(-1, 1)"`; empty pieces are skipped.
+
+    Returns:
+        The ops (example dict -> example dict), in order.
+
+    Raises:
+        ValueError: a piece does not parse, has non-literal arguments, names an unknown op
+            (the message suggests close ones) or has arguments its op does not take.
+    """
     return [_build(piece.strip(), spec) for piece in spec.split("|") if piece.strip()]
 
 
 def chain(spec: str) -> Op:
-    """One function applying the ops of `spec` in order."""
+    """One function applying the ops of `spec` in order.
+
+    Args:
+        spec: a `|`-separated spec string (see `parse`).
+
+    Returns:
+        A function from an example dict to the example after every op.
+
+    Raises:
+        ValueError: `spec` does not parse (see `parse`).
+    """
     steps = parse(spec)
 
     def apply(example):

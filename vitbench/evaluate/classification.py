@@ -20,7 +20,23 @@ def predictions(model, task, split: str, batch_size: int, data_dir=None, key="la
 def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None,
                   key="label") -> dict:
     """{'accuracy', 'examples'} of `model` on `split`: the top class is the `key` target (class
-    ids), or one of the targets (multi-hot vectors: big_vision's `prec@1`)."""
+    ids), or one of the targets (multi-hot vectors: big_vision's `prec@1`).
+
+    Args:
+        model: a `VisionTransformer` with a head.
+        task: the `vitbench.tasks.Task` whose eval pipeline reads the split.
+        split: a role ('test', 'tune_val', ...) or a split name of the task.
+        batch_size: images per prediction call (a short last batch is padded).
+        data_dir: the TFDS data dir; None for TFDS' default.
+        key: the target feature: class ids, or multi-hot vectors.
+
+    Returns:
+        {'accuracy': fraction of hits, 'examples': images scored}.
+
+    Raises:
+        KeyError: `task` has no split of that role or name.
+        OSError, ValueError: the data is missing or unreadable (`vitbench.data.sources.read`).
+    """
     predicted, labels = predictions(model, task, split, batch_size, data_dir, key)
     hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
         else predicted == labels
@@ -28,7 +44,20 @@ def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None,
 
 
 def real_accuracy_of(model, task, batch_size: int, data_dir=None) -> dict:
-    """ImageNet-ReaL accuracy of `model` on the task's ReaL test set (see Task.real_dataset)."""
+    """ImageNet-ReaL accuracy of `model` on the task's ReaL test set (see Task.real_dataset).
+
+    Args:
+        model: a `VisionTransformer` with the task's head.
+        task: a `vitbench.tasks.Task` with a `real_dataset`.
+        batch_size: images per prediction call.
+        data_dir: the TFDS data dir; None for TFDS' default.
+
+    Returns:
+        {'real_accuracy', 'real_examples'} (see `real_accuracy`).
+
+    Raises:
+        OSError, ValueError: the ReaL data is missing or unreadable.
+    """
     real_task = task.real_labels_task()
     predicted, real = predictions(model, real_task, "test", batch_size, data_dir, key="labels")
     return real_accuracy(predicted, real)

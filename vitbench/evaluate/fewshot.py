@@ -1,23 +1,9 @@
 """Few-shot linear evaluation, as big_vision's `fewshot_lsr` evaluator and the ViT paper do it.
 
-1. Features: the frozen model's pre-logit representation (the pre-logits layer where the
-   checkpoint has one, else the pooled output: the class token after the final norm, or the
-   mean of the tokens) of every image of the task's `fit` and `test` splits, preprocessed with
-   the eval chain (the few-shot suite: `resize(256)|central_crop(224)`), in order.
-2. Sampling, for each seed s: `numpy.random.default_rng(s)` permutes the indices of each class
-   (classes in increasing order) and the first k of each are the k-shot set, so sets are
-   nested across k. A class with fewer than k examples is an error (the reference would take
-   fewer silently).
-3. Whitening with the k-shot set's per-dimension mean and std (+1e-5), applied to both sets;
-   then a constant feature of 100 (a nearly unregularised bias).
-4. Targets 2 * one_hot - 1; closed-form ridge regression with `l2_reg` (2^10 by default):
-   W = (X^T X + l2 I)^-1 X^T Y, or X^T (X X^T + l2 I)^-1 Y when there are more features than
-   examples (the same solution). Accuracy of argmax(X_test W) on the whole test split,
-   averaged over seeds.
-
-The solver runs on the accelerator through `keras.ops`. A checkpoint's features are cached on
-disk (`$VITBENCH_CACHE/features/`), keyed by checkpoint, data, preprocessing and precision, so
-evaluating it again costs no forward pass.
+Frozen pre-logit features, k examples per class drawn per seed (nested across k), whitened,
+closed-form ridge regression to targets 2 * one_hot - 1, accuracy on the whole test split
+averaged over seeds. Features are cached under `$VITBENCH_CACHE/features/`.
+Design notes: docs/design/evaluation.md.
 """
 
 from __future__ import annotations
@@ -38,7 +24,22 @@ WHITENING_EPSILON = 1e-5
 
 def extract_features(model, task, split: str, batch_size: int = 256, data_dir=None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`."""
+    """(features float32 [N, D], labels int [N]) of `model`'s pre-logits over `split`.
+
+    Args:
+        model: a `VisionTransformer` (with or without a head).
+        task: the `vitbench.tasks.Task`, read through its eval pipeline, in order.
+        split: a role ('fit', 'test', ...) or a split name of the task.
+        batch_size: images per prediction call.
+        data_dir: the TFDS data dir; None for TFDS' default.
+
+    Returns:
+        (features float32 [N, D], labels int64 [N]).
+
+    Raises:
+        KeyError: `task` has no split of that role or name.
+        OSError, ValueError: the data is missing or unreadable (`vitbench.data.sources.read`).
+    """
     extractor = model.feature_extractor()
     features, labels = [], []
     for output, batch in prediction.predict_split(extractor.predict_on_batch, task, split,
@@ -49,7 +50,16 @@ def extract_features(model, task, split: str, batch_size: int = 256, data_dir=No
 
 
 def cached(key: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """`compute()`'s arrays, stored under a hash of `key` in the cache (written atomically)."""
+    """`compute()`'s arrays, stored under a hash of `key` in the cache (written atomically).
+
+    Args:
+        key: a JSON-able description of what `compute` computes (checkpoint, data,
+            preprocessing, precision); it names the file under `$VITBENCH_CACHE/features/`.
+        compute: called only when nothing is stored under `key`.
+
+    Returns:
+        Name -> array, read from the cache or just computed (and stored).
+    """
     import io
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -119,7 +129,25 @@ def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: f
 def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
              task_name: str = "task", class_names=None) -> dict:
-    """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}."""
+    """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}.
+
+    Args:
+        train: (features [N, D], labels [N]) of the split the shots are drawn from.
+        test: (features, labels) scored with each fitted classifier.
+        num_classes: classes of the task; labels are 0..num_classes - 1.
+        shots: the k of each k-shot result.
+        seeds: how many draws per k (seeds 0..seeds - 1), averaged.
+        l2_reg: the ridge regulariser (the few-shot protocol's default: 2^10).
+        task_name: names the task in an error.
+        class_names: by class id; names a class that has too few examples.
+
+    Returns:
+        {'<k>shot': mean accuracy, 'seeds': {'<k>shot': [accuracy per seed]},
+        'train_examples': N, 'test_examples': test examples}.
+
+    Raises:
+        ValueError: a class has fewer than k training examples.
+    """
     metrics, per_seed = {}, {}
     for k in shots:
         scores = []

@@ -1,15 +1,9 @@
 """Predicting batch after batch as every evaluation loop does (accuracy, ReaL, few-shot
 features, `vitbench bench --mode infer`).
 
-Every call gets a full batch: a short last batch is padded with zeros and the padded rows are
-dropped from the outputs, so there is one shape (one compilation) and a batch split over
-several devices always divides evenly. The next batch is copied to the device on a thread of
-its own while the current one is predicted, so that on an accelerator the copy overlaps the
-computation: the float32 images of a batch of 1024 at 224 px are 0.6 GB (half that in
-bfloat16, as the pipelines emit them under bf16). On an H200 (ViT-B/16, bf16, batch 1024,
-`vitbench bench --mode infer`, float32 images) that took inference from host memory from 5853
-to 7401-7684 images/s, and bfloat16 images to 8624-10011; with the batch already on the GPU it
-runs at 10436.
+A short last batch is padded to a full one (one shape, one compilation), its padded rows
+dropped from the outputs; the next batch is copied to the device during the current one.
+Design notes: docs/design/evaluation.md.
 """
 
 from __future__ import annotations
@@ -50,7 +44,17 @@ def predict_batches(predict: Callable, batches: Iterable[dict], batch_size: int,
     the padded rows dropped, the batch); see the module docstring. The copies run on a
     thread of their own: JAX's copy from pageable host memory holds the calling thread for
     its whole length, and `predict` (Keras' `predict_on_batch`) blocks until the outputs are
-    on the host."""
+    on the host.
+
+    Args:
+        predict: maps a full batch of images to an array or a dict of arrays.
+        batches: dicts of numpy arrays, none longer than `batch_size`.
+        batch_size: the rows every `predict` call gets.
+        key: the feature of a batch that `predict` is given.
+
+    Yields:
+        (outputs as numpy, or a dict of them, for the batch's real rows; the batch).
+    """
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="copy") as copier:
         pending = None
         for batch in batches:

@@ -1,13 +1,9 @@
 """The numbers behind the ViT paper's pictures of what a ViT learns (Figures 6 and 7), computed
 with numpy from a model's weights and attention weights.
 
-- `embedding_components`: principal components of the patch-embedding filters (Figure 7, left).
-- `position_similarity`: cosine similarity of every patch position's embedding to every other
-  position's (Figure 7, centre).
-- `mean_attention_distance`: per layer and head, the image-space distance that attention spans
-  (Figure 7, right; Appendix D.7).
-- `attention_rollout`: attention from the output to the input tokens, through all layers
-  (Attention Rollout, Abnar & Zuidema 2020; Figure 6, Appendix D.8).
+`embedding_components`, `position_similarity` and `mean_attention_distance` (Figure 7, left to
+right) and `attention_rollout` (Figure 6; Abnar & Zuidema 2020).
+Design notes: docs/design/inspection.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """`vitbench inspect`: the paper's four pictures of a checkpoint, the numbers behind them and a
 markdown page that shows them, written into one directory.
 
-Files written (names in `FILES`):
-- `embedding_filters.png`, `position_similarity.png`, `attention_distance.png`,
-  `attention_rollout.png`: the figures (`vitbench.inspection.figures`);
-- `quantities.npz`: every number drawn (principal components and their shares of variance,
-  the position similarity grid, distances per layer and head, rollout maps, the images used);
-- `attention_distance.csv`: layer, head, mean attention distance in pixels;
-- `index.md`: the page, with the figures and a summary of the numbers.
+Files written (names in `FILES`): four `.png` figures, `quantities.npz` (every number drawn),
+`attention_distance.csv` (per layer and head) and `index.md` (the page).
+Design notes: docs/design/inspection.md.
 """
 
 from __future__ import annotations
@@ -100,7 +96,19 @@ def attention_in_batches(model, images: np.ndarray, batch_size: int) -> Iterable
 
 
 def compute(model, images: np.ndarray, rollout_count: int = 8, batch_size: int = 16) -> dict:
-    """Every quantity the figures show, for `model` (a VisionTransformer) on `images`."""
+    """Every quantity the figures show, for `model` (a VisionTransformer) on `images`.
+
+    Args:
+        model: a `VisionTransformer` (flash attention off: it reads the attention weights).
+        images: float NHWC images in [-1, 1] at the model's resolution.
+        rollout_count: how many of the first images get a rollout map.
+        batch_size: images per attention pass.
+
+    Returns:
+        Name -> numpy array: embedding components and their explained variance, position
+        similarity, attention distance per layer and head, rollout maps and their images,
+        grid, patch size, image size, images used.
+    """
     import keras
 
     config = model.config
@@ -129,7 +137,19 @@ def compute(model, images: np.ndarray, rollout_count: int = 8, batch_size: int =
 
 def write(numbers: dict, out_dir, title: str) -> dict:
     """Draws the figures and writes the numbers and the page into `out_dir`; returns the
-    paths by kind (see FILES)."""
+    paths by kind (see FILES).
+
+    Args:
+        numbers: what `compute` returns.
+        out_dir: the folder to write into (made if missing; files in it are replaced).
+        title: the page's heading.
+
+    Returns:
+        Kind (a key of `FILES`) -> path written.
+
+    Raises:
+        OSError: the folder or a file cannot be written.
+    """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name for kind, name in FILES.items()}
@@ -204,7 +224,30 @@ def inspect_checkpoint(ckpt: str, out_dir=None, image_dir=None, count: int = 32,
                        rollout_count: int = 8, resolution: int | None = None,
                        data_dir=None, results_dir="results") -> dict:
     """Loads `ckpt` (see `vitbench.checkpoints.loader.load_model`), computes and writes
-    everything; returns the written paths by kind."""
+    everything; returns the written paths by kind.
+
+    Args:
+        ckpt: a checkpoint name, file, workdir or URL, as `load_model` takes.
+        out_dir: the folder to write into; None for `default_out_dir(ckpt, results_dir)`.
+        image_dir: a folder (searched with its subfolders) of images to inspect; None for
+            the demo dataset's test images.
+        count: how many images to use (at most, from `image_dir`); the attention distances
+            average over them.
+        rollout_count: how many of them get a rollout map.
+        resolution: the image size to load the model at; None keeps the checkpoint's.
+        data_dir: the TFDS data dir for the demo images; None for TFDS' default.
+        results_dir: the base of the default `out_dir`.
+
+    Returns:
+        Kind (a key of `FILES`) -> path written.
+
+    Raises:
+        FileNotFoundError: no such checkpoint, or `image_dir` is not a folder or holds no
+            images.
+        ValueError: an image in `image_dir` cannot be read, or the checkpoint does not load
+            (see `load_model`).
+        OSError: `out_dir` cannot be written.
+    """
     out_dir = pathlib.Path(out_dir or default_out_dir(ckpt, results_dir))
     out_dir.mkdir(parents=True, exist_ok=True)  # an unusable one fails before any work
     model = load_model(ckpt, image_size=resolution)

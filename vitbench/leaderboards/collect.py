@@ -1,19 +1,9 @@
 """From run records to leaderboard cells: one result per (row, task).
 
-Rules, applied in this order:
-- Records with the same config hash are the same run done again (`--force`): the one written
-  last counts.
-- A row is a checkpoint (its name, and its content hash for local files) with the protocol
-  settings that differ from the suite's defaults (steps, batch, warm-up, resolution, Polyak,
-  few-shot l2; all of them where the defaults are not known); precision and seeds are not
-  part of the row. A checkpoint's own head scored without training (`--as_released`) is a
-  row of its own on the fine-tuning boards, labelled "as released".
-- A cell is a task's final runs (trained on `fit`, scored on `test`) of that row. Where tune
-  runs were recorded (a learning-rate sweep), the final run at the rate with the best
-  validation accuracy counts (ties: the smaller rate); otherwise the final run written last.
-  Several seeds are averaged, each selected on its own.
-- Few-shot probes of one row, task and seed with other shot counts fill their own cells: each
-  shot count's result comes from the last record that has it.
+A row is a checkpoint with the protocol settings that differ from the suite's; a cell holds a
+task's final run per seed (the last written per config hash, at the swept rate with the best
+validation accuracy where tune runs were recorded). Few-shot probes fill a cell per shot count.
+Design notes: docs/design/leaderboards.md.
 """
 
 from __future__ import annotations
@@ -123,7 +113,16 @@ def board_method(record: dict) -> str:
 
 def collect(records: Iterable[dict], defaults_of=lambda record: None
             ) -> dict[Row, dict[str, Cell]]:
-    """Cells by row and task. `defaults_of(record)` gives the protocol's setting values."""
+    """Cells by row and task. `defaults_of(record)` gives the protocol's setting values.
+
+    Args:
+        records: `vitbench run` records (see `run_records`), in the order written.
+        defaults_of: record -> the suite protocol's setting values (`row_of`'s `defaults`);
+            None where not known, so that every setting sets a row apart.
+
+    Returns:
+        Row -> task name -> `Cell`.
+    """
     finals: dict[tuple, dict[float, dict]] = {}
     tunes: dict[tuple, dict[float, float | None]] = {}
     for record in latest_per_config(records):

@@ -47,7 +47,19 @@ def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],
 
 
 def write_all(results_dir="results", generated: str | None = None) -> list[pathlib.Path]:
-    """Writes every board with records under `results_dir`; returns the files written."""
+    """Writes every board with records under `results_dir`; returns the files written.
+
+    Args:
+        results_dir: the folder whose `runs/*.jsonl` are read and that gets `<board>.md`
+            and `<board>.csv` (each written atomically).
+        generated: the "Generated ..." time shown on each page; None for now, in UTC.
+
+    Returns:
+        The `.md` and `.csv` paths written, two per board.
+
+    Raises:
+        OSError: a file cannot be written.
+    """
     results_dir = pathlib.Path(results_dir)
     available = boards_lib.record_files(results_dir)
     loaded = {suite: collect.run_records(records.read(path), path)

@@ -1,31 +1,9 @@
 """Multi-head attention that keeps the fused (flash) kernel in training for any sequence length.
 
-Keras' `MultiHeadAttention` computes attention with `keras.ops.dot_product_attention`, which on
-an NVIDIA GPU under JAX runs cuDNN's fused kernel. That kernel trains (its backward pass) only
-on sequence lengths that are a multiple of 64: ViT's 197 tokens (224 px, patch 16, class
-token) are refused, and Keras then falls back, silently apart from a logged traceback, to
-unfused XLA attention, which materialises every (tokens x tokens) weight matrix.
-
-In training, where the fused kernel applies (JAX on a GPU, bf16/fp16 inputs, no attention
-dropout, no attention weights requested, flash attention not disabled), this layer pads queries,
-keys and values with zero tokens up to the next multiple of 64, masks the padded keys out and
-drops the padded queries' outputs: every real token's result is what unpadded attention gives.
-Elsewhere it is Keras' layer unchanged. Measured on an H100 (bf16, ViT-B/16, batch 256, before
-the last block's query was cut to the class token): the fused kernel in all 12 layers, 3176
-against 2536 training images/s and 21.3 against 27.4 GB peak memory, gradients equal to unfused
-attention's within bf16 rounding.
-
-On a CPU, where no fused kernel exists, it computes attention heads-first and normalises late:
-exp(scores - max) multiplies the values and the sum of the exponentials divides the
-(tokens x head_dim) result, instead of normalising the (tokens x tokens) weights first. XLA's
-CPU backend then makes one pass fewer over the largest tensor of the layer and no strided
-(batch, tokens, heads) matmuls. Measured on the 2-core CPU (ViT-B/16 shapes, batch 32, fp32,
-one layer): 52 ms against 236 ms for `keras.ops.dot_product_attention`; PyTorch's fused CPU
-kernel takes 50 ms. The numbers are those of plain attention within float32 rounding.
-
-A query shorter than the keys (the last block's single class-token query, see
-`vitbench.models.vit`) is computed late-normalised everywhere: a (1 x tokens) weight row has
-nothing for a fused kernel to save, and cuDNN's would need padding of its own.
+In training on JAX on a GPU (bf16/fp16, no attention dropout or weights, flash attention not
+disabled) queries, keys and values are zero-padded to a multiple of 64 tokens for cuDNN's fused
+kernel; on a CPU, and for a query shorter than the keys, attention is normalised late.
+Design notes: docs/design/models.md.
 """
 
 from __future__ import annotations
@@ -82,7 +60,7 @@ def on_cpu() -> bool:
 
 def late_normalised_attention(query, key, value, scale):
     """Softmax attention over (batch, tokens, heads, dim) inputs, heads-first, normalised after
-    the weighted sum of the values (see the module docstring). Exponentials and their sums are
+    the weighted sum of the values (see docs/design/models.md). Exponentials and their sums are
     float32 whatever the input dtype."""
     query, key, value = (ops.swapaxes(t, 1, 2) for t in (query, key, value))
     scores = ops.cast(ops.einsum("bnqd,bnkd->bnqk", query * ops.cast(scale, query.dtype), key),

@@ -1,29 +1,9 @@
 """Dropout whose masks cost a quarter of the random bits on JAX: Keras' `Dropout` layer, and
 `random_dropout` the stateless op, with four 16-bit draws taken from each Threefry evaluation.
 
-Why: on JAX, Keras draws a dropout mask with `jax.random.bernoulli`, one Threefry-2x32
-evaluation (20 rounds of integer arithmetic) per element, of whose 64 bits it keeps 32. The
-models that train with dropout (ViT-L/16 and ViT-H/14: rate 0.1, three masks per block, one
-of them on the MLP's hidden layer, four times as wide) spend much of a step there: 19 ms of
-ViT-L/16's 136 ms training step on an H200 (batch 128, bf16, profiled with Keras' masks), and
-on the 2-core CPU a (16, 197, 4096) mask took 155 ms more than the multiplication it masks
-(40 ms here). On a GPU the quarter draws did not shorten the step: on an H100 (2026-11-27)
-ViT-L/16 still trained 19 ms a step slower with dropout than without (914 against 1060 img/s).
-Either the time is not in the Threefry arithmetic there, or XLA, which on a GPU gets Threefry
-as unrolled arithmetic and fuses it into its consumers, evaluates it for every element anyway;
-`benchmarks/variants.py dropout` tells these apart.
-
-How: here each evaluation of JAX's own Threefry-2x32 (`jax.extend.random.threefry2x32_p`)
-yields 64 bits, read as four 16-bit uniform draws for four neighbouring elements of the last
-axis. An element is kept when its draw is below `keep = round((1 - rate) * 2**16)` (at least
-1), and kept values are scaled by `2**16 / keep`, so the expected output is the input exactly;
-the rate itself is rounded to a multiple of 2**-16 (0.1 becomes 0.100006). The counters are
-each element's position, so a batch-sharded model draws only its own shard, and the masks do
-not depend on how the batch is split over devices. The same seed gives the same mask, and a
-layer's seed generator advances as Keras' does, so a resumed run repeats its random stream.
-
-Elsewhere Keras decides: on other backends, and for masks with a `noise_shape` (drop-path's
-one draw per example), this is `keras.random.dropout`.
+The rate is rounded to a multiple of 2**-16 (0.1 becomes 0.100006). On other backends, and for
+masks with a `noise_shape`, this is `keras.random.dropout`.
+Design notes: docs/design/models.md.
 """
 
 from __future__ import annotations

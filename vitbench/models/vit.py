@@ -1,19 +1,8 @@
 """Vision Transformer in Keras 3 (`keras.ops` and Keras layers only: runs on JAX and TensorFlow).
 
-Layout, initialisers and numerics follow the official `vit_jax/models_vit.py`: pre-LayerNorm
-blocks with epsilon 1e-6, the class token concatenated before the position embedding is added
-(so the position embedding has a row for it), GELU in its tanh form unless `gelu="exact"`, and a
-zero-initialised head. Layer and weight names mirror the official `.npz` keys, so the mapping in
-`vitbench.checkpoints.npz` has no transposes at all.
-
-Inputs are float NHWC images in [-1, 1]; `model(images)` returns float32 logits.
-
-With the class-token classifier (all official checkpoints) the last encoder block computes
-only what the classifier reads: its keys and values for every token, its query, attention
-output, residual, LayerNorm and MLP for the class token alone. Logits, features and gradients
-are those of the full block (tested); ViT-B/16 computes ~7% fewer FLOPs per image, in training
-and inference alike (`zoo.count_macs` still counts the whole block, as timm and the paper do).
-`attention_maps` runs every block whole.
+Layout, initialisers and layer names follow the official `vit_jax/models_vit.py` and its `.npz`
+keys. Inputs are float NHWC images in [-1, 1]; `model(images)` returns float32 logits.
+Design notes: docs/design/models.md.
 """
 
 from __future__ import annotations
@@ -198,6 +187,18 @@ class VisionTransformer(keras.Model):
     `num_classes=0` builds the model without a head; it then returns the pre-logit features.
     Besides `model(images)`, `feature_extractor()` returns pre-logits and logits together and
     `attention_maps(images)` the attention weights of every layer.
+
+    Args:
+        config: the architecture, a `ViTConfig` or a dict of its fields.
+        num_classes: outputs of the zero-initialised head; 0 for no head.
+        image_size: input size in pixels, an int or (height, width).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        ValueError: `num_classes` is not a whole number >= 0; the image size is not a
+            positive int or pair of them, or is smaller than a patch; a config field is
+            invalid.
+        TypeError: `config` is a dict with unknown fields.
     """
 
     def __init__(self, config: ViTConfig | dict, num_classes: int = 1000,
@@ -294,7 +295,22 @@ class VisionTransformer(keras.Model):
 
 def create_model(name_or_config: str | ViTConfig, num_classes: int = 1000,
                  image_size: ImageSize = 224, **overrides) -> VisionTransformer:
-    """A randomly initialised ViT from a zoo name ('vit_b16') or a ViTConfig."""
+    """A randomly initialised ViT from a zoo name ('vit_b16') or a ViTConfig.
+
+    Args:
+        name_or_config: a zoo name (see `vitbench.models.zoo.ZOO`) or a `ViTConfig`.
+        num_classes: outputs of the zero-initialised head; 0 for no head.
+        image_size: input size in pixels, an int or (height, width).
+        **overrides: `ViTConfig` fields to change (e.g. `dropout=0.1`, `remat=True`).
+
+    Returns:
+        The `VisionTransformer`, named after the config.
+
+    Raises:
+        KeyError: an unknown zoo name.
+        TypeError: an override that is not a `ViTConfig` field.
+        ValueError: an invalid field value, class count or image size.
+    """
     from vitbench.models.zoo import get_config
 
     config = (get_config(name_or_config, **overrides) if isinstance(name_or_config, str)

@@ -129,7 +129,20 @@ ZOO = _build_zoo()
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
-    """Zoo config by name (e.g. 'vit_b16'), with optional field overrides."""
+    """Zoo config by name (e.g. 'vit_b16'), with optional field overrides.
+
+    Args:
+        name: a zoo name; case, '-' and '/' are ignored ('ViT-B/16' is 'vit_b16').
+        **overrides: `ViTConfig` fields to change.
+
+    Returns:
+        The `ViTConfig`.
+
+    Raises:
+        KeyError: an unknown name (the message lists the known ones).
+        TypeError: an override that is not a `ViTConfig` field.
+        ValueError: an invalid override value.
+    """
     key = name.lower().replace("-", "_").replace("/", "")
     if key not in ZOO:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(ZOO)}")
@@ -150,7 +163,20 @@ def _architecture(config: ViTConfig):
 
 
 def count_params(config: ViTConfig, image_size: ImageSize = 224, num_classes: int = 1000) -> int:
-    """Exact number of parameters, computed from the shapes (no model is built)."""
+    """Exact number of parameters, computed from the shapes (no model is built).
+
+    Args:
+        config: the architecture.
+        image_size: input size in pixels, an int or (height, width): it sets the number of
+            position embeddings.
+        num_classes: outputs of the head; 0 for no head.
+
+    Returns:
+        The parameter count.
+
+    Raises:
+        ValueError: the image size is not a positive int or pair, or is smaller than a patch.
+    """
     d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
     embedding = p * p * 3 * d + d
     cls_token = d if config.classifier == "token" else 0
@@ -175,6 +201,17 @@ def count_macs(config: ViTConfig, image_size: ImageSize = 224, num_classes: int 
     `count_flops` doubles it. It counts the last block whole, as they do, although
     vitbench's token-classifier models compute it for the class token only (`vitbench.models.vit`;
     ViT-B/16: 7% fewer), so throughput in FLOP/s and MFU compare with other implementations'.
+
+    Args:
+        config: the architecture.
+        image_size: input size in pixels, an int or (height, width).
+        num_classes: outputs of the head; 0 for no head.
+
+    Returns:
+        Multiply-accumulates per image.
+
+    Raises:
+        ValueError: the image size is not a positive int or pair, or is smaller than a patch.
     """
     d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
     rows, cols = config.grid(image_size)
@@ -189,5 +226,17 @@ def count_macs(config: ViTConfig, image_size: ImageSize = 224, num_classes: int 
 
 
 def count_flops(config: ViTConfig, image_size: ImageSize = 224, num_classes: int = 1000) -> int:
-    """Floating-point operations of one forward pass (2 per multiply-accumulate)."""
+    """Floating-point operations of one forward pass (2 per multiply-accumulate).
+
+    Args:
+        config: the architecture.
+        image_size: input size in pixels, an int or (height, width).
+        num_classes: outputs of the head; 0 for no head.
+
+    Returns:
+        FLOPs per image: twice `count_macs`.
+
+    Raises:
+        ValueError: the image size is not a positive int or pair, or is smaller than a patch.
+    """
     return 2 * count_macs(config, image_size, num_classes)

@@ -1,23 +1,9 @@
 """Training on every device through `keras.distribution` (JAX backend).
 
-- One device: nothing to set.
-- Several local devices (GPUs of one host, TPU cores, or virtual CPU devices from
-  `XLA_FLAGS=--xla_force_host_platform_device_count=N`): data parallel, the weights replicated
-  and each global batch split along its first axis (`keras.distribution.DataParallel`).
-- `model_parallel=M`: a (devices / M, M) mesh of axes ("batch", "model"); the weights of every
-  encoder block are split over "model" as in Megatron (query/key/value by heads, the attention
-  output by heads, the MLP's hidden units), everything else replicated, and the batch split
-  over "batch" (`keras.distribution.ModelParallel` with the layout map below). For models whose
-  weights and optimizer state do not fit one device (ViT-H/14); within one host.
-- Several hosts: `keras.distribution.initialize()` first (JAX's `jax.distributed`; the
-  coordinator address, process count and id come from the environment variables
-  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `..._NUM_PROCESSES`, `..._PROCESS_ID`, or from the TPU
-  runtime), then data parallel over the devices of all hosts. Each process reads its own shard
-  of the data and feeds its share of the global batch. Reading the weights is a collective
-  operation, so every process takes part in each save (the others into a scratch folder that
-  is deleted) and reads the weights for each evaluation, which the first process then runs on
-  a copy on its own device while the others wait at the next step. The first process writes
-  the workdir, which must be on a file system every host sees.
+Several local devices: data parallel. `model_parallel=M`: a (devices / M, M) mesh, each encoder
+block's weights split over "model" as in Megatron (`MEGATRON_LAYOUT`), within one host. Several
+hosts: `initialize_hosts` first, then data parallel over every host's devices.
+Design notes: docs/design/training.md.
 """
 
 from __future__ import annotations
@@ -36,7 +22,12 @@ MEGATRON_LAYOUT = {
 
 
 def initialize_hosts() -> None:
-    """Joins the multi-host job (before anything touches a device)."""
+    """Joins the multi-host job (before anything touches a device).
+
+    The coordinator address, process count and id come from the environment
+    (`KERAS_DISTRIBUTION_JOB_ADDRESSES`, `..._NUM_PROCESSES`, `..._PROCESS_ID`) or the TPU
+    runtime (`keras.distribution.initialize`).
+    """
     import jax
     import keras
 
@@ -47,7 +38,22 @@ def initialize_hosts() -> None:
 
 def configure(model_parallel: int = 1, device_count: int | None = None):
     """Sets (and returns) the global distribution for all devices, or the first
-    `device_count`; None on one device."""
+    `device_count`; None on one device.
+
+    Args:
+        model_parallel: devices each encoder block's weights are split over; 1 for data
+            parallelism only.
+        device_count: use only the first this many devices; None for all.
+
+    Returns:
+        The `keras.distribution.DataParallel` or `ModelParallel` now set globally, or None
+        (one device, or a backend other than JAX).
+
+    Raises:
+        ValueError: several devices or model parallelism without the JAX backend; more
+            devices asked for than there are; `model_parallel` with several processes, or
+            not dividing the device count.
+    """
     import keras
 
     if keras.backend.backend() != "jax":
@@ -90,7 +96,17 @@ def configure(model_parallel: int = 1, device_count: int | None = None):
 def local_devices(count: int | None = None):
     """Data parallelism over every local device, or the first `count` (`configure`), for the
     length of a `with` block, which yields the distribution (None on one device); the global
-    distribution that was set before is set again after it."""
+    distribution that was set before is set again after it.
+
+    Args:
+        count: how many devices; None for all.
+
+    Yields:
+        The distribution set for the block, or None on one device.
+
+    Raises:
+        ValueError: `count` is out of range, or over 1 without the JAX backend.
+    """
     import keras
 
     previous = keras.distribution.distribution()
@@ -102,14 +118,25 @@ def local_devices(count: int | None = None):
 
 
 def replicas() -> int:
-    """How many ways the global distribution splits each batch (1 on one device)."""
+    """How many ways the global distribution splits each batch (1 on one device).
+
+    Returns:
+        The size of the global distribution's batch axis; 1 where none is set.
+    """
     import keras
 
     return data_parallel_size(keras.distribution.distribution())
 
 
 def data_parallel_size(distribution) -> int:
-    """How many ways each global batch is split (1 without a distribution)."""
+    """How many ways each global batch is split (1 without a distribution).
+
+    Args:
+        distribution: a `keras.distribution` distribution, or None.
+
+    Returns:
+        The size of its mesh's batch axis; 1 for None.
+    """
     if distribution is None:
         return 1
     mesh = distribution.device_mesh
@@ -117,7 +144,11 @@ def data_parallel_size(distribution) -> int:
 
 
 def process_index_and_count():
-    """(this process's index, number of processes) of a multi-host job; (0, 1) otherwise."""
+    """(this process's index, number of processes) of a multi-host job; (0, 1) otherwise.
+
+    Returns:
+        (index, count) from JAX; (0, 1) on other backends.
+    """
     import keras
 
     if keras.backend.backend() != "jax":
@@ -144,6 +175,14 @@ def local_copy(weights, build):
 
 
 def describe(distribution: object | None) -> str:
+    """The distribution in words, for logs and run records.
+
+    Args:
+        distribution: a `keras.distribution` distribution, or None.
+
+    Returns:
+        "one device", or e.g. "DataParallel over 8 devices (mesh batch=8)".
+    """
     if distribution is None:
         return "one device"
     mesh = distribution.device_mesh

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from vitbench.models.attention import on_cpu
+from vitbench.models import attention
 
 # Micro-batches per call at most: enough to hide the host round-trip, few enough that the
 # progress bar and NaN checks stay timely.
@@ -42,9 +42,19 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
     accelerator; on a CPU the batch halved, as long as it divides the batch and the
     `replicas`, until one replica's share of a pass fits CPU_PASS_BYTES of activation
     (`activation_bytes`). Gradients of the passes are accumulated into one update, which
-    equals the whole batch's up to float rounding."""
+    equals the whole batch's up to float rounding.
+
+    Args:
+        config: the model's `ViTConfig`.
+        image_size: input size in pixels, an int or (height, width).
+        batch_size: images per update.
+        replicas: data-parallel devices the batch is split over.
+
+    Returns:
+        The micro-batch size: `batch_size`, or on a CPU a power-of-two fraction of it.
+    """
     size = batch_size
-    if not on_cpu():
+    if not attention.on_cpu():
         return size
     per_image = activation_bytes(config, image_size)
     while (size // replicas * per_image > CPU_PASS_BYTES and size % 2 == 0
@@ -55,7 +65,18 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
 
 def check_split(batch_size: int, micro_batch_size: int, replicas: int, remedy: str) -> None:
     """Raises unless the micro-batch divides the batch and both split evenly over the
-    `replicas` data-parallel devices; `remedy` (which flags to change) ends the message."""
+    `replicas` data-parallel devices; `remedy` (which flags to change) ends the message.
+
+    Args:
+        batch_size: images per update.
+        micro_batch_size: images per forward/backward pass.
+        replicas: data-parallel devices.
+        remedy: completes "make ..." in the message, e.g. which flags to change.
+
+    Raises:
+        ValueError: the micro-batch is larger than or does not divide the batch, or either
+            does not split evenly over `replicas`.
+    """
     batch, micro = batch_size, micro_batch_size
     if micro > batch or batch % micro:
         raise ValueError(f"micro-batch size {micro} must divide the batch size {batch}")

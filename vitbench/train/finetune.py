@@ -1,16 +1,9 @@
 """Fine-tuning as the ViT paper does it: SGD with momentum 0.9, no weight decay, gradients clipped
 at global norm 1, linear warm-up then cosine decay, softmax cross-entropy on a zero-initialised
-head. A batch is split into micro-batches whose gradients Keras' optimizer accumulates
-(`gradient_accumulation_steps`), so the update equals the full batch's up to float rounding.
+head, micro-batches accumulated into each update, optional Polyak averaging. A run with a
+`workdir` saves there every `checkpoint_every` steps and resumes from its last save.
 
-With `polyak` > 0 the weights evaluated are the exponential moving average of the trained ones
-(Polyak averaging, as the paper's Table 2 ImageNet fine-tunes with 0.9999), kept by Keras'
-optimizer (`use_ema`) and swapped in once, when training ends.
-
-A run with a `workdir` saves its model and optimizer state there every `checkpoint_every`
-steps (atomically) and continues from the last save when started again; the input pipeline is
-a deterministic function of the seed, so it skips the batches already consumed. Training is one
-`fit` call whose epochs are the stretches between saves.
+Design notes: docs/design/training.md.
 """
 
 from __future__ import annotations
@@ -40,7 +33,11 @@ class DivergedError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a fine-tuning run's numbers."""
+    """Everything that decides a fine-tuning run's numbers.
+
+    Raises:
+        ValueError: `batch_size` is not a multiple of `micro_batch_size`.
+    """
 
     lr: float
     steps: int
@@ -192,9 +189,30 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     Resets the global random seeds to `config.seed` first (see `keras.utils.set_random_seed`).
     `verbose` shows a progress bar; `suite_bar` (a `progress.bar`) also advances with it.
 
-    Returns (model, summary): the trained model (restored from `workdir` when resuming) and a
-    dict with the training loss and accuracy (means over the last stretch between saves),
-    steps and images/s.
+    Args:
+        model: the `VisionTransformer` to train, with the task's head; it is compiled here.
+            Where `workdir` holds a saved state, the saved model is restored instead (with
+            this model's remat setting).
+        task: the `vitbench.tasks.Task` whose train pipeline feeds it.
+        split: a role like 'fit' or a split name of the task.
+        config: the run's `TrainConfig` (learning rate, steps, batch, micro-batch, ...).
+        data_dir: the TFDS data dir; None for TFDS' default.
+        workdir: where the training state is saved and resumed from; None saves nothing.
+        checkpoint_every: save every this many steps (0: never).
+        verbose: show a progress bar when nonzero.
+        suite_bar: a `progress.bar` that advances with this run's.
+
+    Returns:
+        (model, summary): the trained model (restored from `workdir` when resuming) and a
+        dict with the training loss and accuracy (means over the last stretch between
+        saves), steps and images/s.
+
+    Raises:
+        DivergedError: the training loss became NaN or infinite.
+        ValueError: `workdir` was saved with another number of micro-batches per update.
+        KeyboardInterrupt: Ctrl-C, raised before the next train-function call (after any
+            save due); running again resumes.
+        KeyError: `task` has no such split.
     """
     # The run's randomness (TF's shuffle seeds mix in the global seed, Keras' generators) is a
     # function of its seed alone, so a resumed run sees the same data as an unbroken one.

@@ -1,24 +1,9 @@
 """Keras' SGD and AdamW whose gradient accumulation, on JAX, costs a pass one addition.
 
-Keras' JAX optimizer accumulates gradients without a conditional around the update: at every
-pass it runs the whole update (clipping, momentum or moments, weights, the Polyak average)
-and then selects the old values unless the pass ends a batch. Two things follow:
-
-- **Cost.** Every pass pays for an update: a few passes over every weight and its optimizer
-  state. On the 2-core CPU (ViT-B/16, fp32, Keras fit, one process) 4 accumulated passes of 8
-  images trained at 0.95x the images/s of updates on batches of 8; with the accumulation
-  here, timed against Keras' alternately in one process, 1.04 and 0.92 against 0.94 and 0.95
-  images/s: no difference this machine's noise lets one see.
-- **The Polyak average.** Keras moves it at every pass, towards unchanged weights between
-  updates, so with k passes per batch it decays k times per update.
-
-Here the pass that does not end a batch only adds its gradients to the accumulators and counts
-itself (`jax.lax.cond` runs one branch). The pass that ends a batch runs Keras' own update
-unchanged, so weights, optimizer state and the learning-rate schedule are Keras' at every
-update, and the average moves once per update, as with the whole batch in one pass (tested).
-Other backends use Keras' accumulation (a conditional around the update), but for the Polyak
-average, which Keras moves there at every pass: here it too moves only at the pass that ends a
-batch (tested on TensorFlow).
+A pass that does not end a batch only adds its gradients to the accumulators; the pass that
+ends it runs Keras' own update. On every backend the Polyak average moves once per update, not
+once per pass. Weights, optimizer state and schedule are Keras' at every update.
+Design notes: docs/design/training.md.
 """
 
 from __future__ import annotations
@@ -70,9 +55,15 @@ class LeanAccumulation:
 
 @keras.saving.register_keras_serializable(package="vitbench")
 class SGD(LeanAccumulation, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` with lean gradient accumulation (see the module docstring)."""
+    """`keras.optimizers.SGD` with lean gradient accumulation (see the module docstring).
+
+    Takes the arguments of `keras.optimizers.SGD`.
+    """
 
 
 @keras.saving.register_keras_serializable(package="vitbench")
 class AdamW(LeanAccumulation, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` with lean gradient accumulation (see the module docstring)."""
+    """`keras.optimizers.AdamW` with lean gradient accumulation (see the module docstring).
+
+    Takes the arguments of `keras.optimizers.AdamW`.
+    """

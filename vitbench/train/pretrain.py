@@ -1,30 +1,10 @@
 """Pretraining a ViT from random initialisation, as the paper does (see `recipes` for the
 settings), on one device or many (`distribute`).
 
-The model is the zoo model with a representation (pre-logits) layer and a head for the
-dataset's classes, trained with AdamW (decoupled weight decay, multiplied by the learning rate
-as flax.optim.Adam does), warm-up then linear or cosine decay, optional global-norm clipping
-and gradient accumulation for batches larger than one pass can hold (`micro_batch_size`).
-Precision: bf16 compute with float32 weights on GPU and TPU, float32 on CPU.
-
-A run lives in its workdir:
-- `pretrain.json`: the run's config (what decides the weights); a workdir holding another is
-  refused, while evaluation settings may change between runs.
-- `checkpoint_<step>.keras` + `state.json` (which names it): model, optimizer state and step,
-  written atomically every `checkpoint_every` steps (see `finetune.save_state`). The input
-  pipeline is a deterministic function of the seed and the step, so a run started again
-  continues from the last save to the same weights as an unbroken run (bit for bit on CPU).
-- `metrics.jsonl`: one JSON line per `log_every` steps (loss and top-1 accuracy averaged over
-  them, learning rate, images/s) and per evaluation (held-out top-1 on the eval split,
-  precision@1 for multi-hot labels, as `classification.top1_accuracy` scores it; k-shot
-  linear accuracy of the recipe's few-shot probes). A resumed run drops the lines written after
-  the last save (it writes them again) and makes an evaluation that the stop cut short, so
-  each step has one line. `tensorboard/` has the training curves
-  (one point per `log_every` steps) when the `tensorboard` package is installed.
-- `final.npz`: the trained weights in the official `.npz` layout, written at the end; that is
-  what `vitbench run --ckpt <workdir>` transfers.
-When a run finishes, a record (config, metrics, the checkpoint's sha256) is appended to
+A run lives in its workdir (`pretrain.json`, checkpoints, `metrics.jsonl`, at the end
+`final.npz`) and resumes from its last save; a finished run's record is appended to
 `<results_dir>/pretrain/records.jsonl`.
+Design notes: docs/design/training.md.
 """
 
 from __future__ import annotations
@@ -272,7 +252,36 @@ def pretrain(pretraining: recipes.Pretraining, workdir, *, results_dir="results"
     """Pretrains (or resumes, or reports a finished run) in `workdir`; returns the record (on
     the first process). `log` takes the messages (default: printed above the progress bar).
     `remat` recomputes each block's activations in the backward pass (same numbers, less
-    memory; it may change between a run and its resumption)."""
+    memory; it may change between a run and its resumption).
+
+    Args:
+        pretraining: the recipe and its task (`recipes.Pretraining`).
+        workdir: the run's folder (made if missing; on a file system every host sees).
+        results_dir: where `pretrain/records.jsonl` gets the finished run's record.
+        micro_batch_size: images per forward/backward pass; None picks one
+            (`execution.pass_size`).
+        data_dir: the TFDS data dir; None for TFDS' default.
+        model_parallel: devices each encoder block's weights are split over (1: data
+            parallel only).
+        resume: continue from a checkpoint in `workdir`; False refuses a workdir with one.
+        verbose: show a progress bar when nonzero.
+        log: called with each message.
+        remat: rematerialise each block in the backward pass.
+
+    Returns:
+        The run's record (config, checkpoint, metrics, ...) on the first process; None on
+        the others, or for a finished run whose record is not in `results_dir`.
+
+    Raises:
+        ValueError: `model_parallel` does not fit the devices; the batch does not split
+            into micro-batches, devices or processes; a folder is unusable; `workdir` holds
+            another run, or a checkpoint while `resume` is False, or was saved with another
+            number of micro-batches per update.
+        vitbench.train.finetune.DivergedError: the training loss became NaN or infinite.
+        KeyboardInterrupt: Ctrl-C, raised before the next train-function call (after any
+            save due); running again resumes.
+        OSError: the task's data is missing or cannot be downloaded.
+    """
     from tqdm.auto import tqdm
 
     recipe, task = pretraining.recipe, pretraining.task

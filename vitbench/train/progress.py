@@ -16,6 +16,19 @@ from tqdm.auto import tqdm
 
 def bar(description: str, total_images: int, done_images: int = 0, position: int = 0,
         leave: bool = True, enabled: bool = True):
+    """A progress bar counting images, on stderr.
+
+    Args:
+        description: the bar's label.
+        total_images: the images the whole run (or suite) trains on.
+        done_images: those already done (a resumed run).
+        position: the bar's line (0: the first), for a run's bar under a suite's.
+        leave: keep the bar on screen when it closes.
+        enabled: False gives a bar that shows nothing.
+
+    Returns:
+        A `tqdm` bar (a context manager).
+    """
     return tqdm(total=total_images, initial=done_images, desc=description, unit="img",
                 unit_scale=True, dynamic_ncols=True, position=position, leave=leave,
                 disable=not enabled, file=sys.stderr, smoothing=0.1)

@@ -19,6 +19,7 @@ import tomllib
 from vitbench import rules
 from vitbench import tasks as tasks_lib
 from vitbench.data import builders  # noqa: F401  (registers vitbench's datasets)
+from vitbench.rules import setting
 from vitbench.train.losses import LOSSES, loss_for_labels
 from vitbench.train.schedules import SCHEDULES
 
@@ -29,58 +30,65 @@ EVALUATION_FIELDS = ("eval_every", "fewshot", "fewshot_shots", "fewshot_seeds")
 ANY_TFDS = "tfds"  # the recipe file of TFDS datasets that have none of their own
 
 
-# Recipe field -> what it must be (steps 0: from epochs).
-RECIPE_RULES = {
-    "epochs": rules.NON_NEGATIVE, "steps": rules.integer(0), "batch_size": rules.integer(1),
-    "lr": rules.NON_NEGATIVE, "warmup_steps": rules.integer(0),
-    "weight_decay": rules.NON_NEGATIVE, "b1": rules.FRACTION, "b2": rules.FRACTION,
-    "epsilon": rules.POSITIVE, "grad_clip_norm": rules.NON_NEGATIVE, "dropout": rules.FRACTION,
-    "resolution": rules.integer(1), "representation": rules.BOOLEAN, "seed": rules.integer(0),
-    "log_every": rules.integer(1), "checkpoint_every": rules.integer(1),
-    "eval_every": rules.integer(1), "fewshot_seeds": rules.integer(1),
-    "fewshot": rules.list_of(rules.TEXT, "'suite/task' names", '["demo/demo_color"]',
-                             may_be_empty=True),
-    "fewshot_shots": rules.list_of(rules.integer(1), "positive integers", "[10, 25]"),
-    **{name: rules.TEXT for name in ("dataset", "model", "lr_decay", "loss", "train_pp",
-                                     "eval_pp", "train_split", "eval_split")},
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Everything that decides a pretraining run's numbers, with the paper's defaults."""
+    """Everything that decides a pretraining run's numbers, with the paper's defaults. Each
+    field is defined once, with its rule and, where `vitbench pretrain` has a flag of the same
+    name, the flag's help."""
 
-    dataset: str
-    model: str = "vit_b16"
-    epochs: float = 90.0
-    steps: int = 0  # 0: epochs x train examples / batch size
-    batch_size: int = 4096
-    lr: float = 0.001
-    warmup_steps: int = 10_000
-    lr_decay: str = "linear"  # a key of vitbench.train.schedules.SCHEDULES
+    dataset: str = setting(rule=rules.TEXT)
+    model: str = setting("vit_b16", rules.TEXT)
+    epochs: float = setting(90.0, rules.NON_NEGATIVE, "Epochs over the train split (paper: 90 "
+                            "for ImageNet-21k, 300 for ImageNet).")
+    steps: int = setting(0, rules.integer(0), "Training steps (default or 0: the recipe's "
+                         "epochs over the train split).")  # 0: epochs x examples / batch
+    batch_size: int = setting(4096, rules.integer(1), "Global batch size (paper: 4096).")
+    lr: float = setting(0.001, rules.NON_NEGATIVE, "Peak learning rate (paper Table 3: 1e-3 "
+                        "ImageNet-21k, 3e-3 ImageNet).")
+    warmup_steps: int = setting(10_000, rules.integer(0),
+                                "Linear warm-up steps (paper: 10000).")
+    # a key of vitbench.train.schedules.SCHEDULES
+    lr_decay: str = setting("linear", rules.TEXT, "Decay after warm-up: linear or cosine.")
     # Decoupled weight decay, multiplied by the learning rate as flax.optim.Adam and Keras'
     # AdamW apply it; on every weight, as the paper's code did.
-    weight_decay: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.999
-    epsilon: float = 1e-8  # flax's default (Keras' is 1e-7)
-    grad_clip_norm: float = 0.0  # global-norm clipping; 0: none
-    dropout: float = 0.0
-    resolution: int = 224
-    representation: bool = True  # a pre-logits layer (Dense + tanh) of the model's width
-    loss: str = ""  # "softmax" or "sigmoid"; "": from the label feature (losses.loss_for_labels)
-    train_pp: str = "inception_crop({resolution})|flip_lr|value_range(-1, 1)"
-    eval_pp: str = "resize({resolution})|value_range(-1, 1)"
+    weight_decay: float = setting(0.1, rules.NON_NEGATIVE, "Decoupled weight decay (paper: "
+                                  "0.03 ImageNet-21k, 0.3 ImageNet).")
+    b1: float = setting(0.9, rules.FRACTION)
+    b2: float = setting(0.999, rules.FRACTION)
+    epsilon: float = setting(1e-8, rules.POSITIVE)  # flax's default (Keras' is 1e-7)
+    grad_clip_norm: float = setting(0.0, rules.NON_NEGATIVE, "Clip gradients at this global "
+                                    "norm (0: off).")
+    dropout: float = setting(0.0, rules.FRACTION, "Dropout rate (paper: 0.1 for ImageNet and "
+                             "ImageNet-21k).")
+    resolution: int = setting(224, rules.integer(1), "Image size (paper: 224).")
+    # a pre-logits layer (Dense + tanh) of the model's width
+    representation: bool = setting(True, rules.BOOLEAN)
+    # "": from the label feature (losses.loss_for_labels)
+    loss: str = setting("", rules.TEXT, "softmax or sigmoid (default: the recipe's, else from "
+                        "the labels).")
+    train_pp: str = setting("inception_crop({resolution})|flip_lr|value_range(-1, 1)",
+                            rules.TEXT)
+    eval_pp: str = setting("resize({resolution})|value_range(-1, 1)", rules.TEXT)
     # TFDS split expressions; "": the `train` / `test` split of the recipe's [data] table.
-    train_split: str = ""
-    eval_split: str = ""
-    seed: int = 0
-    log_every: int = 100  # steps between metric lines (and the fit epochs' length)
-    checkpoint_every: int = 1000  # a multiple of log_every
-    eval_every: int = 5000  # held-out top-1 and few-shot probes; a multiple of log_every
-    fewshot: tuple[str, ...] = ()  # "suite/task" probes of the pre-logit features
-    fewshot_shots: tuple[int, ...] = (10,)
-    fewshot_seeds: int = 1
+    train_split: str = setting("", rules.TEXT, "TFDS split expression to train on (default: "
+                               "the recipe's).")
+    eval_split: str = setting("", rules.TEXT, "TFDS split expression of the held-out top-1 "
+                              "(default: the recipe's).")
+    seed: int = setting(0, rules.integer(0), "Seed of initialisation, data order and "
+                        "augmentation.")
+    # (and the fit epochs' length)
+    log_every: int = setting(100, rules.integer(1), "Steps between metric lines.")
+    checkpoint_every: int = setting(1000, rules.integer(1), "Steps between checkpoints (a "
+                                    "multiple of log_every).")
+    # held-out top-1 and few-shot probes
+    eval_every: int = setting(5000, rules.integer(1), "Steps between evaluations (a multiple "
+                              "of log_every).")
+    # "suite/task" probes of the pre-logit features
+    fewshot: tuple[str, ...] = setting((), rules.list_of(
+        rules.TEXT, "'suite/task' names", '["demo/demo_color"]', may_be_empty=True))
+    fewshot_shots: tuple[int, ...] = setting((10,), rules.list_of(
+        rules.integer(1), "positive integers", "[10, 25]"))
+    fewshot_seeds: int = setting(1, rules.integer(1))
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -106,6 +114,10 @@ class Recipe:
         """The fields that decide the trained weights (all but EVALUATION_FIELDS)."""
         return {key: value for key, value in dataclasses.asdict(self).items()
                 if key not in EVALUATION_FIELDS}
+
+
+# Recipe field -> what it must be.
+RECIPE_RULES = rules.rules_of(Recipe)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,19 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     """The plan as a table: every run, whether it is done (with `force`, none is: all are
     redone), and its cost, with the time it takes at the images/s `speed` measures (called
     only where training images are left); then the tasks whose data is missing (the run
-    would stop on them before training)."""
+    would stop on them before training).
+
+    Args:
+        suite, task_names, ckpt, overrides, sweep, fewshot: as `plan.plan` takes them.
+        results_dir: where the suite's records are read from.
+        speed: measures training images/s on this machine (e.g. `sizing.measure_throughput`).
+        data_dir: the TFDS data dir whose datasets are checked.
+        force: count every run as to do.
+    Returns:
+        The table and its summary, as `vitbench run --dry_run` prints them.
+    Raises:
+        ValueError, KeyError, FileNotFoundError: what `vitbench run` would refuse.
+    """
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     check_checkpoint(ckpt, runs)  # what the run would refuse, the plan refuses
     done = {} if force else records.by_hash(records.read(records.records_path(results_dir,

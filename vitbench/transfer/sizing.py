@@ -25,8 +25,16 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
     where a larger pass is only slower), halved while it divides (and still splits over the
     data-parallel devices), until a step runs.
 
-    `try_step(micro)` runs one training step at that size and raises on out-of-memory; by
-    default it trains the model (rematerialised with `remat`) on zeros.
+    Args:
+        ckpt, task: the model and the task (its batch and resolution) to size for.
+        try_step: `try_step(micro)` runs one training step at that size and raises on
+            out-of-memory; by default it trains the model (rematerialised with `remat`) on
+            zeros.
+    Returns:
+        The micro-batch size.
+    Raises:
+        ValueError: a batch that does not split over the devices; any error of a step that
+            is not out-of-memory, or out-of-memory at a size that cannot be halved.
     """
     check_batches([task])
     model = load_for_task(ckpt, task, remat)

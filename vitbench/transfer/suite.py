@@ -34,7 +34,16 @@ from vitbench.transfer.plan import (
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
             checkpoint_every: int = 0, verbose: int = 0, ckpt_info: dict | None = None,
             suite_bar=None) -> dict:
-    """Trains or probes, evaluates and records one run; returns its record."""
+    """Trains or probes, evaluates and records one run.
+
+    Args:
+        run: the run (`plan.Run`); lr: its learning rate (None for a probe or a head).
+        results_dir: where the record is appended and the run's work folder lives.
+        data_dir, checkpoint_every, verbose, suite_bar: see `methods.RunContext`.
+        ckpt_info: the record's `checkpoint` field (default: the name alone).
+    Returns:
+        The record, as appended to `<results_dir>/runs/<suite>.jsonl`.
+    """
     config = run.config(lr)
     digest = records.config_hash(config)
     workdir = pathlib.Path(results_dir) / "work" / run.suite / digest

@@ -1,13 +1,9 @@
 """`vitbench_demo`: a procedurally rendered dataset in the spirit of dSprites and CLEVR.
 
-Each 32x32 image shows 1 to 4 objects of one shape (square, circle, triangle) and one colour
-(red, green, blue, yellow) on a noisy dark background, each object in its own quadrant.
-Labels: `count` (objects - 1), `shape`, `color`, and `x_position` (which quarter of the
-width the first object's centre falls in); `objects/{x,y,size}` list the objects as CLEVR does.
-Splits: `train`, `validation` and `test` for the transfer tasks, and a ten times larger
-`upstream` split of other draws for pretraining (`vitbench pretrain --dataset demo`).
-Generation needs no download and is deterministic: example i of a split is drawn from a random
-generator seeded with (split, i), so a rebuilt dataset is identical.
+32x32 images of 1 to 4 objects; labels `count`, `shape`, `color`, `x_position`; splits `train`,
+`validation`, `test` and a ten times larger `upstream` for pretraining. Generation needs no
+download and is deterministic (example i of a split is drawn with the seed (split, i)).
+Design notes: docs/design/data.md.
 """
 
 from __future__ import annotations

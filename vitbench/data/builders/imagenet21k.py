@@ -1,14 +1,9 @@
 """`imagenet21k`: ImageNet-21k (Fall 2011 release) from the official archive, as a TFDS dataset.
 
-TFDS has no ImageNet-21k; this builder reads the archive a user downloads from image-net.org
-(an account is needed) and writes one split, `full`, in a fixed shuffled order. vitbench holds
-out its start for evaluation, as big_vision does (configs/bit_i21k.py): `full[:25600]` test,
-`full[25600:51200]` validation, `full[51200:]` training.
-
-Classes are the synsets (WordNet ids, `n01440764`, ...) found in the archive, numbered in sorted
-order. The official ViT ImageNet-21k checkpoints have 21843 outputs from Google's internal copy
-of the dataset; that their order matches this numbering is UNCONFIRMED, so treat a loaded
-21k head as uncalibrated to these labels (fine-tuning replaces it anyway).
+One split, `full`, in a fixed shuffled order: `full[:25600]` test, `full[25600:51200]`
+validation, `full[51200:]` training (`HELD_OUT`). Classes are the archive's synsets in sorted
+order; that this matches the official 21843-way heads is UNCONFIRMED (treat one as uncalibrated).
+Design notes: docs/design/data.md.
 """
 
 from __future__ import annotations
