@@ -1,7 +1,9 @@
 """Run identities must not drift: a refactor that changes a run's config (or its hash) would
 make every recorded run look new and train it again. `data/recorded_configs.json` holds the
 configs and hashes planned by the code of commit 7c4ea57, for every shipped suite with and
-without overrides, and pretraining configs of the shipped recipes."""
+without overrides, and pretraining configs of the shipped recipes. One deliberate change since:
+few-shot probes record their solver (`"solver": "ridge_float64_host"`, issue 29), so probes
+solved on an accelerator in reduced precision are solved again."""
 
 import json
 import pathlib

@@ -33,21 +33,86 @@ def test_ridge_solution_equals_scikit_learn(examples, dimensions):
 def test_sampling_takes_exactly_k_per_class_reproducibly_and_nested():
     labels = np.repeat(np.arange(4), 30)
     np.random.default_rng(0).shuffle(labels)
-    five = fewshot.sample_shots(labels, 5, seed=1, num_classes=4)
-    assert np.bincount(labels[five], minlength=4).tolist() == [5, 5, 5, 5]
+    five, short = fewshot.sample_shots(labels, 5, seed=1, num_classes=4)
+    assert np.bincount(labels[five], minlength=4).tolist() == [5, 5, 5, 5] and short == {}
     assert len(set(five.tolist())) == 20
-    np.testing.assert_array_equal(five, fewshot.sample_shots(labels, 5, 1, 4))
-    assert not np.array_equal(five, fewshot.sample_shots(labels, 5, 2, 4))
-    ten = fewshot.sample_shots(labels, 10, seed=1, num_classes=4)
+    np.testing.assert_array_equal(five, fewshot.sample_shots(labels, 5, 1, 4)[0])
+    assert not np.array_equal(five, fewshot.sample_shots(labels, 5, 2, 4)[0])
+    ten, _ = fewshot.sample_shots(labels, 10, seed=1, num_classes=4)
     assert set(five.tolist()) <= set(ten.tolist())  # the 5-shot set is in the 10-shot set
 
 
-def test_a_class_with_too_few_examples_is_a_clear_error():
+def test_a_class_with_too_few_examples_gives_all_it_has_or_is_refused_when_strict():
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    with pytest.raises(ValueError, match="my_task: class 1 has 2 training example.*fewer than 3"):
-        fewshot.sample_shots(labels, 3, 0, 3, "my_task")
+    chosen, short = fewshot.sample_shots(labels, 3, 0, 3, "my_task")
+    assert np.bincount(labels[chosen]).tolist() == [3, 2, 3] and short == {1: 2}
+    with pytest.raises(fewshot.TooFewShotsError,
+                       match="my_task: class 1 has 2 training example.*fewer than 3"):
+        fewshot.sample_shots(labels, 3, 0, 3, "my_task", strict=True)
     with pytest.raises(ValueError, match=r"my_task: class 1 \(dog\) has 2 training example"):
-        fewshot.sample_shots(labels, 3, 0, 3, "my_task", ["cat", "dog", "eel"])
+        fewshot.sample_shots(labels, 3, 0, 3, "my_task", ["cat", "dog", "eel"], strict=True)
+
+
+def test_the_shortfall_is_reported_per_shot_count_by_class_name():
+    train, test = features(40, 8, classes=4), features(20, 8, classes=4, seed=1)
+    keep = (train[1] != 2) | (np.arange(40) < 12)  # class 2 keeps 3 of its 10 examples
+    train = (train[0][keep], train[1][keep])
+    result = fewshot.evaluate(train, test, 4, (1, 5, 10), 2, 1.0,
+                              class_names=["a", "b", "c", "d"])
+    assert result["short"] == {"5shot": {"c": 3}, "10shot": {"c": 3}}
+    assert "short" not in fewshot.evaluate(train, test, 4, (1, 3), 2, 1.0)
+
+
+def _tf32(values):
+    """float32 rounded to TF32's 10 mantissa bits, as an accelerator's matmul inputs are."""
+    bits = np.asarray(values, np.float32).view(np.uint32)
+    return ((bits + 0x1000) & 0xFFFFE000).view(np.float32)
+
+
+def _ridge_predictions_with_tf32_matmuls(x, y, test_x, classes, l2):
+    """The ridge classifier as a float32 solver on an accelerator computes it by default."""
+    mean, std = x.mean(0), x.std(0) + fewshot.WHITENING_EPSILON
+
+    def design(z):
+        return np.concatenate([(z - mean) / std, np.full((len(z), 1), 100.0)], 1).astype(
+            np.float32)
+
+    def matmul(a, b):
+        return _tf32(a) @ _tf32(b)
+
+    train = design(x)
+    gram = matmul(train, train.T) + l2 * np.eye(len(train), dtype=np.float32)
+    weights = matmul(train.T, np.linalg.solve(gram, 2.0 * np.eye(classes)[y] - 1.0))
+    return np.argmax(matmul(design(test_x), weights), -1)
+
+
+def test_predictions_do_not_depend_on_the_devices_matmul_precision():
+    """One shot of 10 classes in 768 dimensions, classes close together: a solver whose
+    matmuls round to TF32 changes several % of the predictions; ours gives float64's."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    centres = 0.2 * rng.normal(size=(10, 768))
+    y, test_y = np.arange(10), np.arange(2000) % 10
+    x = (centres[y] + rng.normal(size=(10, 768))).astype(np.float32)
+    test_x = (centres[test_y] + rng.normal(size=(2000, 768))).astype(np.float32)
+
+    def predictions():
+        weights, mean, std = fewshot.ridge_weights(x, y, 10, 1024.0)
+        return np.argmax(fewshot._whiten_with_bias(test_x, mean, std) @ weights, -1)
+
+    whitened = (x.astype(np.float64) - x.mean(0, dtype=np.float64)) / (
+        x.astype(np.float64).std(0) + fewshot.WHITENING_EPSILON)
+    reference = Ridge(alpha=1024.0, fit_intercept=False, solver="cholesky").fit(
+        np.concatenate([whitened, np.full((10, 1), 100.0)], 1), 2.0 * np.eye(10)[y] - 1.0)
+    test_design = np.concatenate([(test_x - x.mean(0, dtype=np.float64)) / (
+        x.astype(np.float64).std(0) + fewshot.WHITENING_EPSILON), np.full((2000, 1), 100.0)], 1)
+    expected = np.argmax(reference.predict(test_design), -1)
+    np.testing.assert_array_equal(predictions(), expected)
+    with jax.default_matmul_precision("bfloat16"):  # the lowest JAX offers
+        np.testing.assert_array_equal(predictions(), expected)
+    flipped = np.mean(_ridge_predictions_with_tf32_matmuls(x, y, test_x, 10, 1024.0) != expected)
+    assert flipped > 0.01  # the case is one where the precision of the solve matters
 
 
 def test_separable_features_are_classified_and_chance_is_not():
@@ -145,3 +210,93 @@ def test_probes_read_the_pre_logits_layer_of_a_checkpoint_that_has_one(tmp_path,
         resolution=16, shots=(1,))) if run.method == "fewshot"]
     record = running.execute(probe, None, tmp_path, demo_data_dir)
     assert record["features"]["dimensions"] == 24  # the tanh pre-logits, not the 64-wide pool
+
+
+@pytest.mark.slow
+def test_the_whole_fewshot_suite_runs_with_classes_short_of_k(tmp_path, capsys, monkeypatch):
+    """Mocked data has a few images of each class: every probe runs to the end, using what a
+    short class has, and records (and shows) which classes were short at which k."""
+    from conftest import mock_tfds
+
+    from vitbench import cli, records
+
+    monkeypatch.setenv("VITBENCH_CACHE", str(tmp_path / "cache"))
+    flags = ["run", "--suite=fewshot", "--ckpt=scratch:vit_mu8", "--resolution=16",
+             "--batch_size=32", "--shots=1,5", f"--results_dir={tmp_path}"]
+    with mock_tfds(num_examples=40):
+        assert cli.main(flags) == 0
+    saved = records.read(records.records_path(tmp_path, "fewshot"))
+    assert len(saved) == 6 and {r["status"] for r in saved} == {"finished"}  # no imagenet
+    cars = next(r for r in saved if r["config"]["task"] == "cars196")
+    short = cars["metrics"]["short"]["5shot"]  # 196 classes, 40 images: every class is short
+    assert len(short) == 196 and all(0 <= used < 5 for used in short.values())
+    assert cars["config"]["solver"] == "ridge_float64_host"
+    assert cars["precision"] == "float32"
+    board = (tmp_path / "fewshot.md").read_text()
+    assert "†" in board and "classes short of k †" in board
+
+
+def _folder_task(root, name, broken=False):
+    """A folder task: classes a, b, c with 4 training and 2 test images each; `broken`
+    replaces one training image with bytes that do not decode."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 4), ("test", 2)]:
+        for label in "abc":
+            folder = root / name / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    if broken:
+        (root / name / "train" / "b" / "0.png").write_bytes(b"not a png")
+    return (f'[[task]]\nname = "{name}"\ngroup = "custom"\nsource = "folder"\n'
+            f'dataset = "{root / name}"\nnum_classes = 3\n'
+            'splits = { train = "train", test = "test" }\n')
+
+
+@pytest.mark.slow
+def test_a_failing_probe_does_not_stop_the_others_and_is_retried(tmp_path, capsys,
+                                                                  monkeypatch):
+    from vitbench import cli, records
+    from vitbench.transfer import suite as running
+
+    monkeypatch.setenv("VITBENCH_CACHE", str(tmp_path / "cache"))
+    suite = tmp_path / "mine.toml"
+    suite.write_text('name = "mine"\n[protocol]\nmethod = "fewshot"\nresolution = 8\n'
+                     'batch_size = 4\nshots = [1, 2]\nseeds = 2\ntest_split = "test"\n'
+                     + _folder_task(tmp_path, "first", broken=True)
+                     + _folder_task(tmp_path, "second"))
+    flags = ["run", f"--suite={suite}", "--ckpt=scratch:vit_mu8", f"--results_dir={tmp_path}"]
+    assert cli.main(flags) == 1
+    err = capsys.readouterr().err
+    assert "1 of the suite's runs failed" in err and "first few-shot" in err
+    assert [r["config"]["task"] for r in records.read(
+        records.records_path(tmp_path, "mine"))] == ["second"]
+    noted, = records.read(running.failures_path(tmp_path, "mine"))
+    assert noted["config"]["task"] == "first" and "Error" in noted["error"]
+    assert (tmp_path / "mine_fewshot.md").exists() or (tmp_path / "mine.md").exists()
+    _folder_task(tmp_path / "fixed", "first")  # a good copy of the images, put in place
+    import shutil
+
+    shutil.copy(tmp_path / "fixed" / "first" / "train" / "b" / "0.png",
+                tmp_path / "first" / "train" / "b" / "0.png")
+    assert cli.main(flags) == 0  # the failed probe runs again, the finished one is skipped
+    out = capsys.readouterr().out
+    assert "second few-shot: done" in out and "1 runs finished" in out
+
+
+@pytest.mark.slow
+def test_strict_shots_refuses_a_class_short_of_k(tmp_path, capsys, monkeypatch):
+    from vitbench import cli
+
+    monkeypatch.setenv("VITBENCH_CACHE", str(tmp_path / "cache"))
+    suite = tmp_path / "mine.toml"
+    suite.write_text('name = "mine"\n[protocol]\nmethod = "fewshot"\nresolution = 8\n'
+                     'batch_size = 4\nshots = [5]\nseeds = 1\ntest_split = "test"\n'
+                     + _folder_task(tmp_path, "few"))
+    flags = ["run", f"--suite={suite}", "--ckpt=scratch:vit_mu8", f"--results_dir={tmp_path}"]
+    assert cli.main(flags + ["--strict_shots"]) == 1
+    assert "class 0 (a) has 4 training example(s), fewer than 5" in capsys.readouterr().err
+    assert cli.main(flags) == 0

@@ -244,3 +244,23 @@ def test_leaderboard_command_and_empty_results(tmp_path, capsys):
         "record x is not a run record (no suite, ckpt, phase, seed, lr); skipped",
         "record y is not a run record (no config); skipped"]
     assert str(tmp_path / "demo.md") in capsys.readouterr().out
+
+
+def test_a_probe_with_a_class_short_of_k_is_marked_and_the_class_named(tmp_path):
+    """The 5-shot cell of a probe where class 'dog' had 3 training images gets a †, its
+    1-shot cell none, and the run's settings name the class and its count."""
+    def probe(short):
+        metrics = {"1shot": 0.3, "5shot": 0.4, "seeds": {"1shot": [0.3], "5shot": [0.4]},
+                   "train_examples": 50, "test_examples": 20, **short}
+        return record("demo", "demo_shape", metrics, lr=None, method="fewshot", shots=[1, 5],
+                      seeds=1, l2_reg=1024.0)
+
+    write_records(tmp_path, "demo", [probe({"short": {"5shot": {"dog": 3}}})])
+    publish.write_all(tmp_path, GENERATED)
+    page = (tmp_path / "demo_fewshot.md").read_text()
+    row = table(page)[0]
+    assert row["Shape 5-shot"] == "40.00†" and row["Shape 1-shot"] == "30.00"
+    assert "5shot: dog (3)" in page and "classes short of k †" in page
+    write_records(tmp_path, "demo", [probe({})])
+    publish.write_all(tmp_path, GENERATED)
+    assert "†" not in table((tmp_path / "demo_fewshot.md").read_text())[0]["Shape 5-shot"]

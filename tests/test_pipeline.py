@@ -403,3 +403,17 @@ def test_prepare_readies_a_suites_data_ahead_of_an_offline_run(tmp_path, monkeyp
     task = tasks.load_suite(str(suite_file)).task("tiny_downloadable")
     assert sources.status(task, str(data_dir)).state == sources.READY
     assert sources.num_examples(task, "train", str(data_dir)) == 4
+
+
+@pytest.mark.parametrize("resolution,margin", [(224, 256), (384, 439)])
+def test_few_shot_images_are_cropped_from_a_resize_that_follows_the_resolution(resolution,
+                                                                              margin):
+    """big_vision resizes to 256 and crops 224; at --resolution 384 the resize grows with it
+    (a 384 crop of a 256 resize cannot be taken)."""
+    from vitbench.transfer.plan import Overrides
+
+    task = Overrides(resolution=resolution).apply(tasks.load_suite("fewshot").task("dtd"))
+    assert task.pp("eval").startswith(f"decode|resize({margin})|central_crop({resolution})|")
+    with mock_tfds(num_examples=2):
+        batch = next(pipeline.as_numpy(pipeline.eval_dataset(task, "test", 2)))
+    check_batch(batch, task, 2, resolution)

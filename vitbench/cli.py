@@ -11,7 +11,7 @@ from vitbench import commands
 
 PROG = "vitbench"
 # Raised for unknown names, bad values, missing or corrupt files and failed downloads.
-USER_ERRORS = (LookupError, ValueError, OSError)
+USER_ERRORS = (LookupError, ValueError, OSError, RuntimeError)
 
 
 def usage() -> str:

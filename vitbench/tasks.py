@@ -80,9 +80,12 @@ class Protocol:
                 "resolution": self.resolution, "polyak": self.polyak, "l2_reg": self.l2_reg}
 
     def pp(self, phase: str) -> str:
-        """The train or eval preprocessing spec with `{resolution}` filled in."""
+        """The train or eval preprocessing spec with `{resolution}` filled in, and
+        `{crop_margin}`: the resolution x 256/224, the size a centre crop of the resolution is
+        taken from (256 for 224 px, 439 for 384 px)."""
         template = {"train": self.train_pp, "eval": self.eval_pp}[phase]
-        return template.format(resolution=self.resolution)
+        return template.format(resolution=self.resolution,
+                               crop_margin=round(self.resolution * 256 / 224))
 
 
 @dataclasses.dataclass(frozen=True)

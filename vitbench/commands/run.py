@@ -42,6 +42,10 @@ def _define(fv):
                          "suite's) unless --resolution says otherwise; its head must have the "
                          "task's classes. No few-shot probes; training flags are refused.",
                          flag_values=fv)
+    flags.DEFINE_boolean("strict_shots", False, "Few-shot: refuse a probe where a class has "
+                         "fewer training images than k (default: use all it has, as big_vision "
+                         "does, and note the shortfall in the record and on the board).",
+                         flag_values=fv)
     flags.DEFINE_boolean("force", False, "Redo runs that are already recorded.", flag_values=fv)
     flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost; train nothing.",
                          flag_values=fv)
@@ -57,12 +61,12 @@ def overrides_from(fv):
     return Overrides(**options.setting_values(fv, Protocol, OVERRIDABLE),
                      micro_batch_size=None if micro == options.AUTO else micro,
                      seed=fv.seed, repeats=fv.repeats, remat=fv.remat,
-                     as_released=fv.as_released)
+                     as_released=fv.as_released, strict_shots=fv.strict_shots)
 
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.
 TRAINING_FLAGS = ("steps", "warmup_steps", "lrs", "polyak", "shots", "sweep", "repeats", "remat",
-                  "checkpoint_every")
+                  "checkpoint_every", "strict_shots")
 
 
 @command("run", _define)
@@ -109,12 +113,18 @@ def run(fv):
             print(report.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
                                        fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
             return 0
-        finished = suite_runner.run_suite(
-            suite, fv.tasks, fv.ckpt, overrides, fv.results_dir, sweep=fv.sweep,
-            data_dir=fv.data_dir, force=fv.force, checkpoint_every=fv.checkpoint_every,
-            fewshot=fv.fewshot)
+        failed = None
+        try:
+            finished = suite_runner.run_suite(
+                suite, fv.tasks, fv.ckpt, overrides, fv.results_dir, sweep=fv.sweep,
+                data_dir=fv.data_dir, force=fv.force, checkpoint_every=fv.checkpoint_every,
+                fewshot=fv.fewshot)
+        except suite_runner.RunsFailed as error:  # the others ran: their boards, then fail
+            finished, failed = error.finished, error
     print(f"{len(finished)} runs finished; records in "
           f"{records.records_path(fv.results_dir, suite.name)}")
     tables = [path for path in publish.write_all(fv.results_dir) if path.suffix == ".md"]
     print("leaderboards: " + ", ".join(str(path) for path in tables))
+    if failed is not None:
+        raise failed  # the command exits 1, naming each failed run
     return 0

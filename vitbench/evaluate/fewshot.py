@@ -19,6 +19,7 @@ from vitbench.checkpoints.download import cache_dir
 from vitbench.evaluate import prediction
 
 BIAS_FEATURE = 100.0
+SOLVER = "ridge_float64_host"  # in a probe's config: how its classifiers were solved
 WHITENING_EPSILON = 1e-5
 
 
@@ -74,61 +75,75 @@ def cached(key: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str,
     return arrays
 
 
+class TooFewShotsError(ValueError):
+    """A class has fewer training examples than the shots asked for (strict sampling)."""
+
+
 def sample_shots(labels: np.ndarray, shots: int, seed: int, num_classes: int,
-                 task_name: str = "task", class_names=None) -> np.ndarray:
+                 task_name: str = "task", class_names=None, strict: bool = False
+                 ) -> tuple[np.ndarray, dict[int, int]]:
     """Indices of `shots` examples of every class, drawn with `seed` (nested across shots).
-    `class_names` (by class id) name a class that has too few."""
+
+    A class with fewer examples contributes all it has, as big_vision's few-shot evaluator
+    does; with `strict` it is refused instead.
+
+    Returns:
+        (indices, {class id: examples it has} of the classes with fewer than `shots`).
+    Raises:
+        TooFewShotsError: with `strict`, a class has too few (named by `class_names`).
+    """
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen, short = [], {}
     for label in range(num_classes):
         indices = np.flatnonzero(labels == label)
         if len(indices) < shots:
-            named = f" ({class_names[label]})" if class_names else ""
-            raise ValueError(
-                f"{task_name}: class {label}{named} has {len(indices)} training example(s), fewer "
-                f"than {shots} shots; use fewer shots (--shots) or a larger train split")
+            if strict:
+                named = f" ({class_names[label]})" if class_names else ""
+                raise TooFewShotsError(
+                    f"{task_name}: class {label}{named} has {len(indices)} training example(s), "
+                    f"fewer than {shots} shots; use fewer shots (--shots) or a larger train "
+                    "split, or leave out --strict_shots to use what such a class has")
+            short[label] = len(indices)
         chosen.append(rng.permutation(indices)[:shots])
-    return np.concatenate(chosen)
+    return np.concatenate(chosen), short
 
 
-def _whiten_with_bias(x, mean, std):
-    from keras import ops
-
+def _whiten_with_bias(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     x = (x - mean) / std
-    return ops.concatenate([x, ops.full((ops.shape(x)[0], 1), BIAS_FEATURE, x.dtype)], axis=1)
+    return np.concatenate([x, np.full((len(x), 1), BIAS_FEATURE, x.dtype)], axis=1)
 
 
 def ridge_weights(train_x, train_y, num_classes: int, l2_reg: float):
-    """(W, mean, std): the ridge solution on whitened features with a bias feature."""
-    from keras import ops
+    """(W, mean, std): the ridge solution on whitened features with a bias feature.
 
-    x = ops.convert_to_tensor(train_x, "float32")
-    mean, std = ops.mean(x, axis=0), ops.std(x, axis=0) + WHITENING_EPSILON
+    Solved in float64 on the host, whatever the device: the intercept is a sum of nearly
+    cancelling terms, which an accelerator's reduced-precision (TF32) matmuls get wrong.
+    """
+    x = np.asarray(train_x, np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0) + WHITENING_EPSILON
     x = _whiten_with_bias(x, mean, std)
-    targets = 2.0 * ops.one_hot(ops.convert_to_tensor(train_y, "int32"), num_classes) - 1.0
+    targets = 2.0 * np.eye(num_classes)[np.asarray(train_y, np.int64)] - 1.0
     examples, dimensions = x.shape
     if examples >= dimensions:
-        gram = ops.matmul(ops.transpose(x), x) + l2_reg * ops.eye(dimensions)
-        weights = ops.solve(gram, ops.matmul(ops.transpose(x), targets))
+        gram = x.T @ x + l2_reg * np.eye(dimensions)
+        weights = np.linalg.solve(gram, x.T @ targets)
     else:
-        gram = ops.matmul(x, ops.transpose(x)) + l2_reg * ops.eye(examples)
-        weights = ops.matmul(ops.transpose(x), ops.solve(gram, targets))
+        gram = x @ x.T + l2_reg * np.eye(examples)
+        weights = x.T @ np.linalg.solve(gram, targets)
     return weights, mean, std
 
 
 def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: float) -> float:
     """Accuracy on the test features of the ridge classifier fitted to the train features."""
-    from keras import ops
-
     weights, mean, std = ridge_weights(train_x, train_y, num_classes, l2_reg)
-    test = _whiten_with_bias(ops.convert_to_tensor(test_x, "float32"), mean, std)
-    predicted = ops.argmax(ops.matmul(test, weights), axis=-1)
-    return float(np.mean(np.asarray(predicted) == np.asarray(test_y)))
+    test = _whiten_with_bias(np.asarray(test_x, np.float64), mean, std)
+    predicted = np.argmax(test @ weights, axis=-1)
+    return float(np.mean(predicted == np.asarray(test_y)))
 
 
 def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
-             task_name: str = "task", class_names=None) -> dict:
+             task_name: str = "task", class_names=None, strict: bool = False) -> dict:
     """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}.
 
     Args:
@@ -140,22 +155,30 @@ def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
         l2_reg: the ridge regulariser (the few-shot protocol's default: 2^10).
         task_name: names the task in an error.
         class_names: by class id; names a class that has too few examples.
+        strict: refuse a class with fewer than k training examples (default: use all it has).
 
     Returns:
         {'<k>shot': mean accuracy, 'seeds': {'<k>shot': [accuracy per seed]},
-        'train_examples': N, 'test_examples': test examples}.
+        'train_examples': N, 'test_examples': test examples}, and where a class had fewer
+        than k training examples, 'short': {'<k>shot': {class: examples used}} (a class by
+        its name where `class_names` gives one, else its id).
 
     Raises:
-        ValueError: a class has fewer than k training examples.
+        TooFewShotsError: with `strict`, a class has fewer than k training examples.
     """
-    metrics, per_seed = {}, {}
+    metrics, per_seed, shortfall = {}, {}, {}
     for k in shots:
         scores = []
         for seed in range(seeds):
-            chosen = sample_shots(train[1], k, seed, num_classes, task_name, class_names)
+            chosen, short = sample_shots(train[1], k, seed, num_classes, task_name,
+                                         class_names, strict)
             scores.append(ridge_accuracy(train[0][chosen], train[1][chosen], test[0], test[1],
                                          num_classes, l2_reg))
+        if short:
+            shortfall[f"{k}shot"] = {
+                str(class_names[label] if class_names else label): used
+                for label, used in short.items()}
         metrics[f"{k}shot"] = float(np.mean(scores))
         per_seed[f"{k}shot"] = scores
     return {**metrics, "seeds": per_seed, "train_examples": int(len(train[1])),
-            "test_examples": int(len(test[1]))}
+            "test_examples": int(len(test[1])), **({"short": shortfall} if shortfall else {})}

@@ -55,6 +55,12 @@ class Cell:
         """How many of the seeds' runs diverged."""
         return sum(r.get("status") == "diverged" for r in self.runs.values())
 
+    def short(self, metric: str) -> dict[str, int]:
+        """Classes with fewer training images than a few-shot metric's k: {class: images
+        used}, over the seeds' runs (none for other metrics)."""
+        return {name: used for r in self.runs.values()
+                for name, used in r["metrics"].get("short", {}).get(metric, {}).items()}
+
     @property
     def lrs(self) -> list[float]:
         return [r["config"]["lr"] for r in self.runs.values()]

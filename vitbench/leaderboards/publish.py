@@ -23,7 +23,9 @@ Few-shot linear accuracy (%) on each task's test split: a ridge-regression class
 frozen checkpoint's pre-logit features of k training images per class (mean ± std over the
 run's sampling seeds where there are several runs; each run already averages its seeds). Rows
 are ranked by the mean of their cells; `(partial k/n)` marks a shot count's mean over the k of
-n tasks recorded so far. The `#` links to the settings of each run."""}
+n tasks recorded so far. `†`: a class had fewer than k training images, and all of them were
+used, as big_vision does (the run's settings name the classes and how many they had). The `#`
+links to the settings of each run."""}
 
 
 def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],

@@ -122,12 +122,16 @@ def _display_columns(board: Board) -> list[tuple[str, Column | None, str | None]
     return out
 
 
-def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0) -> str:
+SHORT_MARK = "†"  # a few-shot cell where a class had fewer training images than k
+
+
+def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0,
+               short=False) -> str:
     """A cell: mean, ± std over seeds, how many of the seeds diverged (the mean is of the
-    others), partial means, the delta to the paper."""
+    others), partial means, the delta to the paper; `SHORT_MARK` where a class was short."""
     if value is None:
         return "diverged" if diverged else MISSING
-    text = _fmt(value)
+    text = _fmt(value) + (SHORT_MARK if short else "")
     if std is not None:
         text += f" ± {std:.2f}"
     if diverged:
@@ -158,7 +162,8 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
                 display[header] = _cell_text(value, delta, std, cell.diverged if cell else 0,
-                                             seeds=len(seeds))
+                                             seeds=len(seeds),
+                                             short=bool(cell and cell.short(column.metric)))
                 numeric[header] = value
                 numeric[f"{header} seeds"] = len(seeds)
             else:
@@ -209,11 +214,15 @@ def _finetune_details(column, cell, runs, config) -> dict:
 
 def _fewshot_details(column, cell, runs, config) -> dict:
     metrics = runs[0]["metrics"]
+    short = {f"{k}": classes for r in runs for k, classes in r["metrics"].get("short", {}).items()}
     return {"task": column.title.rsplit(" ", 1)[0],
             "shots": ", ".join(str(k) for k in config["shots"]),
             "seeds": config["seeds"], "l2": f"{config['l2_reg']:g}", "px": config["resolution"],
             "examples (train / test)": f"{metrics.get('train_examples')} / "
-                                       f"{metrics.get('test_examples')}"}
+                                       f"{metrics.get('test_examples')}",
+            f"classes short of k {SHORT_MARK}": "; ".join(
+                f"{k}: " + ", ".join(f"{name} ({used})" for name, used in sorted(classes.items()))
+                for k, classes in short.items()) or "-"}
 
 
 def _as_released_details(column, cell, runs, config) -> dict:

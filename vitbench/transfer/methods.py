@@ -107,7 +107,7 @@ class FewShotProbe(Method):
     def settings(self, run, lr):
         p = run.task.protocol
         return {"lr": None, "shots": list(p.shots), "l2_reg": p.l2_reg, "seeds": p.seeds,
-                "features": "pre_logits"}
+                "features": "pre_logits", "solver": fewshot.SOLVER}
 
     def tag(self, run, lr):
         return "few-shot"
@@ -144,7 +144,7 @@ class FewShotProbe(Method):
         extracted = time.perf_counter() - start
         metrics = fewshot.evaluate(train, test, run.task.num_classes, p.shots, p.seeds,
                                    p.l2_reg, run.task.name,
-                                   sources.class_names(run.task, data_dir))
+                                   sources.class_names(run.task, data_dir), run.strict_shots)
         return {"status": "finished", "error": None, "metrics": metrics,
                 "features": {"computed": computed, "seconds": extracted,
                              "dimensions": int(train[0].shape[1])}}

@@ -16,6 +16,7 @@ from vitbench.transfer.methods import METHODS
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
 # (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published.
 DEFAULT_SWEEP = (0.001, 0.003, 0.01, 0.03)
+PROBE_PRECISION = "float32"  # few-shot features, whatever the device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Overrides:
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
     as_released: bool = False  # score the checkpoint's own head instead of fine-tuning
+    strict_shots: bool = False  # refuse a probe whose class has fewer than k training images
 
     def __post_init__(self):
         for key, value in self.changes.items():  # as a suite file's values are checked
@@ -74,6 +76,7 @@ class Run:
     ckpt_sha256: str | None = None  # content of a local checkpoint file (`identity.content_key`)
     data_sha256: str | None = None  # a folder or CSV task's files (`sources.fingerprint`)
     remat: bool = False  # rematerialised blocks: less memory, the same numbers (not in config)
+    strict_shots: bool = False  # a probe refuses a class short of k (not in config)
     # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
     # the leaderboards: the row of a run whose settings differ (not in config).
     defaults: tuple[tuple[str, object], ...] = ()
@@ -163,8 +166,11 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     for task in probes:
         probe = overrides.apply(task)
         check_batches([probe], overrides.micro_batch_size)
+        # Probe features are extracted in float32 on every device (bf16 features would make
+        # a checkpoint's few-shot numbers depend on the machine).
         runs += [Run(suite.name, probe, ckpt, "final", None, overrides.micro_batch_size, seed,
-                     precision, ckpt_sha256, data_sha256=sources.fingerprint(task),
+                     PROBE_PRECISION, ckpt_sha256, data_sha256=sources.fingerprint(task),
+                     strict_shots=overrides.strict_shots,
                      defaults=tuple(task.protocol.settings().items()))
                  for seed in probe_seeds]
     return runs

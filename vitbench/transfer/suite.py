@@ -31,6 +31,22 @@ from vitbench.transfer.plan import (
 )
 
 
+class RunsFailed(RuntimeError):
+    """Runs of a suite failed; the others ran. `finished` holds the records of those that
+    finished, `failures` one entry per failed run (also in `<results_dir>/failed/`)."""
+
+    def __init__(self, finished: list[dict], failures: list[dict]):
+        self.finished, self.failures = finished, failures
+        lines = [f"{failure['label']}: {failure['error']}" for failure in failures]
+        super().__init__(f"{len(failures)} of the suite's runs failed (the others ran; "
+                         "running the command again retries them):\n  " + "\n  ".join(lines))
+
+
+def failures_path(results_dir, suite: str) -> pathlib.Path:
+    """Where a suite's failed runs are noted, one JSON line each (never read as records)."""
+    return pathlib.Path(results_dir) / "failed" / f"{suite}.jsonl"
+
+
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
             checkpoint_every: int = 0, verbose: int = 0, ckpt_info: dict | None = None,
             suite_bar=None) -> dict:
@@ -89,11 +105,16 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     run bar below it shows the current run's step, loss and accuracy. Processes may share a
     results dir: each run is claimed first (`claimed`), and one claimed elsewhere is skipped.
 
+    A run that fails (its data cannot be read, a probe refused by `--strict_shots`, out of
+    memory, ...) is noted in `failures_path` and the suite goes on; it is not recorded, so
+    the next call tries it again.
+
     Returns:
         The records of the runs this call finished.
     Raises:
         ValueError, KeyError, FileNotFoundError: a bad plan, checkpoint or results dir, before
             any training; `sources.ManualDownloadError`: data that cannot be had.
+        RunsFailed: at the end, when runs failed.
     """
     runs = plan(suite, task_names, ckpt, overrides, sweep, fewshot)
     check_checkpoint(ckpt, runs)
@@ -105,7 +126,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     total = sum(images(run) for run in to_do)  # none for few-shot probes: no bar
     suite_bar = progress.bar(f"{suite.name} suite", total, enabled=bool(verbose and total))
     log = log or suite_bar.write
-    ckpt_info, finished = None, []
+    ckpt_info, finished, failures = None, [], []
     with suite_bar:
         for number, run in enumerate(runs, 1):
             if not force:  # runs that other processes on this results dir have finished
@@ -131,13 +152,30 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                 log(f"{label}: {METHODS[run.method].doing(run)} at "
                     f"{run.task.protocol.resolution} px")
                 ckpt_info = ckpt_info or identity.checkpoint_id(ckpt)
-                record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
-                                 ckpt_info, suite_bar if verbose else None)
+                try:
+                    record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
+                                     ckpt_info, suite_bar if verbose else None)
+                except Exception as error:  # noqa: BLE001  (noted; the other runs go on)
+                    failures.append(_note_failure(results_dir, run, lr, digest, label, error))
+                    log(f"{label}: failed: {type(error).__name__}: {error}")
+                    continue
             finished.append(record)
             speed = record.get("train", {}).get("images_per_second")
             log(f"{label}: {run.eval_split} {describe_result(record)}"
                 + (f" ({speed:.1f} images/s)" if speed else ""))
+    if failures:
+        raise RunsFailed(finished, failures)
     return finished
+
+
+def _note_failure(results_dir, run: Run, lr, digest: str, label: str, error: Exception
+                  ) -> dict:
+    """Appends a failed run's error to `failures_path`; returns the note."""
+    note = {"config_hash": digest, "config": run.config(lr), "label": label,
+            "error": f"{type(error).__name__}: {error}",
+            "failed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    records.append(failures_path(results_dir, run.suite), note)
+    return note
 
 
 @contextlib.contextmanager
