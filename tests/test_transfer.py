@@ -747,3 +747,10 @@ def test_offline_a_checkpoint_not_in_the_cache_is_refused_before_any_work(tmp_pa
         assert f"{url} is not in the cache and VITBENCH_OFFLINE is set" in err
         assert str(download.cached_path(url)) in err and "training" not in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_dry_run_gives_a_short_plan_its_time_in_seconds(tmp_path):
+    text = report.describe_plan(tasks.load_suite("demo"), ["demo_shape"], "scratch:vit_mu8",
+                                plan.Overrides(), tmp_path, speed=lambda: 2000.0,
+                                fewshot=False)
+    assert "19,200 training images to go, about 10 s at the 2000.0 images/s" in text

@@ -61,7 +61,8 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     images_per_second = speed() if speed and todo_images else None
     if images_per_second:
         hours = todo_images / images_per_second / 3600
-        took = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+        took = (f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+                if hours * 60 >= 1 else f"{hours * 3600:.0f} s")
         summary += (f", about {took} at the {images_per_second:.1f} images/s measured for "
                     f"{ckpt} on this machine")
     blocked = [state.detail for state in (sources.status(task, data_dir)
