@@ -264,3 +264,18 @@ def test_a_probe_with_a_class_short_of_k_is_marked_and_the_class_named(tmp_path)
     write_records(tmp_path, "demo", [probe({})])
     publish.write_all(tmp_path, GENERATED)
     assert "†" not in table((tmp_path / "demo_fewshot.md").read_text())[0]["Shape 5-shot"]
+
+
+def test_a_later_probe_keeps_the_shortfall_of_the_shot_counts_it_does_not_replace():
+    from vitbench.leaderboards import collect
+
+    def probe(shots, short, **metrics):
+        return record("demo", "demo_shape", {**metrics, "seeds": {k: [v] for k, v in
+                                                                  metrics.items()}, **short},
+                      lr=None, method="fewshot", shots=shots)
+
+    first = probe([1, 25], {"short": {"25shot": {"dog": 20}}}, **{"1shot": 0.3, "25shot": 0.6})
+    cell = collect.collect([first, probe([1], {}, **{"1shot": 0.4})])
+    assert next(iter(cell.values()))["demo_shape"].short("25shot") == {"dog": 20}
+    cell = collect.collect([first, probe([25], {}, **{"25shot": 0.7})])
+    assert next(iter(cell.values()))["demo_shape"].short("25shot") == {}

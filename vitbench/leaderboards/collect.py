@@ -157,9 +157,16 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
 
 def _merged_probes(earlier: dict, later: dict) -> dict:
     """Two few-shot records of one row, task and seed as one: each shot count's result from
-    the later record that has it (a `--shots 5` probe replaces the 5-shot cell only)."""
+    the later record that has it (a `--shots 5` probe replaces the 5-shot cell only), and
+    each shot count's shortfall from the record its result came from."""
+    replaced = {f"{k}shot" for k in later["config"].get("shots", ())}
+    short = {metric: classes for metric, classes in earlier["metrics"].get("short", {}).items()
+             if metric not in replaced}
+    short.update(later["metrics"].get("short", {}))
     metrics = {**earlier["metrics"], **later["metrics"],
                "seeds": {**earlier["metrics"].get("seeds", {}),
                          **later["metrics"].get("seeds", {})}}
+    metrics.pop("short", None)
+    metrics.update({"short": short} if short else {})
     shots = sorted(set(earlier["config"].get("shots", ())) | set(later["config"].get("shots", ())))
     return {**later, "metrics": metrics, "config": {**later["config"], "shots": shots}}

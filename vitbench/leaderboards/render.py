@@ -214,7 +214,7 @@ def _finetune_details(column, cell, runs, config) -> dict:
 
 def _fewshot_details(column, cell, runs, config) -> dict:
     metrics = runs[0]["metrics"]
-    short = {f"{k}": classes for r in runs for k, classes in r["metrics"].get("short", {}).items()}
+    short = {f"{k}shot": cell.short(f"{k}shot") for k in config["shots"]}
     return {"task": column.title.rsplit(" ", 1)[0],
             "shots": ", ".join(str(k) for k in config["shots"]),
             "seeds": config["seeds"], "l2": f"{config['l2_reg']:g}", "px": config["resolution"],
@@ -222,7 +222,7 @@ def _fewshot_details(column, cell, runs, config) -> dict:
                                        f"{metrics.get('test_examples')}",
             f"classes short of k {SHORT_MARK}": "; ".join(
                 f"{k}: " + ", ".join(f"{name} ({used})" for name, used in sorted(classes.items()))
-                for k, classes in short.items()) or "-"}
+                for k, classes in short.items() if classes) or "-"}
 
 
 def _as_released_details(column, cell, runs, config) -> dict:
