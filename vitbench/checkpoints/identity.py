@@ -4,10 +4,11 @@ released head, and the checks that refuse one that cannot be had."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import pathlib
 from collections.abc import Sequence
 
-from vitbench.checkpoints import download, npz, registry
+from vitbench.checkpoints import download, formats, npz, registry
 from vitbench.checkpoints.loader import resolve
 from vitbench.models import zoo
 
@@ -43,7 +44,13 @@ def content_key(ckpt: str) -> str | None:
 
 
 def file_sha256(path: pathlib.Path) -> str:
-    """sha256 of a file, computed once per (path, size, modification time)."""
+    """sha256 of a file, computed once per (path, size, modification time); of a checkpoint
+    folder, the sha256 of its weights and configuration files' names and hashes."""
+    if path.is_dir():
+        parts = [f"{name}:{file_sha256(path / name)}"
+                 for name in sorted(formats.FOLDER_WEIGHTS + formats.FOLDER_CONFIGS)
+                 if (path / name).is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
     stat = path.stat()
     return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 

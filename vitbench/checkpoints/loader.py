@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from vitbench.checkpoints import download, npz
+from vitbench.checkpoints import download, formats, npz
 from vitbench.checkpoints.registry import find_checkpoint, known_checkpoints
 from vitbench.models.vit import VisionTransformer
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw, get_config
@@ -56,46 +56,29 @@ def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
     final = workdir / PRETRAIN_FINAL
     if final.is_file():
         return final
+    if any((workdir / name).is_file() for name in formats.FOLDER_WEIGHTS):
+        return workdir  # a Hugging Face, timm or open_clip checkpoint folder
     if (workdir / PRETRAIN_CONFIG).is_file():
         raise FileNotFoundError(f"pretraining in {workdir} has not finished (no {final.name}); "
                                 "run the same `vitbench pretrain` command again to resume it")
-    raise FileNotFoundError(f"{workdir} is a folder, not a checkpoint file or a `vitbench "
-                            f"pretrain` workdir (no {PRETRAIN_FINAL})")
-
-
-def read_arrays(path: pathlib.Path):
-    """(official-layout arrays, (config, image size) stored with them or None) of an .npz or
-    .keras file."""
-    if path.suffix == ".keras":
-        import zipfile
-
-        import keras
-
-        if not zipfile.is_zipfile(path):
-            raise npz.CheckpointError(f"{path} is not a readable .keras file (not a zip "
-                                      "archive; a download or copy cut short?)")
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        if "config.json" not in names:  # a zip, not of a Keras model
-            hint = (" It holds .npy arrays: is it an .npz file? Name it so." if names and all(
-                name.endswith(".npy") for name in names) else "")
-            raise npz.CheckpointError(f"{path} is not a Keras model file (a zip archive "
-                                      f"without config.json).{hint}")
-        saved = keras.saving.load_model(path, compile=False)
-        stored = (saved.config, saved.image_size) if hasattr(saved, "config") else None
-        return npz.model_to_arrays(saved), stored
-    return npz.read_npz(path), None
+    raise FileNotFoundError(f"{workdir} is a folder, not a checkpoint file, a `vitbench "
+                            f"pretrain` workdir (no {PRETRAIN_FINAL}) or a checkpoint folder "
+                            f"(none of {', '.join(formats.FOLDER_WEIGHTS)})")
 
 
 def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
                image_size: ImageSize | None = None,
-               model: str | ViTConfig | None = None, progress: bool = True, **options):
+               model: str | ViTConfig | None = None, progress: bool = True,
+               num_heads: int | None = None, **options):
     """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
 
     Args:
-        ckpt: a registry name or alias (`vitbench checkpoints`), a local `.npz` (official
-            layout) or `.keras` file, a `vitbench pretrain` workdir (its `final.npz`), or an
-            http(s):// or gs:// URL (downloaded into the cache).
+        ckpt: a registry name or alias (`vitbench checkpoints`), a local file (official
+            `.npz`, `.keras`, or a timm / Hugging Face / open_clip state dict in
+            `.safetensors`, `.pth`, `.bin`), a Hugging Face, timm or open_clip checkpoint
+            folder, an `hf://org/name` id, a `vitbench pretrain` workdir (its `final.npz`),
+            or an http(s):// or gs:// URL (downloaded into the cache). See
+            docs/checkpoint_formats.md.
         num_classes: None keeps the checkpoint's head. A different number starts a new zero
             head and, as the official fine-tuning code does, drops the pre-logits layer. 0
             removes the head and keeps the pre-logits layer: the model then returns the
@@ -108,8 +91,9 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
             names the difference) and its training options (dropout, ...) are used. By
             default the architecture is read off the array shapes.
         progress: show a progress bar while downloading.
-        **options: ViTConfig fields to override, e.g. `gelu="exact"` or
-            `stochastic_depth=0.1`.
+        num_heads: attention heads of a timm state dict whose width no public ViT has.
+        **options: ViTConfig fields to override, e.g. `gelu="exact"`,
+            `normalization="imagenet"` or `stochastic_depth=0.1`.
 
     Returns:
         The `VisionTransformer`, named after its zoo config, with the weights assigned.
@@ -128,12 +112,12 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
         ViTConfig.check_num_classes(num_classes)
     path = resolve(ckpt, progress)
     source = str(ckpt)
-    arrays, stored = read_arrays(path)
-    stored_config, stored_size = stored or (None, None)
-    hint = stored_size or image_size  # the size whose grid a non-square file has
+    weights = formats.read_weights(path, num_heads)
+    arrays = weights.arrays
+    hint = weights.image_size or image_size  # the size whose grid a non-square file has
     config, file_classes, file_grid = npz.infer_architecture(
-        arrays, source, as_hw(hint) if hint is not None else None)
-    base = get_config(model) if isinstance(model, str) else (model or stored_config)
+        arrays, source, as_hw(hint) if hint is not None else None, weights.options)
+    base = get_config(model) if isinstance(model, str) else (model or weights.stored_config)
     if base is not None:
         config = _merge(base, config, source)
     keep_head = num_classes is None or num_classes == file_classes
@@ -151,7 +135,7 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
     grid = config.grid(size)
     if grid != file_grid:
         arrays[npz.POSEMB_KEY] = npz.resample_position_embedding(
-            arrays[npz.POSEMB_KEY], grid, num_prefix_tokens=int(config.classifier == "token"),
+            arrays[npz.POSEMB_KEY], grid, num_prefix_tokens=config.posemb_prefix_tokens,
             old_grid=file_grid)
     vit = VisionTransformer(config, num_classes=file_classes if keep_head else num_classes,
                             image_size=size, name=config.name)
@@ -171,4 +155,9 @@ def _merge(requested: ViTConfig, inferred: ViTConfig, source: str) -> ViTConfig:
     if wrong:
         raise npz.CheckpointError(f"{source} does not hold a {requested.name}: "
                                   f"{'; '.join(wrong)}")
-    return requested.replace(representation_size=inferred.representation_size)
+    options = {field: getattr(inferred, field) for field in npz.OPTION_FIELDS
+               if field not in ARCHITECTURE_FIELDS}
+    return requested.replace(representation_size=inferred.representation_size,
+                             num_registers=inferred.num_registers,
+                             layer_scale=inferred.layer_scale, pre_norm=inferred.pre_norm,
+                             **options)

@@ -10,6 +10,7 @@ same axis order, so the mapping is a renaming table and nothing is transposed.
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 import re
 import zipfile
@@ -19,9 +20,11 @@ import numpy as np
 from vitbench import files
 from vitbench.models.zoo import ViTConfig, find_name
 
+_OFFICIAL = ViTConfig("official", 1, 1, 1, 1, 1)
+
 # Keras variable path -> official key, applied in order (each rule where it matches).
 KERAS_TO_OFFICIAL = (
-    (r"^cls/cls$", "cls"),
+    (r"^(cls|reg)/\1$", r"\1"),
     (r"^(posembed_input|encoder_norm)/", r"Transformer/\1/"),
     (r"^(encoderblock_\d+)/(Dense_\d)/", r"Transformer/\1/MlpBlock_3/\2/"),
     (r"^(encoderblock_\d+)/", r"Transformer/\1/"),
@@ -32,6 +35,11 @@ KERAS_TO_OFFICIAL = (
 # Prefixes some published files carry around the same layout (old optimizer-wrapped saves).
 STRIPPED_PREFIXES = ("opt/target/",)
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
+# The ViTConfig options a file's arrays do not show (GELU form, normalisation, ...), as JSON;
+# written only where they differ from the official architecture's.
+OPTIONS_KEY = "vitbench/options"
+OPTION_FIELDS = ("classifier", "class_token", "pos_embed_prefix", "gelu", "final_norm",
+                 "norm_epsilon", "normalization")
 BLOCK_INDEX = re.compile(r"^Transformer/encoderblock_(\d+)/")
 
 
@@ -84,7 +92,22 @@ def save_npz(model, path) -> pathlib.Path:
     Raises:
         OSError: the file cannot be written.
     """
-    return write_npz(model_to_arrays(model), path)
+    arrays = model_to_arrays(model)
+    options = {field: getattr(model.config, field) for field in OPTION_FIELDS
+               if getattr(model.config, field) != getattr(_OFFICIAL, field)}
+    options.pop("classifier", None)  # read off the arrays unless a class token is pooled away
+    if options:
+        options["classifier"] = model.config.classifier
+        arrays[OPTIONS_KEY] = np.array(json.dumps(options))
+    return write_npz(arrays, path)
+
+
+def split_options(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    """(the weights, the ViTConfig options stored beside them by `save_npz`)."""
+    if OPTIONS_KEY not in arrays:
+        return arrays, {}
+    arrays = dict(arrays)
+    return arrays, json.loads(str(arrays.pop(OPTIONS_KEY)))
 
 
 def write_npz(arrays: dict[str, np.ndarray], path) -> pathlib.Path:
@@ -175,9 +198,10 @@ def _most_common_size(arrays, keys, source, ndim: int, axis: int) -> int:
 
 
 def infer_architecture(arrays, source="checkpoint",
-                       image_size: tuple[int, int] | None = None
+                       image_size: tuple[int, int] | None = None, options: dict | None = None
                        ) -> tuple[ViTConfig, int, tuple[int, int]]:
-    """(config, num_classes, patch grid) read off the array shapes of an official checkpoint.
+    """(config, num_classes, patch grid) read off the array shapes of an official-layout
+    checkpoint; `options` are the ViTConfig fields the shapes do not show (`OPTION_FIELDS`).
 
     The depth counts up to the last `encoderblock_<i>` that holds at least half as many arrays
     as the fullest one, so that the strict loading names a block's missing arrays (even a
@@ -197,14 +221,21 @@ def infer_architecture(arrays, source="checkpoint",
         arrays, [f"{b}MultiHeadDotProductAttention_1/query/kernel" for b in blocks], source, 3, 1)
     mlp_dim = _most_common_size(arrays, [f"{b}MlpBlock_3/Dense_0/kernel" for b in blocks],
                                 source, 2, 1)
-    classifier = "token" if "cls" in arrays else "gap"
+    options = dict(options or {})
+    classifier = options.pop("classifier", "token" if "cls" in arrays else "gap")
     representation = arrays["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in arrays else None
     head = arrays.get("head/bias", arrays.get("head/kernel"))  # either names a missing other
     num_classes = head.shape[-1] if head is not None and head.ndim else 0
-    tokens = _require(arrays, POSEMB_KEY, source, 3)[1] - (classifier == "token")
-    config = ViTConfig(name="vit", hidden_size=int(hidden), mlp_dim=int(mlp_dim),
-                       num_heads=int(num_heads), num_layers=num_layers, patch_size=int(patch),
-                       classifier=classifier, representation_size=representation)
+    layer_scale = any("/LayerScale_" in key for key in arrays)
+    config = ViTConfig(**{
+        "name": "vit", "hidden_size": int(hidden), "mlp_dim": int(mlp_dim),
+        "num_heads": int(num_heads), "num_layers": num_layers, "patch_size": int(patch),
+        "classifier": classifier, "representation_size": representation,
+        "class_token": True if "cls" in arrays and classifier != "token" else None,
+        "num_registers": int(arrays["reg"].shape[1]) if "reg" in arrays else 0,
+        "layer_scale": 1e-5 if layer_scale else None, "pre_norm": "pre_norm/scale" in arrays,
+        **options})
+    tokens = _require(arrays, POSEMB_KEY, source, 3)[1] - config.posemb_prefix_tokens
     grid = image_size and tuple(side // int(patch) for side in image_size)
     return (config.replace(name=find_name(config) or "vit_custom"), int(num_classes),
             _patch_grid(tokens, grid, source, classifier))

@@ -113,7 +113,7 @@ def compute(model, images: np.ndarray, rollout_count: int = 8, batch_size: int =
 
     config = model.config
     grid = config.grid(model.image_size)
-    prefix = int(config.classifier == "token")
+    prefix = config.num_prefix_tokens
     kernel = keras.ops.convert_to_numpy(model.get_layer("embedding").kernel)
     pos_embedding = keras.ops.convert_to_numpy(model.get_layer("posembed_input").pos_embedding)
     components, explained = quantities.embedding_components(kernel)
@@ -128,7 +128,8 @@ def compute(model, images: np.ndarray, rollout_count: int = 8, batch_size: int =
                                                               prefix))
     rollout_maps = np.concatenate(rollout_maps)[:rollout_count]
     return {"embedding_components": components, "embedding_explained": explained,
-            "position_similarity": quantities.position_similarity(pos_embedding, grid, prefix),
+            "position_similarity": quantities.position_similarity(
+                pos_embedding, grid, config.posemb_prefix_tokens),
             "attention_distance": distance_sum / len(images),
             "rollout_maps": rollout_maps, "rollout_images": images[:len(rollout_maps)],
             "grid": np.array(grid), "patch_size": np.array(config.patch_size),

@@ -49,6 +49,67 @@ class ClassToken(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vitbench")
+class RegisterTokens(layers.Layer):
+    """Prepends `count` learned register tokens (Darcet et al. 2024) to the token sequence."""
+
+    def __init__(self, count: int, **kwargs):
+        super().__init__(**kwargs)
+        self.count = count
+
+    def build(self, input_shape):
+        self.reg = self.add_weight(name="reg", shape=(1, self.count, input_shape[-1]),
+                                   initializer=keras.initializers.RandomNormal(stddev=1e-6))
+
+    def call(self, tokens):
+        reg = ops.broadcast_to(ops.cast(self.reg, tokens.dtype),
+                               (ops.shape(tokens)[0], self.count, tokens.shape[-1]))
+        return ops.concatenate([reg, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        length = None if input_shape[1] is None else input_shape[1] + self.count
+        return (input_shape[0], length, input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count}
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class InputNormalization(layers.Layer):
+    """Maps [-1, 1] images to the (pixel / 255 - mean) / std a checkpoint was trained on."""
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def call(self, images):
+        scale = [0.5 / s for s in self.std]
+        offset = [(0.5 - m) / s for m, s in zip(self.mean, self.std)]
+        return (images * ops.cast(scale, images.dtype)) + ops.cast(offset, images.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class LayerScale(layers.Layer):
+    """Multiplies a residual branch by learned per-channel scales (CaiT, DeiT III, DINOv2)."""
+
+    def __init__(self, init_value: float, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],),
+                                     initializer=keras.initializers.Constant(self.init_value))
+
+    def call(self, x):
+        return x * ops.cast(self.scale, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
 class PositionEmbedding(layers.Layer):
     """Adds a learned position embedding of shape (1, tokens, D) ("from BERT": normal(0.02))."""
 
@@ -63,22 +124,24 @@ class PositionEmbedding(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vitbench")
 class TokenPool(layers.Layer):
-    """Reduces the token sequence to one vector: the class token, or the mean ("gap")."""
+    """Reduces the token sequence to one vector: the class token, or the mean ("gap") of the
+    tokens after the `num_prefix_tokens` (class and register tokens)."""
 
-    def __init__(self, classifier: str, **kwargs):
+    def __init__(self, classifier: str, num_prefix_tokens: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.classifier = classifier
+        self.classifier, self.num_prefix_tokens = classifier, num_prefix_tokens
 
     def call(self, tokens):
         if self.classifier == "token":
             return tokens[:, 0]
-        return ops.mean(tokens, axis=1)
+        return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
 
     def get_config(self):
-        return {**super().get_config(), "classifier": self.classifier}
+        return {**super().get_config(), "classifier": self.classifier,
+                "num_prefix_tokens": self.num_prefix_tokens}
 
 
 @keras.saving.register_keras_serializable(package="vitbench")
@@ -94,7 +157,8 @@ class EncoderBlock(layers.Layer):
     """
 
     def __init__(self, hidden_size, mlp_dim, num_heads, dropout=0.0, attention_dropout=0.0,
-                 drop_path=0.0, gelu="tanh", remat=False, **kwargs):
+                 drop_path=0.0, gelu="tanh", remat=False, layer_scale=None,
+                 norm_epsilon=LAYER_NORM_EPSILON, **kwargs):
         super().__init__(**kwargs)
         if remat and attention_dropout > 0:
             raise ValueError("remat needs attention_dropout 0: Keras' attention layer draws "
@@ -103,14 +167,14 @@ class EncoderBlock(layers.Layer):
         self.hidden_size, self.mlp_dim, self.num_heads = hidden_size, mlp_dim, num_heads
         self.dropout, self.attention_dropout = dropout, attention_dropout
         self.drop_path, self.gelu = drop_path, gelu
+        self.layer_scale, self.norm_epsilon = layer_scale, norm_epsilon
         attention_init = _xavier_uniform_flat(hidden_size, hidden_size)
         mlp_bias_init = keras.initializers.RandomNormal(stddev=1e-6)
-        self.norm_attention = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
-                                                        name="LayerNorm_0")
+        self.norm_attention = layers.LayerNormalization(epsilon=norm_epsilon, name="LayerNorm_0")
         self.attention = MultiHeadDotProductAttention(
             num_heads, hidden_size // num_heads, dropout=attention_dropout,
             kernel_initializer=attention_init, name="MultiHeadDotProductAttention_1")
-        self.norm_mlp = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="LayerNorm_2")
+        self.norm_mlp = layers.LayerNormalization(epsilon=norm_epsilon, name="LayerNorm_2")
         self.mlp_in = layers.Dense(mlp_dim, kernel_initializer="glorot_uniform",
                                    bias_initializer=mlp_bias_init, name="Dense_0")
         self.mlp_out = layers.Dense(hidden_size, kernel_initializer="glorot_uniform",
@@ -118,8 +182,12 @@ class EncoderBlock(layers.Layer):
         self.dropout_layer = Dropout(dropout)
         # Drop-path (stochastic depth): one Bernoulli draw per example for a whole branch.
         self.drop_path_layer = Dropout(drop_path, noise_shape=(None, 1, 1))
+        self.scales = ([LayerScale(layer_scale, name=f"LayerScale_{i}") for i in (1, 3)]
+                       if layer_scale else [])
 
     def build(self, input_shape):
+        for scale in self.scales:
+            scale.build(input_shape)
         self.norm_attention.build(input_shape)
         self.attention.build(input_shape, input_shape)
         self.norm_mlp.build(input_shape)
@@ -148,11 +216,11 @@ class EncoderBlock(layers.Layer):
         query, x = (y[:, :1], x[:, :1]) if class_token_only else (y, x)
         y, scores = self.attention(query, y, return_attention_scores=True, training=training) \
             if return_attention else (self.attention(query, y, training=training), None)
-        x = fence_gradient(x + drop_path(dropout(y)))
+        scale_attention, scale_mlp = self.scales or (lambda y: y,) * 2
+        x = fence_gradient(x + drop_path(scale_attention(dropout(y))))
         y = self.norm_mlp(x)
-        y = ops.gelu(self.mlp_in(y), approximate=self.gelu == "tanh")
-        y = dropout(self.mlp_out(dropout(y)))
-        x = fence_gradient(x + drop_path(y))
+        y = dropout(self.mlp_out(dropout(GELU[self.gelu](self.mlp_in(y)))))
+        x = fence_gradient(x + drop_path(scale_mlp(y)))
         return (x, scores) if return_attention else x
 
     @staticmethod
@@ -170,7 +238,16 @@ class EncoderBlock(layers.Layer):
         return {**super().get_config(), "hidden_size": self.hidden_size, "mlp_dim": self.mlp_dim,
                 "num_heads": self.num_heads, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "drop_path": self.drop_path,
-                "gelu": self.gelu, "remat": self.remat}
+                "gelu": self.gelu, "remat": self.remat, "layer_scale": self.layer_scale,
+                "norm_epsilon": self.norm_epsilon}
+
+
+GELU = {
+    "tanh": lambda x: ops.gelu(x, approximate=True),
+    "exact": lambda x: ops.gelu(x, approximate=False),
+    # x * sigmoid(1.702 x), as OpenAI's CLIP was trained with.
+    "quick": lambda x: x * ops.sigmoid(ops.cast(1.702, x.dtype) * x),
+}
 
 
 def _drop_path_rates(config: ViTConfig):
@@ -208,23 +285,33 @@ class VisionTransformer(keras.Model):
         height, width = as_hw(image_size)
         rows, cols = config.grid((height, width))
         images = keras.Input((height, width, 3), name="images")
-        stem = [
+        stem = [InputNormalization(*config.normalization, name="normalize")
+                ] if config.normalization else []
+        stem += [
             layers.Conv2D(config.hidden_size, config.patch_size, strides=config.patch_size,
-                          padding="valid", kernel_initializer="lecun_normal", name="embedding"),
+                          padding="valid", kernel_initializer="lecun_normal",
+                          use_bias=not config.pre_norm, name="embedding"),
             layers.Reshape((rows * cols, config.hidden_size), name="patches_to_tokens"),
         ]
-        if config.classifier == "token":
-            stem.append(ClassToken(name="cls"))
-        stem += [PositionEmbedding(name="posembed_input"),
-                 Dropout(config.dropout, name="embedding_dropout")]
+        prefix = [RegisterTokens(config.num_registers, name="reg")] if config.num_registers \
+            else []
+        if config.has_class_token:
+            prefix.append(ClassToken(name="cls"))
+        position = [PositionEmbedding(name="posembed_input")]
+        stem += prefix + position if config.pos_embed_prefix else position + prefix
+        stem.append(Dropout(config.dropout, name="embedding_dropout"))
+        if config.pre_norm:
+            stem.append(layers.LayerNormalization(epsilon=config.norm_epsilon, name="pre_norm"))
         blocks = [
             EncoderBlock(config.hidden_size, config.mlp_dim, config.num_heads, config.dropout,
                          config.attention_dropout, rate, config.gelu, config.remat,
-                         name=f"encoderblock_{i}")
+                         config.layer_scale, config.norm_epsilon, name=f"encoderblock_{i}")
             for i, rate in enumerate(_drop_path_rates(config))
         ]
-        head = [layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm"),
-                TokenPool(config.classifier, name="pool")]
+        head = [layers.LayerNormalization(epsilon=config.norm_epsilon, name="encoder_norm"),
+                TokenPool(config.classifier, config.num_prefix_tokens, name="pool")]
+        if config.final_norm == "pooled":
+            head.reverse()
         if config.representation_size:
             head.append(layers.Dense(config.representation_size, activation="tanh",
                                      kernel_initializer="lecun_normal", name="pre_logits"))

@@ -29,7 +29,17 @@ PATCH_SIZES = (32, 16, 14, 8)
 OFFICIAL_DROPOUT = {"vit_l16": 0.1, "vit_h14": 0.1}
 
 CLASSIFIERS = ("token", "gap")
-GELU_FORMS = ("tanh", "exact")
+GELU_FORMS = ("tanh", "exact", "quick")
+FINAL_NORMS = ("tokens", "pooled")
+# Input normalisations by name: (mean, std) per RGB channel of [0, 1] pixels. The official ViT
+# weights take [-1, 1] ("inception", the default, stored as None); timm's DeiT/DINO/MAE and
+# Hugging Face's DINOv2 take "imagenet"; CLIP towers "clip".
+NORMALIZATIONS = {
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +62,18 @@ class ViTConfig:
     # the rest (jax.checkpoint per block); same numbers, about one more forward pass of compute
     # for much less activation memory (e.g. ViT-H/14 at 384 px on one GPU).
     remat: bool = False
+    # Options of ViTs released outside the official code (timm, Hugging Face, DINO, CLIP, ...);
+    # the defaults are the official architecture. docs/models.md says which release uses which.
+    class_token: bool | None = None  # None: a class token with the "token" classifier only
+    num_registers: int = 0  # learned register tokens after the class token (DINOv2-reg)
+    pos_embed_prefix: bool = True  # False: position embeddings for the patches only (DeiT III)
+    layer_scale: float | None = None  # per-channel residual-branch scales, initialised to this
+    pre_norm: bool = False  # a LayerNorm before the blocks, no patch-embedding bias (CLIP)
+    final_norm: str = "tokens"  # "pooled": the final LayerNorm after pooling (timm's fc_norm)
+    norm_epsilon: float = 1e-6
+    # The pixels the weights expect: a NORMALIZATIONS name or (mean, std) per channel of [0, 1]
+    # pixels; None is [-1, 1]. Applied inside the model, so pipelines always feed [-1, 1].
+    normalization: str | Normalization | None = None
 
     def __post_init__(self):
         for field in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
@@ -67,6 +89,18 @@ class ViTConfig:
             raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
         if self.gelu not in GELU_FORMS:
             raise ValueError(f"gelu {self.gelu!r} is not one of {GELU_FORMS}")
+        if self.final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm {self.final_norm!r} is not one of {FINAL_NORMS}")
+        if self.classifier == "token" and self.class_token is False:
+            raise ValueError("the token classifier needs class_token")
+        if not is_whole_number(self.num_registers) or self.num_registers < 0:
+            raise ValueError(f"num_registers must be a whole number >= 0, not "
+                             f"{self.num_registers!r}")
+        for field in ("layer_scale", "norm_epsilon"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{field} must be a positive number, not {value!r}")
+        object.__setattr__(self, "normalization", as_normalization(self.normalization))
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -74,6 +108,27 @@ class ViTConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.classifier == "token" if self.class_token is None else self.class_token
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches': the class token and the registers."""
+        return int(self.has_class_token) + self.num_registers
+
+    @property
+    def posemb_prefix_tokens(self) -> int:
+        """Rows of the position embedding before the patch grid's."""
+        return self.num_prefix_tokens if self.pos_embed_prefix else 0
+
+    @property
+    def normalization_name(self) -> str:
+        """The input normalisation by name ('inception' is [-1, 1]), else its numbers."""
+        values = self.normalization or NORMALIZATIONS["inception"]
+        return next((name for name, known in NORMALIZATIONS.items() if known == values),
+                    f"mean={list(values[0])} std={list(values[1])}")
 
     def replace(self, **changes) -> ViTConfig:
         """A copy with some fields changed; unknown field names raise a clear error."""
@@ -102,7 +157,27 @@ class ViTConfig:
 
     def num_tokens(self, image_size: ImageSize) -> int:
         rows, cols = self.grid(image_size)
-        return rows * cols + (self.classifier == "token")
+        return rows * cols + self.num_prefix_tokens
+
+
+def as_normalization(value) -> Normalization | None:
+    """(mean, std) tuples from a NORMALIZATIONS name or numbers; None for [-1, 1] ("inception",
+    the official one). Anything else raises, naming the valid names."""
+    if isinstance(value, str):
+        if value not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {value!r}; known: {', '.join(NORMALIZATIONS)}"
+                             " or (mean, std) per RGB channel")
+        value = NORMALIZATIONS[value]
+    if value is None:
+        return None
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in value)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"normalization {value!r} is not (mean, std) of 3 channels each, "
+                         "std > 0")
+    return None if (mean, std) == NORMALIZATIONS["inception"] else (mean, std)
 
 
 def as_hw(image_size: ImageSize) -> tuple[int, int]:
@@ -178,19 +253,21 @@ def count_params(config: ViTConfig, image_size: ImageSize = 224, num_classes: in
         ValueError: the image size is not a positive int or pair, or is smaller than a patch.
     """
     d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
-    embedding = p * p * 3 * d + d
-    cls_token = d if config.classifier == "token" else 0
-    pos_embedding = config.num_tokens(image_size) * d
+    embedding = p * p * 3 * d + (0 if config.pre_norm else d) + (2 * d if config.pre_norm else 0)
+    prefix_tokens = d * config.num_prefix_tokens
+    rows, cols = config.grid(image_size)
+    pos_embedding = (rows * cols + config.posemb_prefix_tokens) * d
     block = (4 * d  # two LayerNorms
              + 4 * (d * d + d)  # query, key, value, out projections
-             + (d * m + m) + (m * d + d))  # MLP
+             + (d * m + m) + (m * d + d)  # MLP
+             + (2 * d if config.layer_scale else 0))
     features = d
     pre_logits = 0
     if config.representation_size:
         pre_logits = d * config.representation_size + config.representation_size
         features = config.representation_size
     head = features * num_classes + num_classes if num_classes else 0
-    return (embedding + cls_token + pos_embedding + config.num_layers * block + 2 * d
+    return (embedding + prefix_tokens + pos_embedding + config.num_layers * block + 2 * d
             + pre_logits + head)
 
 

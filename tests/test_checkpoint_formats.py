@@ -1,0 +1,141 @@
+"""Checkpoints in other libraries' formats: each is made by the real library (timm, Hugging Face
+transformers, open_clip), saved as that library saves it, loaded by vitbench, and must give the
+library's own features or logits within 1e-4 (float32)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import images
+
+import vitbench
+from vitbench.checkpoints import formats, npz
+from vitbench.models.zoo import NORMALIZATIONS
+
+torch = pytest.importorskip("torch")
+timm_vit = pytest.importorskip("timm.models.vision_transformer")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+TOLERANCE = 1e-4
+X = images(batch=2, height=32, width=32, seed=3)  # [-1, 1], what vitbench's pipelines feed
+
+
+def randomized(module, seed=0, scale=0.1):
+    """Every parameter random (heads, biases, norms and layer scales included), in eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0, scale)
+    return module.eval()
+
+
+def pixels(x, normalization):
+    """`x` in [-1, 1] as the pixels a checkpoint with `normalization` expects (NCHW)."""
+    mean, std = (np.array(v, np.float32) for v in NORMALIZATIONS[normalization])
+    return torch.from_numpy(((x + 1) / 2 - mean) / std).permute(0, 3, 1, 2)
+
+
+def close(ours, theirs):
+    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else theirs
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=TOLERANCE, rtol=TOLERANCE)
+
+
+TIMM_VARIANTS = {
+    # name: (timm VisionTransformer arguments, how it is saved)
+    "class_token": ({}, "model.safetensors"),
+    "gap_fc_norm": ({"global_pool": "avg"}, "model.pth"),
+    "no_class_token": ({"class_token": False, "global_pool": "avg"}, "model.safetensors"),
+    "dinov2_registers": ({"init_values": 1e-5, "reg_tokens": 4, "no_embed_class": True,
+                          "patch_size": 16}, "wrapped.pth"),
+    "clip_pre_norm": ({"pre_norm": True, "norm_layer": torch.nn.LayerNorm}, "model.bin"),
+}
+
+
+def timm_model(variant):
+    arguments = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4,
+                 "mlp_ratio": 2, "num_classes": 5, **TIMM_VARIANTS[variant][0]}
+    return randomized(timm_vit.VisionTransformer(**arguments))
+
+
+def save_timm(model, path):
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        safetensors_torch.save_file(state, path)
+    elif path.name.startswith("wrapped"):  # as MAE/DeiT releases: {"model": ...}, DDP keys
+        torch.save({"model": {f"module.{key}": value for key, value in state.items()},
+                    "epoch": 3}, path)
+    else:
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("variant", TIMM_VARIANTS)
+def test_timm_state_dicts_give_timms_logits(variant, tmp_path):
+    reference = timm_model(variant)
+    path = save_timm(reference, tmp_path / TIMM_VARIANTS[variant][1])
+    model = vitbench.load_model(path)
+    normalization = "clip" if variant == "clip_pre_norm" else "inception"
+    assert model.config.normalization_name == normalization
+    with torch.no_grad():
+        close(model(X), reference(pixels(X, normalization)))
+        features = vitbench.load_model(path, num_classes=0)(X)
+        close(features, reference.forward_head(reference.forward_features(
+            pixels(X, normalization)), pre_logits=True))
+
+
+def test_timm_hub_folder_gives_its_normalization_and_resolution(tmp_path):
+    reference = timm_model("gap_fc_norm")
+    save_timm(reference, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": "vit_tiny_test", "num_classes": 5,
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": NORMALIZATIONS["imagenet"][0],
+                           "std": NORMALIZATIONS["imagenet"][1]}}))
+    model = vitbench.load_model(tmp_path)
+    assert model.config.normalization_name == "imagenet" and model.image_size == (32, 32)
+    with torch.no_grad():
+        close(model(X), reference(pixels(X, "imagenet")))
+
+
+def test_a_state_dict_with_parts_vitbench_lacks_is_refused_naming_them(tmp_path):
+    state = timm_model("class_token").state_dict()
+    state["blocks.0.attn.q_norm.weight"] = torch.ones(16)
+    with pytest.raises(npz.CheckpointError, match=r"blocks\.0\.attn\.q_norm\.weight"):
+        vitbench.load_model(save_timm(state_module(state), tmp_path / "extra.safetensors"))
+    del state["blocks.0.attn.q_norm.weight"], state["blocks.1.mlp.fc2.bias"]
+    with pytest.raises(npz.CheckpointError, match=r"timm layout\) has no 'blocks\.1\.mlp"):
+        vitbench.load_model(save_timm(state_module(state), tmp_path / "partial.safetensors"))
+    with pytest.raises(npz.CheckpointError, match=r"none of the layouts.*conv\.weight"):
+        vitbench.load_model(save_timm(state_module({"conv.weight": torch.ones(2)}),
+                                      tmp_path / "resnet.safetensors"))
+
+
+def state_module(state):
+    """A stand-in with `state_dict()`, for saving a hand-edited state dict."""
+    return type("State", (), {"state_dict": lambda self: state})()
+
+
+def test_a_width_no_public_vit_has_needs_its_head_count(tmp_path):
+    reference = randomized(timm_vit.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3, num_classes=2))
+    path = save_timm(reference, tmp_path / "odd.safetensors")
+    with pytest.raises(npz.CheckpointError, match="num_heads"):
+        vitbench.load_model(path)
+    with torch.no_grad():
+        close(vitbench.load_model(path, num_heads=3)(X), reference(pixels(X, "inception")))
+
+
+def test_pytorch_pickles_are_read_without_running_code(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"x": torch.ones(1)}, "hook": print}, path)  # a callable: unsafe
+    with pytest.raises(npz.CheckpointError, match="not a readable PyTorch weights file"):
+        formats.read_weights(path)
+
+
+def test_save_npz_keeps_the_options_a_converted_model_has(tmp_path):
+    reference = timm_model("dinov2_registers")
+    model = vitbench.load_model(save_timm(reference, tmp_path / "model.safetensors"),
+                                normalization="imagenet")
+    path = vitbench.save_npz(model, tmp_path / "converted.npz")
+    again = vitbench.load_model(path)
+    assert again.config == model.config
+    close(again(X), np.asarray(model(X)))
