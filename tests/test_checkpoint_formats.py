@@ -139,3 +139,61 @@ def test_save_npz_keeps_the_options_a_converted_model_has(tmp_path):
     again = vitbench.load_model(path)
     assert again.config == model.config
     close(again(X), np.asarray(model(X)))
+
+
+transformers = pytest.importorskip("transformers")
+HF_MODELS = {
+    # name: (config class, model class, config fields, vitbench's normalisation for it)
+    "vit": ("ViTConfig", "ViTForImageClassification", {"num_labels": 5}, "inception"),
+    "vit_pooler": ("ViTConfig", "ViTModel", {}, "inception"),
+    "deit_distilled": ("DeiTConfig", "DeiTForImageClassificationWithTeacher",
+                       {"num_labels": 5}, "imagenet"),
+    "dinov2": ("Dinov2Config", "Dinov2Model", {}, "imagenet"),
+    "dinov2_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel",
+                         {"num_register_tokens": 4}, "imagenet"),
+}
+
+
+@pytest.mark.parametrize("kind", HF_MODELS)
+def test_hugging_face_folders_give_transformers_outputs(kind, tmp_path):
+    config_class, model_class, fields, normalization = HF_MODELS[kind]
+    config = getattr(transformers, config_class)(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        image_size=32, patch_size=8, **fields)
+    reference = randomized(getattr(transformers, model_class)(config))
+    reference.save_pretrained(tmp_path)  # config.json + model.safetensors
+    with torch.no_grad():
+        output = reference(pixel_values=pixels(X, normalization))
+    head = "num_labels" in fields
+    model = vitbench.load_model(tmp_path, num_classes=None if head else 0)
+    assert model.config.normalization_name == normalization and model.image_size == (32, 32)
+    expected = (output.cls_logits if kind.startswith("deit") else output.logits) if head \
+        else output.pooler_output
+    close(model(X), expected)
+
+
+open_clip = pytest.importorskip("open_clip")
+CLIP_VISION = {"layers": 2, "width": 128, "head_width": 64, "patch_size": 8, "image_size": 32}
+
+
+def clip_model(quick_gelu, layer_scale=None):
+    vision = {**CLIP_VISION, "ls_init_value": layer_scale}
+    model = open_clip.model.CLIP(
+        embed_dim=16, vision_cfg=vision, quick_gelu=quick_gelu,
+        text_cfg={"context_length": 8, "vocab_size": 50, "width": 32, "heads": 2, "layers": 1})
+    return randomized(model, scale=0.05)
+
+
+@pytest.mark.parametrize("quick_gelu", [True, False], ids=["openai_quick_gelu", "laion_gelu"])
+def test_open_clip_image_towers_give_open_clips_features(quick_gelu, tmp_path):
+    reference = clip_model(quick_gelu, layer_scale=0.1 if not quick_gelu else None)
+    torch.save(reference.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {"embed_dim": 16, "quick_gelu": quick_gelu, "vision_cfg": CLIP_VISION},
+        "preprocess_cfg": {"mean": NORMALIZATIONS["clip"][0], "std": NORMALIZATIONS["clip"][1]}}))
+    model = vitbench.load_model(tmp_path)
+    assert model.num_classes == 0 and model.config.gelu == ("quick" if quick_gelu else "exact")
+    assert model.config.normalization_name == "clip"
+    reference.visual.proj = None  # features for probing: the normed class token
+    with torch.no_grad():
+        close(model(X), reference.visual(pixels(X, "clip")))
