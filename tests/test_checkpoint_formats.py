@@ -197,3 +197,38 @@ def test_open_clip_image_towers_give_open_clips_features(quick_gelu, tmp_path):
     reference.visual.proj = None  # features for probing: the normed class token
     with torch.no_grad():
         close(model(X), reference.visual(pixels(X, "clip")))
+
+
+def test_hub_ids_download_through_the_cache_and_are_refused_offline(tmp_path, monkeypatch):
+    from test_download import Server
+
+    from vitbench.checkpoints import download, hub
+
+    reference = timm_model("class_token")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    save_timm(reference, folder / "model.safetensors")
+    server = Server()
+    try:
+        for name in ("model.safetensors",):
+            server.files[f"/org/tiny-vit/resolve/main/{name}"] = (folder / name).read_bytes()
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        model = vitbench.load_model("hf://org/tiny-vit", progress=False)
+        with torch.no_grad():
+            close(model(X), reference(pixels(X, "inception")))
+        asked = [path for path, _ in server.requests]
+        # the configuration files it lacks are asked for once and skipped (404)
+        assert "/org/tiny-vit/resolve/main/config.json" in asked
+        monkeypatch.setenv("VITBENCH_OFFLINE", "1")
+        server.requests.clear()
+        vitbench.load_model("hf://org/tiny-vit", progress=False)  # from the cache
+        assert server.requests == []
+        with pytest.raises(download.DownloadError, match="not in the cache.*VITBENCH_OFFLINE"):
+            vitbench.load_model("hf://org/other@v2", progress=False)
+        monkeypatch.delenv("VITBENCH_OFFLINE")
+        with pytest.raises(download.DownloadError, match="has none of"):
+            vitbench.load_model("hf://org/empty", progress=False)
+        with pytest.raises(ValueError, match="not a hub id"):
+            hub.file_url("hf://just-a-name", "config.json")
+    finally:
+        server.close()

@@ -13,10 +13,17 @@ def test_entry_is_consistent(entry):
     config = zoo.get_config(entry.model)
     config.grid(entry.resolution)  # divisible by the patch size
     assert entry.name.startswith(entry.model + ".")
+    assert entry.normalization in zoo.NORMALIZATIONS and entry.licence
+    if entry.format != "official":  # a hub repository in another library's format
+        assert entry.url.startswith("hf://") and entry.format in ("timm", "transformers",
+                                                                  "open_clip")
+        assert entry.num_classes in (0, 1000) and entry.normalization != "inception"
+        return
     assert entry.url.startswith("https://storage.googleapis.com/vit_models/")
     assert entry.url.endswith(".npz") and "+" not in entry.url
     assert entry.num_classes in (1000, 21843)
     assert entry.upstream in ("imagenet21k", "imagenet2012")
+    assert entry.licence == "Apache-2.0" and entry.normalization == "inception"
 
 
 def test_names_and_aliases_are_unique():

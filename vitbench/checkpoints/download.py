@@ -27,6 +27,10 @@ class DownloadError(OSError):
     """A download failed; the message says what to do next."""
 
 
+class NotFoundError(DownloadError):
+    """The server has no such file (HTTP 404)."""
+
+
 class ChecksumError(DownloadError):
     """A downloaded file does not have the expected sha256."""
 
@@ -144,7 +148,7 @@ def _download(url: str, partial: pathlib.Path, progress: bool) -> None:
                 return
             partial.unlink()  # longer than the file (or its size unknown): start over
             return _download(url, partial, progress)
-        raise DownloadError(
+        raise (NotFoundError if error.code == 404 else DownloadError)(
             f"downloading {url} failed: HTTP {error.code} {error.reason}. Check the URL; "
             "`vitbench checkpoints` lists the known ones.") from error
     except (urllib.error.URLError, OSError) as error:

@@ -8,7 +8,7 @@ import hashlib
 import pathlib
 from collections.abc import Sequence
 
-from vitbench.checkpoints import download, formats, npz, registry
+from vitbench.checkpoints import download, formats, hub, npz, registry
 from vitbench.checkpoints.loader import resolve
 from vitbench.models import zoo
 
@@ -27,7 +27,8 @@ def scratch_model(ckpt: str) -> str:
 
 def is_published(ckpt: str) -> bool:
     """A registry name or a URL: known by its name, whatever its bytes."""
-    return registry.find_checkpoint(ckpt) is not None or download.is_remote(ckpt)
+    return (registry.find_checkpoint(ckpt) is not None or download.is_remote(ckpt)
+            or hub.is_hub_id(ckpt))
 
 
 def content_key(ckpt: str) -> str | None:
@@ -75,7 +76,7 @@ def released_head(ckpt: str) -> tuple[int, int | None] | None:
     entry = registry.find_checkpoint(ckpt)
     if entry is not None:
         return entry.num_classes, entry.resolution
-    if is_scratch(ckpt) or download.is_remote(ckpt):
+    if is_scratch(ckpt) or download.is_remote(ckpt) or hub.is_hub_id(ckpt):
         return None
     path = resolve(ckpt, progress=False)  # a missing file raises, naming it
     return npz.head_and_resolution(path) if path.suffix == ".npz" else None
@@ -98,8 +99,11 @@ def check_checkpoint(ckpt: str, resolutions: Sequence[int] = (), scored: Sequenc
     if is_scratch(ckpt):
         model = scratch_model(ckpt)
     elif entry is not None:
-        download.check_fetchable(entry.url)  # offline and not cached: refused here
+        check_fetchable(entry.url)  # offline and not cached: refused here
         model = entry.model
+    elif hub.is_hub_id(ckpt):
+        hub.check_fetchable(ckpt)
+        return
     elif download.is_remote(ckpt):
         download.check_fetchable(ckpt)
         return
@@ -109,6 +113,11 @@ def check_checkpoint(ckpt: str, resolutions: Sequence[int] = (), scored: Sequenc
     config = zoo.get_config(model)  # an unknown name lists the valid ones
     for resolution in resolutions:
         config.grid(resolution)  # smaller than a patch: raises, naming both
+
+
+def check_fetchable(url: str) -> None:
+    """Raises in offline mode unless the file or hub repository `url` is cached."""
+    (hub.check_fetchable if hub.is_hub_id(url) else download.check_fetchable)(url)
 
 
 def check_head(ckpt: str, head_classes: int, task) -> None:

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from vitbench.checkpoints import download, formats, npz
+from vitbench.checkpoints import download, formats, hub, npz
 from vitbench.checkpoints.registry import find_checkpoint, known_checkpoints
 from vitbench.models.vit import VisionTransformer
 from vitbench.models.zoo import ImageSize, ViTConfig, as_hw, get_config
@@ -36,7 +36,10 @@ def resolve(ckpt: str, progress: bool = True) -> pathlib.Path:
     """
     entry = find_checkpoint(str(ckpt))
     if entry is not None:
-        return download.fetch(entry.url, entry.sha256, progress)
+        return resolve(entry.url, progress) if hub.is_hub_id(entry.url) else \
+            download.fetch(entry.url, entry.sha256, progress)
+    if hub.is_hub_id(str(ckpt)):
+        return hub.fetch(str(ckpt), progress)
     if download.is_remote(str(ckpt)):
         return download.fetch(str(ckpt), progress=progress)
     path = pathlib.Path(ckpt).expanduser()

@@ -26,6 +26,9 @@ class Checkpoint:
     aliases: tuple[str, ...] = ()
     paper: str = ""  # the ViT paper's name for this model ("ViT-B/16"), if it is the paper's
     note: str = ""
+    format: str = "official"  # a `vitbench.checkpoints.formats.Weights.format`
+    licence: str = "Apache-2.0"  # the weights' licence (the official ones' is Apache 2.0)
+    normalization: str = "inception"  # a `zoo.NORMALIZATIONS` name: the input it expects
 
 
 @functools.cache

@@ -1,10 +1,11 @@
-"""`vitbench checkpoints`: the known official checkpoints and whether they are cached."""
+"""`vitbench checkpoints`: the known checkpoints (official and well-known others), their licence
+and input normalisation, and whether they are cached."""
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from vitbench.checkpoints import download
+from vitbench.checkpoints import download, hub
 from vitbench.checkpoints.registry import find_checkpoint, get_checkpoint, known_checkpoints
 from vitbench.commands import command
 from vitbench.models import zoo
@@ -28,24 +29,31 @@ def checkpoint_rows(model=None):
         rows.append({
             "name": entry.name, "aliases": ", ".join(entry.aliases), "model": entry.model,
             "upstream": entry.upstream, "fine-tuned": entry.finetuned or "-",
-            "res": entry.resolution, "classes": entry.num_classes,
-            "cached": "yes" if download.cached_path(entry.url).exists() else "no",
+            "res": entry.resolution, "classes": entry.num_classes, "format": entry.format,
+            "input": entry.normalization, "licence": entry.licence,
+            "cached": "yes" if _is_cached(entry.url) else "no",
             "url": entry.url,
         })
     return rows
 
 
+def _is_cached(url: str) -> bool:
+    return hub.is_cached(url) if hub.is_hub_id(url) else download.cached_path(url).exists()
+
+
 @command("checkpoints", _define)
 def run(fv):
-    """List every known checkpoint: model, upstream data, resolution, URL, cached or not.
+    """List every known checkpoint: model, upstream data, resolution, file format, input
+    normalisation ('inception' is [-1, 1]), licence, URL, cached or not.
 
-    Any name or alias here works as `--ckpt` and in `vitbench.load_model`. Files are cached
+    Any name or alias here works as `--ckpt` and in `vitbench.load_model`, as do local files
+    and hf://org/name ids in the formats of docs/checkpoint_formats.md. Files are cached
     under $VITBENCH_CACHE (default ~/.cache/vitbench); `--download` fetches some first.
     """
     from vitbench.checkpoints.loader import resolve
 
     for name in fv.download:
-        if not (download.is_remote(name) or find_checkpoint(name)):
+        if not (download.is_remote(name) or hub.is_hub_id(name) or find_checkpoint(name)):
             get_checkpoint(name)  # raises, listing close and valid names
         print(f"{name}: {resolve(name)}")
     # An unknown model name raises, listing the valid ones.

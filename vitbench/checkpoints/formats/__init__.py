@@ -18,9 +18,12 @@ from vitbench.checkpoints import npz
 from vitbench.checkpoints.formats import layouts, tensors
 from vitbench.models.zoo import ViTConfig, as_normalization
 
-# The weights file of a folder, first found first.
-FOLDER_WEIGHTS = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin",
-                  "open_clip_pytorch_model.bin")
+# The weights file of a folder, first found first: open_clip's before the others, since
+# open_clip repositories also hold the whole two-tower model in transformers' layout.
+FOLDER_WEIGHTS = ("open_clip_model.safetensors", "model.safetensors",
+                  "open_clip_pytorch_model.bin", "pytorch_model.bin")
+# The transformers model types whose configuration `layouts.transformers` reads.
+HF_MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers")
 # A folder's configuration files, and what each may say.
 FOLDER_CONFIGS = ("config.json", "preprocessor_config.json", "open_clip_config.json")
 # Hugging Face `hidden_act` -> vitbench's gelu form.
@@ -96,7 +99,7 @@ def folder_hints(folder: pathlib.Path) -> dict:
                                           ) from error
     config = configs.get("config.json", {})
     hints = {}
-    if "model_type" in config:  # Hugging Face transformers
+    if config.get("model_type") in HF_MODEL_TYPES:  # Hugging Face transformers
         hints["num_heads"] = config.get("num_attention_heads")
         hints["gelu"] = HF_ACTIVATIONS.get(config.get("hidden_act", "gelu"))
         hints["norm_epsilon"] = config.get("layer_norm_eps")
