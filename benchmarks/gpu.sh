@@ -16,7 +16,7 @@
 #    (compiling it takes about two minutes).
 # 5. ViT-B/16 training and inference with the batch already on the device.
 # 6. Where ViT-L/16's training step spends its GPU time, vitbench against timm + torch.compile
-#    (benchmarks/kernels.py; its summary goes to the log).
+#    (benchmarks/profile_kernels.py; its summary goes to the log).
 # Not run unless STAGES names them: the candidates of benchmarks/variants.py for the two rows
 # still behind timm + torch.compile, `transfer_variants` (ViT-B/16 inference from host memory,
 # ~4 minutes) and `dropout_variants` (ViT-L/16 training with dropout 0.1, ~7 minutes), each
@@ -108,7 +108,7 @@ b16_device() {
 }
 
 l16_kernels() {
-    stage 200 python3 benchmarks/kernels.py --model vit_l16 --batch_size 128 --out "$OUT_DIR/kernels"
+    stage 200 python3 benchmarks/profile_kernels.py --model vit_l16 --batch_size 128 --out "$OUT_DIR/kernels"
     rm -rf "$OUT_DIR/kernels/jax_trace"  # large; the summary is in the log and kernels/*.json
 }
 

@@ -233,7 +233,7 @@ def test_kernel_profile_counts_each_gpu_kernel_once(tmp_path):
     import gzip
     import json
 
-    kernels = load_script("kernels")
+    kernels = load_script("profile_kernels")
 
     def named(kind, pid, tid, name):
         return {"ph": "M", "name": kind, "pid": pid, "tid": tid, "args": {"name": name}}

@@ -232,3 +232,30 @@ def test_hub_ids_download_through_the_cache_and_are_refused_offline(tmp_path, mo
             hub.file_url("hf://just-a-name", "config.json")
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_run_fine_tunes_and_probes_a_timm_folder_and_records_its_input(tmp_path, capsys):
+    from conftest import mock_tfds
+
+    from vitbench import cli, records
+
+    folder = tmp_path / "timm_repo"
+    folder.mkdir()
+    save_timm(timm_model("gap_fc_norm"), folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"architecture": "tiny", "pretrained_cfg": {
+        "input_size": [3, 32, 32], "mean": NORMALIZATIONS["imagenet"][0],
+        "std": NORMALIZATIONS["imagenet"][1]}}))
+    results = tmp_path / "results"
+    with mock_tfds(num_examples=16):
+        assert cli.main(["run", f"--ckpt={folder}", f"--results_dir={results}", "--steps=2",
+                         "--batch_size=8", "--micro_batch_size=4", "--resolution=16",
+                         "--tasks=demo_color"]) == 0
+    saved = records.read(records.records_path(results, "demo"))
+    assert {r["config"]["method"] for r in saved} == {"finetune", "fewshot"}
+    for record in saved:
+        assert record["checkpoint"]["input"] == {"format": "timm", "normalization": "imagenet",
+                                                 "resolution": 32}
+        assert record["status"] == "finished"
+    assert f"{folder} @" in (results / "demo.md").read_text()
+    assert "input imagenet" in (results / "demo.md").read_text()

@@ -754,3 +754,15 @@ def test_the_dry_run_gives_a_short_plan_its_time_in_seconds(tmp_path):
                                 plan.Overrides(), tmp_path, speed=lambda: 2000.0,
                                 fewshot=False)
     assert "19,200 training images to go, about 10 s at the 2000.0 images/s" in text
+
+
+def test_a_given_normalization_is_part_of_the_run_config_only_when_given():
+    suite = tasks.load_suite("demo")
+    plain = plan.plan(suite, ["demo_color"], "scratch:vit_mu8", TINY_RUN)
+    given = plan.plan(suite, ["demo_color"], "scratch:vit_mu8",
+                      dataclasses.replace(TINY_RUN, normalization="imagenet"))
+    assert "normalization" not in plain[0].config()
+    assert given[0].config() == {**plain[0].config(), "normalization": "imagenet"}
+    assert {run.config()["normalization"] for run in given} == {"imagenet"}  # probes too
+    with pytest.raises(ValueError, match="--normalization 'imagenet1k' is not one of"):
+        dataclasses.replace(TINY_RUN, normalization="imagenet1k")

@@ -61,12 +61,40 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return download.sha256_of(pathlib.Path(path))
 
 
-def checkpoint_id(ckpt: str) -> dict:
-    """Name, path and content hash of the checkpoint (for the record)."""
+def checkpoint_id(ckpt: str, normalization: str | None = None) -> dict:
+    """Name, path, content hash and input of the checkpoint (for the record); `normalization`
+    replaces the one the checkpoint says (`vitbench run --normalization`)."""
+    given = checkpoint_input(ckpt)
+    if normalization:
+        given = {**given, "normalization": normalization, "normalization_given": True}
     if is_scratch(ckpt):
-        return {"name": ckpt, "sha256": None}
+        return {"name": ckpt, "sha256": None, "input": given}
     path = resolve(ckpt, progress=False)
-    return {"name": ckpt, "path": str(path), "sha256": file_sha256(path)}
+    return {"name": ckpt, "path": str(path), "sha256": file_sha256(path), "input": given}
+
+
+def checkpoint_input(ckpt: str) -> dict:
+    """The preprocessing that travels with a checkpoint: its file format, the input
+    normalisation it applies to the [-1, 1] images pipelines feed (a `zoo.NORMALIZATIONS`
+    name or its numbers), and the resolution it was made for (None where not known)."""
+    entry = registry.find_checkpoint(ckpt)
+    if entry is not None:
+        return {"format": entry.format, "normalization": entry.normalization,
+                "resolution": entry.resolution}
+    if is_scratch(ckpt):
+        return {"format": "scratch", "normalization": "inception", "resolution": None}
+    path = resolve(ckpt, progress=False)
+    stat = path.stat()
+    return dict(_file_input(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_input(path: str, size: int, mtime_ns: int) -> tuple:
+    weights = formats.read_weights(pathlib.Path(path))
+    size_hint = weights.image_size
+    config, _, grid = npz.infer_architecture(weights.arrays, path, size_hint, weights.options)
+    return (("format", weights.format), ("normalization", config.normalization_name),
+            ("resolution", grid[0] * config.patch_size if grid[0] == grid[1] else None))
 
 
 def released_head(ckpt: str) -> tuple[int, int | None] | None:

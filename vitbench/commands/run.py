@@ -5,6 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from vitbench.commands import command, options
+from vitbench.models.zoo import NORMALIZATIONS
 from vitbench.tasks import OVERRIDABLE, Protocol
 
 
@@ -12,8 +13,10 @@ def _define(fv):
     flags.DEFINE_string("suite", "demo", "Suite name (vitbench tasks) or a suite TOML path.",
                         flag_values=fv)
     flags.DEFINE_string("ckpt", "scratch:vit_mu8", "Checkpoint: a name from `vitbench "
-                        "checkpoints`, a .npz/.keras file, a `vitbench pretrain` workdir, a URL, "
-                        "or scratch:<zoo model> for a randomly initialised model.", flag_values=fv)
+                        "checkpoints`, a .npz/.keras file, a timm / Hugging Face / open_clip "
+                        "file (.safetensors, .pth, .bin) or folder, an hf://org/name id, a "
+                        "`vitbench pretrain` workdir, a URL, or scratch:<zoo model> for a "
+                        "randomly initialised model.", flag_values=fv)
     flags.DEFINE_list("tasks", [], "Only these tasks of the suite (comma-separated).",
                       flag_values=fv)
     options.define_data_dir(fv)
@@ -46,6 +49,10 @@ def _define(fv):
                          "fewer training images than k (default: use all it has, as big_vision "
                          "does, and note the shortfall in the record and on the board).",
                          flag_values=fv)
+    flags.DEFINE_enum("normalization", None, list(NORMALIZATIONS), "The input normalisation "
+                      "the checkpoint was trained with, where its file does not say (a bare "
+                      "state dict: [-1, 1], 'inception', is assumed; timm's DeiT, DINO and MAE "
+                      "want 'imagenet'). Recorded in the run config.", flag_values=fv)
     flags.DEFINE_boolean("force", False, "Redo runs that are already recorded.", flag_values=fv)
     flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost; train nothing.",
                          flag_values=fv)
@@ -61,7 +68,8 @@ def overrides_from(fv):
     return Overrides(**options.setting_values(fv, Protocol, OVERRIDABLE),
                      micro_batch_size=None if micro == options.AUTO else micro,
                      seed=fv.seed, repeats=fv.repeats, remat=fv.remat,
-                     as_released=fv.as_released, strict_shots=fv.strict_shots)
+                     as_released=fv.as_released, strict_shots=fv.strict_shots,
+                     normalization=fv.normalization)
 
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.

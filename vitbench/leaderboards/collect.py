@@ -28,11 +28,15 @@ class Row:
     sha256: str | None = None
     setting: tuple[tuple[str, object], ...] = ()
     as_released: bool = False  # the checkpoint's own head, not trained (method "evaluate")
+    # Its input normalisation where not the official [-1, 1] ("inception"): the record's
+    # checkpoint input (`identity.checkpoint_input`).
+    normalization: str | None = None
 
     @property
     def label(self) -> str:
         label = self.ckpt + (f" @{self.sha256[:8]}" if self.sha256 else "")
-        notes = (["as released"] if self.as_released else []) + [
+        notes = (["as released"] if self.as_released else []) + (
+            [f"input {self.normalization}"] if self.normalization else []) + [
             f"{SETTING_NAMES[k]} {v}" for k, v in self.setting]
         return label + (" (" + ", ".join(notes) + ")" if notes else "")
 
@@ -103,8 +107,10 @@ def row_of(record: dict, defaults: dict | None = None) -> Row:
     config = record["config"]
     setting = tuple((key, config[key]) for key in SETTING_FIELDS if key in config and (
         defaults is None or (key in defaults and config[key] != defaults[key])))
+    normalization = ((record.get("checkpoint") or {}).get("input") or {}).get("normalization")
     return Row(config["ckpt"], config.get("ckpt_sha256"), setting,
-               method_of(record) == "evaluate")
+               method_of(record) == "evaluate",
+               normalization if normalization not in (None, "inception") else None)
 
 
 def method_of(record: dict) -> str:

@@ -80,7 +80,7 @@ class FineTune(Method):
 
     def execute(self, run, lr, context):
         p = run.task.protocol
-        model = load_for_task(run.ckpt, run.task, run.remat)
+        model = load_for_task(run.ckpt, run.task, run.remat, run.normalization)
         micro = pass_size(run.micro_batch_size, model, p.batch_size)
         train_config = finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
                                             micro_batch_size=micro,
@@ -123,13 +123,14 @@ class FewShotProbe(Method):
             "seed": run.seed if identity.is_scratch(run.ckpt) else None,
             "dataset": run.task.tfds_spec, "source": run.task.source,
             "data_sha256": run.data_sha256, "pp": run.task.pp("eval"),
-            "data_dir": str(data_dir or sources.default_data_dir())}
+            "data_dir": str(data_dir or sources.default_data_dir()),
+            **({"normalization": run.normalization} if run.normalization else {})}
         computed = []
 
         def features(role):
             def compute():
                 nonlocal model
-                model = model or load_for_features(run.ckpt, run.task)
+                model = model or load_for_features(run.ckpt, run.task, run.normalization)
                 computed.append(role)
                 x, y = fewshot.extract_features(
                     model, run.task, role, pass_size(run.micro_batch_size, model, p.batch_size),
@@ -166,7 +167,8 @@ class AsReleased(Method):
         return "scoring its own head as released"
 
     def execute(self, run, lr, context):
-        model = load_model(run.ckpt, image_size=run.task.protocol.resolution, progress=False)
+        model = load_model(run.ckpt, image_size=run.task.protocol.resolution, progress=False,
+                           **({"normalization": run.normalization} if run.normalization else {}))
         identity.check_head(run.ckpt, model.num_classes, run.task)
         micro = pass_size(run.micro_batch_size, model, run.task.protocol.batch_size)
         return {"status": "finished", "error": None, "micro_batch_size": micro,

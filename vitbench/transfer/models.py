@@ -11,10 +11,13 @@ from vitbench.models.vit import create_model
 from vitbench.train import distribute, execution
 
 
-def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, **options):
+def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, normalization=None, **options):
     """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head;
-    `options` are ViTConfig fields to override (e.g. remat=True)."""
+    `normalization` replaces the checkpoint's where given; `options` are ViTConfig fields to
+    override (e.g. remat=True)."""
     size = task.protocol.resolution
+    if normalization:
+        options["normalization"] = normalization
     if identity.is_scratch(ckpt):
         return create_model(identity.scratch_model(ckpt), num_classes=num_classes,
                             image_size=size, **options)
@@ -22,10 +25,11 @@ def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, **options):
                       **options)
 
 
-def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False):
+def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False,
+                  normalization: str | None = None):
     """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution
     (with `remat`, each block's activations are recomputed in the backward pass)."""
-    model = _load(ckpt, task, task.num_classes, remat=remat)
+    model = _load(ckpt, task, task.num_classes, normalization, remat=remat)
     # The protocol always starts from a zero head, also when the checkpoint's head already has
     # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
     for variable in model.get_layer("head").weights:
@@ -33,10 +37,10 @@ def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False):
     return model
 
 
-def load_for_features(ckpt: str, task: tasks_lib.Task):
+def load_for_features(ckpt: str, task: tasks_lib.Task, normalization: str | None = None):
     """The frozen model of a few-shot probe: `ckpt` without its head (keeping the pre-logits
     layer where it has one), at the task's resolution."""
-    return _load(ckpt, task, 0)
+    return _load(ckpt, task, 0, normalization)
 
 
 def pass_size(micro_batch_size: int | None, model, batch_size: int) -> int:

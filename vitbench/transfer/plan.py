@@ -10,6 +10,7 @@ from vitbench import environment, records, rules
 from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.data import sources
+from vitbench.models.zoo import NORMALIZATIONS
 from vitbench.train import distribute, execution
 from vitbench.transfer.methods import METHODS
 
@@ -36,8 +37,14 @@ class Overrides:
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
     as_released: bool = False  # score the checkpoint's own head instead of fine-tuning
     strict_shots: bool = False  # refuse a probe whose class has fewer than k training images
+    # The checkpoint's input normalisation (a zoo.NORMALIZATIONS name) instead of the one its
+    # file says (or [-1, 1] where it says none).
+    normalization: str | None = None
 
     def __post_init__(self):
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"--normalization {self.normalization!r} is not one of "
+                             f"{', '.join(NORMALIZATIONS)}")
         for key, value in self.changes.items():  # as a suite file's values are checked
             rules.check(tasks_lib.PROTOCOL_RULES, key, value, f"--{key}")
         rules.check({"repeats": rules.integer(1)}, "repeats", self.repeats, "--repeats")
@@ -80,6 +87,7 @@ class Run:
     # The suite's own protocol settings (`Protocol.settings`, before overrides), recorded for
     # the leaderboards: the row of a run whose settings differ (not in config).
     defaults: tuple[tuple[str, object], ...] = ()
+    normalization: str | None = None  # overrides the checkpoint's (in config where set)
 
     @property
     def method(self) -> str:
@@ -110,7 +118,8 @@ class Run:
             "eval_split": self.task.split(self.eval_split), "eval_pp": self.task.pp("eval"),
             "dataset": self.task.tfds_spec, "source": self.task.source,
             "num_classes": self.task.num_classes,
-            **({"data_sha256": self.data_sha256} if self.data_sha256 else {})}
+            **({"data_sha256": self.data_sha256} if self.data_sha256 else {}),
+            **({"normalization": self.normalization} if self.normalization else {})}
         return {**common, **METHODS[self.method].settings(self, lr)}
 
 
@@ -146,7 +155,8 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                                                                           lrs=grid))
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
-                      defaults=defaults, data_sha256=sources.fingerprint(task))
+                      defaults=defaults, data_sha256=sources.fingerprint(task),
+                      normalization=overrides.normalization)
         for seed in overrides.seeds:
             if len(grid) > 1:
                 runs += [Run(phase="tune", lr=lr, seed=seed, **common) for lr in grid]
@@ -171,7 +181,8 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         runs += [Run(suite.name, probe, ckpt, "final", None, overrides.micro_batch_size, seed,
                      PROBE_PRECISION, ckpt_sha256, data_sha256=sources.fingerprint(task),
                      strict_shots=overrides.strict_shots,
-                     defaults=tuple(task.protocol.settings().items()))
+                     defaults=tuple(task.protocol.settings().items()),
+                     normalization=overrides.normalization)
                  for seed in probe_seeds]
     return runs
 
@@ -186,7 +197,8 @@ def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defau
         task = dataclasses.replace(task, protocol=dataclasses.replace(
             task.protocol, resolution=known[1]))
     return Run(suite.name, task, ckpt, "final", None, overrides.micro_batch_size, 0, precision,
-               ckpt_sha256, data_sha256=sources.fingerprint(task), defaults=defaults)
+               ckpt_sha256, data_sha256=sources.fingerprint(task), defaults=defaults,
+               normalization=overrides.normalization)
 
 
 def choose_lr(run: Run, done: dict) -> float | None:

@@ -151,7 +151,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                     continue
                 log(f"{label}: {METHODS[run.method].doing(run)} at "
                     f"{run.task.protocol.resolution} px")
-                ckpt_info = ckpt_info or identity.checkpoint_id(ckpt)
+                ckpt_info = ckpt_info or identity.checkpoint_id(ckpt, run.normalization)
                 try:
                     record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
                                      ckpt_info, suite_bar if verbose else None)

@@ -3,7 +3,7 @@
 and timm + torch.compile's, profiled on the same model, batch and resolution in one command,
 each summarised as its total kernel time per step and its largest kernels by category.
 
-    python benchmarks/kernels.py --model vit_l16 --batch_size 128 [--out DIR]
+    python benchmarks/profile_kernels.py --model vit_l16 --batch_size 128 [--out DIR]
 
 Needs a GPU, jax, keras, torch and timm.
 """
