@@ -43,10 +43,10 @@ def close(ours, theirs):
 TIMM_VARIANTS = {
     # name: (timm VisionTransformer arguments, how it is saved)
     "class_token": ({}, "model.safetensors"),
-    "gap_fc_norm": ({"global_pool": "avg"}, "model.pth"),
+    "gap_fc_norm": ({"global_pool": "avg"}, "mae_finetuned.pth"),
     "no_class_token": ({"class_token": False, "global_pool": "avg"}, "model.safetensors"),
     "dinov2_registers": ({"init_values": 1e-5, "reg_tokens": 4, "no_embed_class": True,
-                          "patch_size": 16}, "wrapped.pth"),
+                          "patch_size": 16}, "moco_v3.pth"),
     "clip_pre_norm": ({"pre_norm": True, "norm_layer": torch.nn.LayerNorm}, "model.bin"),
 }
 
@@ -61,8 +61,12 @@ def save_timm(model, path):
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     if path.suffix == ".safetensors":
         safetensors_torch.save_file(state, path)
-    elif path.name.startswith("wrapped"):  # as MAE/DeiT releases: {"model": ...}, DDP keys
-        torch.save({"model": {f"module.{key}": value for key, value in state.items()},
+    elif path.name.startswith("mae"):  # as MAE and DeiT releases: {"model": ...}
+        torch.save({"model": state, "args": None}, path)
+    elif path.name.startswith("moco"):  # as MoCo v3 releases: the encoder beside its copies
+        wrapped = {f"module.{encoder}.{key}": value for key, value in state.items()
+                   for encoder in ("base_encoder", "momentum_encoder")}
+        torch.save({"state_dict": {**wrapped, "module.predictor.0.weight": torch.ones(2)},
                     "epoch": 3}, path)
     else:
         torch.save(state, path)

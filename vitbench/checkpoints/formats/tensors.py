@@ -18,7 +18,10 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # The dicts releases wrap their weights in (MAE: model, MoCo v3: state_dict, DINO: teacher),
 # and the prefixes their keys carry (DDP's module., MoCo v3's base_encoder., DINO's backbone.).
 CONTAINER_KEYS = ("state_dict", "model", "teacher", "model_ema", "module")
-KEY_PREFIXES = ("module.", "base_encoder.", "backbone.", "encoder.")
+KEY_PREFIXES = ("module.", "encoder.")
+# The ViT inside a self-supervised training state, beside its momentum copy, predictor or
+# projector head (MoCo v3, DINO): only these keys are kept.
+BACKBONE_PREFIXES = ("base_encoder.", "backbone.")
 
 
 def is_state_dict_file(path: pathlib.Path) -> bool:
@@ -71,6 +74,10 @@ def unwrap(loaded) -> dict[str, np.ndarray]:
     for prefix in KEY_PREFIXES:
         if all(key.startswith(prefix) for key in arrays):
             arrays = {key[len(prefix):]: value for key, value in arrays.items()}
+    for prefix in BACKBONE_PREFIXES:
+        if any(key.startswith(prefix) for key in arrays):
+            arrays = {key[len(prefix):]: value for key, value in arrays.items()
+                      if key.startswith(prefix)}
     return arrays
 
 
