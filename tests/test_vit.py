@@ -208,3 +208,37 @@ def test_a_gap_model_keeps_every_token_in_the_last_block():
     model = create_model(TINY.replace(classifier="gap"), num_classes=3, image_size=32)
     last = model.get_layer(f"encoderblock_{TINY.num_layers - 1}")
     assert tuple(last.output.shape) == (None, 16, TINY.hidden_size)
+
+
+RELEASED_OPTIONS = TINY.replace(
+    classifier="gap", class_token=True, num_registers=2, pos_embed_prefix=False,
+    layer_scale=0.1, pre_norm=True, final_norm="pooled", norm_epsilon=1e-5, gelu="quick",
+    normalization="imagenet")
+
+
+def test_options_of_released_vits_build_count_save_and_normalise(tmp_path):
+    model = randomize(create_model(RELEASED_OPTIONS, num_classes=3, image_size=32))
+    assert model.count_params() == zoo.count_params(RELEASED_OPTIONS, 32, 3)
+    assert model.get_layer("posembed_input").pos_embedding.shape == (1, 16, 32)  # patches only
+    assert model.get_layer("embedding").bias is None  # pre-norm: no patch bias, as CLIP
+    x = images(2)
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert restored.config == model.config
+    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+    # The normalisation is the first thing the model does: [-1, 1] -> (x01 - mean) / std.
+    plain = create_model(RELEASED_OPTIONS.replace(normalization=None), 3, 32)
+    plain.set_weights(model.get_weights())
+    mean, std = (np.array(v, np.float32) for v in zoo.NORMALIZATIONS["imagenet"])
+    np.testing.assert_allclose(model(x), plain(((x + 1) / 2 - mean) / std), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_invalid_options_are_refused_by_name():
+    with pytest.raises(ValueError, match="token classifier needs class_token"):
+        TINY.replace(class_token=False)
+    with pytest.raises(ValueError, match="unknown normalization 'imagenet1k'; known: inception"):
+        TINY.replace(normalization="imagenet1k")
+    with pytest.raises(ValueError, match="final_norm 'after'"):
+        TINY.replace(final_norm="after")
+    assert TINY.replace(normalization=((0.5,) * 3, (0.5,) * 3)).normalization is None

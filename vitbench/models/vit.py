@@ -30,44 +30,46 @@ def _xavier_uniform_flat(fan_in: int, fan_out: int):
     return keras.initializers.RandomUniform(-limit, limit)
 
 
-@keras.saving.register_keras_serializable(package="vitbench")
-class ClassToken(layers.Layer):
-    """Prepends a learned class token (initialised to zeros) to the token sequence."""
+class PrefixTokens(layers.Layer):
+    """Prepends `count` learned tokens, the weight `weight_name`, to the token sequence."""
+
+    count, weight_name, initializer = 1, "tokens", "zeros"
 
     def build(self, input_shape):
-        self.cls = self.add_weight(name="cls", shape=(1, 1, input_shape[-1]),
-                                   initializer="zeros")
+        setattr(self, self.weight_name, self.add_weight(
+            name=self.weight_name, shape=(1, self.count, input_shape[-1]),
+            initializer=self.initializer))
 
     def call(self, tokens):
-        cls = ops.broadcast_to(ops.cast(self.cls, tokens.dtype),
-                               (ops.shape(tokens)[0], 1, tokens.shape[-1]))
-        return ops.concatenate([cls, tokens], axis=1)
-
-    def compute_output_shape(self, input_shape):
-        length = None if input_shape[1] is None else input_shape[1] + 1
-        return (input_shape[0], length, input_shape[2])
-
-
-@keras.saving.register_keras_serializable(package="vitbench")
-class RegisterTokens(layers.Layer):
-    """Prepends `count` learned register tokens (Darcet et al. 2024) to the token sequence."""
-
-    def __init__(self, count: int, **kwargs):
-        super().__init__(**kwargs)
-        self.count = count
-
-    def build(self, input_shape):
-        self.reg = self.add_weight(name="reg", shape=(1, self.count, input_shape[-1]),
-                                   initializer=keras.initializers.RandomNormal(stddev=1e-6))
-
-    def call(self, tokens):
-        reg = ops.broadcast_to(ops.cast(self.reg, tokens.dtype),
-                               (ops.shape(tokens)[0], self.count, tokens.shape[-1]))
-        return ops.concatenate([reg, tokens], axis=1)
+        prefix = ops.cast(getattr(self, self.weight_name), tokens.dtype)
+        prefix = ops.broadcast_to(prefix, (ops.shape(tokens)[0], self.count, tokens.shape[-1]))
+        return ops.concatenate([prefix, tokens], axis=1)
 
     def compute_output_shape(self, input_shape):
         length = None if input_shape[1] is None else input_shape[1] + self.count
         return (input_shape[0], length, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class ClassToken(PrefixTokens):
+    """Prepends a learned class token (initialised to zeros) to the token sequence."""
+
+    weight_name = "cls"
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class RegisterTokens(PrefixTokens):
+    """Prepends `count` learned register tokens (Darcet et al. 2024) to the token sequence."""
+
+    weight_name = "reg"
+
+    @property
+    def initializer(self):
+        return keras.initializers.RandomNormal(stddev=1e-6)
+
+    def __init__(self, count: int, **kwargs):
+        super().__init__(**kwargs)
+        self.count = count
 
     def get_config(self):
         return {**super().get_config(), "count": self.count}
