@@ -192,6 +192,8 @@ def clip_model(quick_gelu, layer_scale=None):
 def test_open_clip_image_towers_give_open_clips_features(quick_gelu, tmp_path):
     reference = clip_model(quick_gelu, layer_scale=0.1 if not quick_gelu else None)
     torch.save(reference.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    # open_clip repositories also hold the two-tower model in transformers' layout
+    safetensors_torch.save_file({"text_model.x": torch.ones(1)}, tmp_path / "model.safetensors")
     (tmp_path / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": {"embed_dim": 16, "quick_gelu": quick_gelu, "vision_cfg": CLIP_VISION},
         "preprocess_cfg": {"mean": NORMALIZATIONS["clip"][0], "std": NORMALIZATIONS["clip"][1]}}))
@@ -263,3 +265,15 @@ def test_run_fine_tunes_and_probes_a_timm_folder_and_records_its_input(tmp_path,
         assert record["status"] == "finished"
     assert f"{folder} @" in (results / "demo.md").read_text()
     assert "input imagenet" in (results / "demo.md").read_text()
+
+
+@pytest.mark.parametrize("patch", [14, 32])
+def test_timm_patch_sizes_14_and_32(patch, tmp_path):
+    size = 2 * patch
+    reference = randomized(timm_vit.VisionTransformer(
+        img_size=size, patch_size=patch, embed_dim=64, depth=1, num_heads=4, num_classes=3))
+    model = vitbench.load_model(save_timm(reference, tmp_path / "model.safetensors"))
+    assert model.config.patch_size == patch and model.image_size == (size, size)
+    x = images(batch=2, height=size, width=size, seed=4)
+    with torch.no_grad():
+        close(model(x), reference(pixels(x, "inception")))

@@ -67,7 +67,7 @@ def fetch(ckpt: str, progress: bool = True) -> pathlib.Path:
             download.fetch(file_url(ckpt, name), progress=False)
         except download.NotFoundError:
             continue
-    for name in formats.FOLDER_WEIGHTS:
+    for name in formats.weights_names((folder(ckpt) / formats.OPEN_CLIP_CONFIG).is_file()):
         try:
             download.fetch(file_url(ckpt, name), progress=progress)
             return folder(ckpt)

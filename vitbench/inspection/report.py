@@ -35,7 +35,7 @@ DEMO_TASK = ("demo", "demo_shape")  # suite and task whose test images are the d
 def default_out_dir(ckpt: str, results_dir="results") -> pathlib.Path:
     """results/figures/<a file-name-safe name of the checkpoint>."""
     name = pathlib.PurePosixPath(str(ckpt).rstrip("/")).name
-    name = re.sub(r"\.(npz|keras)$", "", name) or "checkpoint"
+    name = re.sub(r"\.(npz|keras|safetensors|pth|pt|bin)$", "", name) or "checkpoint"
     return pathlib.Path(results_dir) / "figures" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 

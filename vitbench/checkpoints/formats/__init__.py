@@ -18,14 +18,17 @@ from vitbench.checkpoints import npz
 from vitbench.checkpoints.formats import layouts, tensors
 from vitbench.models.zoo import ViTConfig, as_normalization
 
-# The weights file of a folder, first found first: open_clip's before the others, since
-# open_clip repositories also hold the whole two-tower model in transformers' layout.
-FOLDER_WEIGHTS = ("open_clip_model.safetensors", "model.safetensors",
-                  "open_clip_pytorch_model.bin", "pytorch_model.bin")
+# The weights file of a folder, first found first: open_clip's where the folder has an
+# open_clip configuration (its repositories also hold the two-tower model in transformers'
+# layout as model.safetensors), the others' elsewhere.
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+OTHER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+FOLDER_WEIGHTS = OPEN_CLIP_WEIGHTS + OTHER_WEIGHTS
 # The transformers model types whose configuration `layouts.transformers` reads.
 HF_MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers")
 # A folder's configuration files, and what each may say.
-FOLDER_CONFIGS = ("config.json", "preprocessor_config.json", "open_clip_config.json")
+FOLDER_CONFIGS = ("config.json", "preprocessor_config.json", OPEN_CLIP_CONFIG)
 # Hugging Face `hidden_act` -> vitbench's gelu form.
 HF_ACTIVATIONS = {"gelu": "exact", "quick_gelu": "quick", "gelu_new": "tanh",
                   "gelu_pytorch_tanh": "tanh"}
@@ -74,11 +77,18 @@ def _from_state_dict(arrays, hints: dict, source) -> Weights:
     return Weights(converted, options, layout, hints.get("image_size"))
 
 
+def weights_names(open_clip: bool) -> tuple[str, ...]:
+    """The weights files to look for, first first, in a folder with (or without) an open_clip
+    configuration."""
+    return OPEN_CLIP_WEIGHTS if open_clip else OTHER_WEIGHTS + OPEN_CLIP_WEIGHTS
+
+
 def _read_folder(folder: pathlib.Path, num_heads: int | None) -> Weights:
-    weights = next((folder / name for name in FOLDER_WEIGHTS if (folder / name).is_file()), None)
+    names = weights_names((folder / OPEN_CLIP_CONFIG).is_file())
+    weights = next((folder / name for name in names if (folder / name).is_file()), None)
     if weights is None:
         raise FileNotFoundError(
-            f"{folder} is a folder without a weights file ({', '.join(FOLDER_WEIGHTS)}): not a "
+            f"{folder} is a folder without a weights file ({', '.join(names)}): not a "
             "Hugging Face, timm or open_clip checkpoint folder")
     hints = folder_hints(folder)
     if num_heads:
@@ -114,7 +124,7 @@ def folder_hints(folder: pathlib.Path) -> dict:
         hints["normalization"] = (processor["image_mean"], processor["image_std"])
     elif config.get("model_type", "").startswith(("dinov2", "deit")):
         hints["normalization"] = "imagenet"  # their processors' defaults
-    open_clip = configs.get("open_clip_config.json", {})
+    open_clip = configs.get(OPEN_CLIP_CONFIG, {})
     if open_clip:
         model = open_clip.get("model_cfg", {})
         hints["quick_gelu"] = bool(model.get("quick_gelu"))
