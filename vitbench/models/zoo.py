@@ -63,7 +63,7 @@ class ViTConfig:
     # for much less activation memory (e.g. ViT-H/14 at 384 px on one GPU).
     remat: bool = False
     # Options of ViTs released outside the official code (timm, Hugging Face, DINO, CLIP, ...);
-    # the defaults are the official architecture. docs/models.md says which release uses which.
+    # the defaults are the official architecture. docs/checkpoint_formats.md says which uses which.
     class_token: bool | None = None  # None: a class token with the "token" classifier only
     num_registers: int = 0  # learned register tokens after the class token (DINOv2-reg)
     pos_embed_prefix: bool = True  # False: position embeddings for the patches only (DeiT III)
@@ -253,7 +253,8 @@ def count_params(config: ViTConfig, image_size: ImageSize = 224, num_classes: in
         ValueError: the image size is not a positive int or pair, or is smaller than a patch.
     """
     d, m, p = config.hidden_size, config.mlp_dim, config.patch_size
-    embedding = p * p * 3 * d + (0 if config.pre_norm else d) + (2 * d if config.pre_norm else 0)
+    # The patch embedding's kernel, and its bias or (pre-norm, CLIP) the LayerNorm that replaces it.
+    embedding = p * p * 3 * d + (2 * d if config.pre_norm else d)
     prefix_tokens = d * config.num_prefix_tokens
     rows, cols = config.grid(image_size)
     pos_embedding = (rows * cols + config.posemb_prefix_tokens) * d
