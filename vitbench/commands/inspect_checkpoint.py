@@ -9,7 +9,8 @@ def _define(fv):
     from absl import flags
 
     flags.DEFINE_string("ckpt", None, "Checkpoint: a registry name (vitbench checkpoints), a "
-                        ".npz/.keras file, a `vitbench pretrain` workdir (e.g. "
+                        ".npz/.keras file, a timm / Hugging Face / open_clip file or folder, an "
+                        "hf://org/name id, a `vitbench pretrain` workdir (e.g. "
                         "results/pretrain/demo_vit_mu8, which `vitbench demo` trains) or a URL.",
                         flag_values=fv)
     flags.DEFINE_string("images", None, "Directory of images (jpg, png, ...; subfolders too) "
