@@ -106,7 +106,9 @@ def test_a_state_dict_with_parts_vitbench_lacks_is_refused_naming_them(tmp_path)
     with pytest.raises(npz.CheckpointError, match=r"blocks\.0\.attn\.q_norm\.weight"):
         vitbench.load_model(save_timm(state_module(state), tmp_path / "extra.safetensors"))
     del state["blocks.0.attn.q_norm.weight"], state["blocks.1.mlp.fc2.bias"]
-    with pytest.raises(npz.CheckpointError, match=r"timm layout\) has no 'blocks\.1\.mlp"):
+    del state["blocks.1.norm2.weight"]  # both missing arrays are named
+    with pytest.raises(npz.CheckpointError, match=r"timm layout\) has no 'blocks\.1\.norm2"
+                                                  r"\.weight', 'blocks\.1\.mlp\.fc2\.bias'"):
         vitbench.load_model(save_timm(state_module(state), tmp_path / "partial.safetensors"))
     with pytest.raises(npz.CheckpointError, match=r"none of the layouts.*conv\.weight"):
         vitbench.load_model(save_timm(state_module({"conv.weight": torch.ones(2)}),

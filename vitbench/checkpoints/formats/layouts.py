@@ -117,9 +117,7 @@ def timm(weights: StateDict, hints: dict) -> tuple[dict, dict]:
 def transformers(weights: StateDict, hints: dict) -> tuple[dict, dict]:
     """Hugging Face transformers' ViT, DeiT and DINOv2 (with or without registers)."""
     for prefix in ("vit.", "deit.", "dinov2.", "dinov2_with_registers."):
-        if any(key.startswith(prefix) for key in weights.arrays):
-            weights.arrays = {key[len(prefix):] if key.startswith(prefix) else key: value
-                              for key, value in weights.arrays.items()}
+        weights.strip(prefix)
     weights.drop("embeddings.mask_token", "distillation_classifier.")
     kernel = weights.take("embeddings.patch_embeddings.projection.weight")
     heads = _heads(kernel.shape[0], hints, weights.source)
@@ -168,8 +166,7 @@ def open_clip(weights: StateDict, hints: dict) -> tuple[dict, dict]:
     """open_clip's and OpenAI's CLIP image tower (`visual.`; the text tower is dropped). The
     projection to the joint embedding is dropped too: features are the normed class token."""
     if any(key.startswith("visual.") for key in weights.arrays):
-        weights.arrays = {key[len("visual."):]: value for key, value in weights.arrays.items()
-                          if key.startswith("visual.")}
+        weights.strip("visual.", keep_only=True)
     weights.drop("proj")
     kernel = weights.take("conv1.weight")
     width = kernel.shape[0]

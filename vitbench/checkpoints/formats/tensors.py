@@ -94,17 +94,45 @@ class StateDict:
 
     def __init__(self, arrays: dict[str, np.ndarray], layout: str, source: str):
         self.arrays, self.layout, self.source = dict(arrays), layout, source
+        self.keys = tuple(arrays)  # as read, before any is taken
 
     def __contains__(self, key: str) -> bool:
         return key in self.arrays
 
     def take(self, key: str) -> np.ndarray:
         if key not in self.arrays:
-            raise CheckpointError(f"{self.source} ({self.layout} layout) has no {key!r}")
+            missing = [key] + [other for other in self.missing_in_blocks() if other != key]
+            shown = ", ".join(repr(k) for k in missing[:8]) + (
+                f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise CheckpointError(f"{self.source} ({self.layout} layout) has no {shown}")
         return np.asarray(self.arrays.pop(key), np.float32)
+
+    def missing_in_blocks(self) -> list[str]:
+        """Keys some numbered blocks (`<name>.<i>.`) have and others lack: a partial file's
+        missing arrays, named all at once."""
+        blocks = {}
+        for key in self.keys:
+            parts = key.split(".")
+            index = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+            if index is not None:
+                prefix, rest = ".".join(parts[:index]), ".".join(parts[index + 1:])
+                blocks.setdefault(prefix, {}).setdefault(int(parts[index]), set()).add(rest)
+        missing = []
+        for prefix, members in blocks.items():
+            every = set().union(*members.values())
+            missing += [f"{prefix}.{i}.{rest}" for i in range(max(members) + 1)
+                        for rest in sorted(every - members.get(i, set()))]
+        return missing
 
     def take_if(self, key: str) -> np.ndarray | None:
         return self.take(key) if key in self.arrays else None
+
+    def strip(self, prefix: str, keep_only: bool = False) -> None:
+        """Removes `prefix` from the keys that have it (`keep_only`: drops the others)."""
+        self.arrays = {key[len(prefix):] if key.startswith(prefix) else key: value
+                       for key, value in self.arrays.items()
+                       if key.startswith(prefix) or not keep_only}
+        self.keys = tuple(self.arrays)
 
     def drop(self, *prefixes: str) -> None:
         """Removes the keys starting with `prefixes` (parts vitbench does not use)."""
