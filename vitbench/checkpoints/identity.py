@@ -9,7 +9,7 @@ import pathlib
 from collections.abc import Sequence
 
 from vitbench.checkpoints import download, formats, hub, npz, registry
-from vitbench.checkpoints.loader import resolve
+from vitbench.checkpoints.loader import read_architecture, resolve
 from vitbench.models import zoo
 
 SCRATCH_PREFIX = "scratch:"
@@ -90,9 +90,7 @@ def checkpoint_input(ckpt: str) -> dict:
 
 @functools.lru_cache(maxsize=16)
 def _file_input(path: str, size: int, mtime_ns: int) -> tuple:
-    weights = formats.read_weights(pathlib.Path(path))
-    size_hint = weights.image_size
-    config, _, grid = npz.infer_architecture(weights.arrays, path, size_hint, weights.options)
+    weights, config, _, grid = read_architecture(pathlib.Path(path), path)
     return (("format", weights.format), ("normalization", config.normalization_name),
             ("resolution", grid[0] * config.patch_size if grid[0] == grid[1] else None))
 

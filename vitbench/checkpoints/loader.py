@@ -115,11 +115,9 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
         ViTConfig.check_num_classes(num_classes)
     path = resolve(ckpt, progress)
     source = str(ckpt)
-    weights = formats.read_weights(path, num_heads)
+    weights, config, file_classes, file_grid = read_architecture(path, source, image_size,
+                                                                 num_heads)
     arrays = weights.arrays
-    hint = weights.image_size or image_size  # the size whose grid a non-square file has
-    config, file_classes, file_grid = npz.infer_architecture(
-        arrays, source, as_hw(hint) if hint is not None else None, weights.options)
     base = get_config(model) if isinstance(model, str) else (model or weights.stored_config)
     if base is not None:
         config = _merge(base, config, source)
@@ -144,6 +142,18 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
                             image_size=size, name=config.name)
     npz.assign_arrays(vit, arrays, source)
     return vit
+
+
+def read_architecture(path: pathlib.Path, source: str, image_size: ImageSize | None = None,
+                      num_heads: int | None = None):
+    """(weights, config, head classes, patch grid) of a checkpoint file or folder, read
+    without building the model (`formats.read_weights`, `npz.infer_architecture`); the grid of
+    a non-square file is the one of the size it stores, else of `image_size`."""
+    weights = formats.read_weights(path, num_heads)
+    hint = weights.image_size or image_size
+    config, classes, grid = npz.infer_architecture(
+        weights.arrays, source, as_hw(hint) if hint is not None else None, weights.options)
+    return weights, config, classes, grid
 
 
 def _without(arrays, prefix: str):

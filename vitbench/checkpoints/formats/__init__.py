@@ -127,7 +127,8 @@ def folder_hints(folder: pathlib.Path) -> dict:
     open_clip = configs.get(OPEN_CLIP_CONFIG, {})
     if open_clip:
         model = open_clip.get("model_cfg", {})
-        hints["quick_gelu"] = bool(model.get("quick_gelu"))
+        if model.get("quick_gelu"):
+            hints["gelu"] = "quick"
         vision = model.get("vision_cfg", {})
         if vision.get("width") and vision.get("head_width"):
             hints["num_heads"] = vision["width"] // vision["head_width"]

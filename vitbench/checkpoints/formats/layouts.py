@@ -187,8 +187,9 @@ def open_clip(weights: StateDict, hints: dict) -> tuple[dict, dict]:
     arrays["Transformer/encoder_norm/scale"], arrays["Transformer/encoder_norm/bias"] = \
         _pair(weights, "ln_post.")
     weights.check_used()
-    return arrays, {"classifier": "token", "gelu": "quick" if hints.get("quick_gelu") else "exact",
-                    "norm_epsilon": 1e-5, "normalization": "clip"}
+    # open_clip's `quick_gelu` (OpenAI's weights) comes as the folder's gelu hint.
+    return arrays, {"classifier": "token", "gelu": "exact", "norm_epsilon": 1e-5,
+                    "normalization": "clip"}
 
 
 def _has_suffix(suffix: str) -> Callable[[dict], bool]:

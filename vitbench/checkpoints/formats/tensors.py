@@ -73,12 +73,18 @@ def unwrap(loaded) -> dict[str, np.ndarray]:
         raise CheckpointError("the file holds no tensors")
     for prefix in KEY_PREFIXES:
         if all(key.startswith(prefix) for key in arrays):
-            arrays = {key[len(prefix):]: value for key, value in arrays.items()}
+            arrays = strip_prefix(arrays, prefix)
     for prefix in BACKBONE_PREFIXES:
         if any(key.startswith(prefix) for key in arrays):
-            arrays = {key[len(prefix):]: value for key, value in arrays.items()
-                      if key.startswith(prefix)}
+            arrays = strip_prefix(arrays, prefix, keep_only=True)
     return arrays
+
+
+def strip_prefix(arrays: dict, prefix: str, keep_only: bool = False) -> dict:
+    """`arrays` with `prefix` removed from the keys that have it (`keep_only`: without the
+    others)."""
+    return {key[len(prefix):] if key.startswith(prefix) else key: value
+            for key, value in arrays.items() if key.startswith(prefix) or not keep_only}
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -129,9 +135,7 @@ class StateDict:
 
     def strip(self, prefix: str, keep_only: bool = False) -> None:
         """Removes `prefix` from the keys that have it (`keep_only`: drops the others)."""
-        self.arrays = {key[len(prefix):] if key.startswith(prefix) else key: value
-                       for key, value in self.arrays.items()
-                       if key.startswith(prefix) or not keep_only}
+        self.arrays = strip_prefix(self.arrays, prefix, keep_only)
         self.keys = tuple(self.arrays)
 
     def drop(self, *prefixes: str) -> None:
