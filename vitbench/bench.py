@@ -15,7 +15,8 @@ import time
 from vitbench.evaluate import prediction
 from vitbench.models import zoo
 from vitbench.models.vit import create_model
-from vitbench.train import distribute, execution, interrupt, optimizers
+from vitbench.train import distribute, execution, interrupt, optimizers, stack
+from vitbench.train.finetune_config import TrainConfig, compile_for_finetuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +304,78 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
     for _ in outputs:  # numpy outputs: each one waited for the device
         pass
     return micro, time.perf_counter() - start, warmup, steps
+
+
+def sweep_throughput(model_name: str, members: int, batch_size: int, resolution: int,
+                     precision: str = "fp32", steps: int = 10, warmup: int = 2,
+                     num_classes: int = 1000, micro_batch_size: int | None = None) -> list:
+    """A sweep of `members` fine-tuning runs (rates 0.001, 0.002, ...) trained as one stack
+    (`stack.Stack`, as `vitbench run --sweep` trains tune runs) against the same runs one
+    after the other (`model_throughput` in "train" mode: one run's `fit`, which each of them
+    would repeat), on one device, batches handed over from the host.
+
+    Returns:
+        Two measurements (see `measurement`): the sequential runs' (`members` 1) and the
+        stack's, whose `images_per_second` is each member's, beside `members`, the stack's
+        images/s over all members and `ratio_to_sequential`: how many times faster the
+        sweep trains stacked than one run after another.
+    Raises:
+        ValueError: fewer than 2 members; a micro-batch that does not divide the batch.
+        KeyError: an unknown precision or model name.
+    """
+    import keras
+
+    if members < 2:
+        raise ValueError(f"a stack has at least 2 members, not {members}")
+    sequential = model_throughput(model_name, "train", batch_size, resolution, precision,
+                                  steps, warmup, num_classes, micro_batch_size=micro_batch_size,
+                                  devices=1)
+    micro = sequential["micro_batch_size"]
+    warmup, steps = sequential["warmup"], sequential["steps"]  # rounded to whole calls
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        with distribute.local_devices(1):
+            configs = [TrainConfig(0.001 * (i + 1), warmup + steps, batch_size, micro)
+                       for i in range(members)]
+            models = [compile_for_finetuning(create_model(model_name, num_classes=num_classes,
+                                                          image_size=resolution), config)
+                      for config in configs]
+            seconds = _time_stack(models, configs, warmup, steps)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    stacked = measurement("vitbench", model_name, "train", batch_size, resolution, precision,
+                          steps, warmup, seconds, device_kind(), peak_memory_gb(1),
+                          f"keras {keras.__version__} ({keras.backend.backend()}), "
+                          f"{members} runs stacked", num_classes=num_classes)
+    per_member = stacked["images_per_second"]
+    return [{**sequential, "members": 1},
+            {**stacked, "micro_batch_size": micro, "members": members,
+             "images_per_second_all_members": members * per_member,
+             "ratio_to_sequential": members * per_member / sequential["images_per_second"]}]
+
+
+def _time_stack(models, configs, warmup: int, steps: int) -> float:
+    """Seconds of `steps` updates of the stack of `models` after `warmup` untimed ones, on
+    random host batches handed over pass by pass."""
+    import numpy as np
+
+    config = configs[0]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (config.micro_batch_size, *models[0].image_size, 3)).astype(
+        models[0].image_dtype)
+    labels = rng.integers(0, models[0].num_classes, config.micro_batch_size)
+    stacked = stack.Stack(models, configs, (images, labels))
+    with interrupt.deferred() as stop_on_ctrl_c:
+        for update in range(warmup + steps):
+            if update == warmup:
+                start = time.perf_counter()
+            for _ in range(config.accumulation):
+                logs = stacked.step((images, labels))
+            np.asarray(logs["loss"])  # the update done on the device
+            if stop_on_ctrl_c.pending:
+                raise KeyboardInterrupt
+    return time.perf_counter() - start
 
 
 def on_devices(array):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vitbench.commands import command, options
 
-MODES = ("pipeline", "train", "infer")
+MODES = ("pipeline", "train", "infer", "sweep")
 
 
 def _define(fv):
@@ -14,14 +14,18 @@ def _define(fv):
                       "What to measure (one JSON line per measurement). pipeline: images/s of a "
                       "task's train and eval preprocessing, against the raw read of the same "
                       "data. train / infer: images/s of a model's training step / forward pass "
-                      "(benchmarks/peers.py times timm beside it).", flag_values=fv)
+                      "(benchmarks/peers.py times timm beside it). sweep: --members fine-tuning "
+                      "runs trained as one stack against one after the other.",
+                      flag_values=fv)
+    flags.DEFINE_integer("members", 4, "sweep: runs in the stack.", lower_bound=2,
+                         flag_values=fv)
     flags.DEFINE_string("suite", "demo", "pipeline: suite name or suite TOML path.",
                         flag_values=fv)
     flags.DEFINE_string("task", None, "pipeline: task of the suite (default: its first).",
                         flag_values=fv)
-    flags.DEFINE_string("model", "vit_b16", "train / infer: zoo model.", flag_values=fv)
-    flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "train / infer: float32, or bf16 "
-                      "compute with float32 weights.", flag_values=fv)
+    flags.DEFINE_string("model", "vit_b16", "train / infer / sweep: zoo model.", flag_values=fv)
+    flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "train / infer / sweep: float32, "
+                      "or bf16 compute with float32 weights.", flag_values=fv)
     flags.DEFINE_enum("input", "host", ["host", "device"], "train / infer: hand batches over "
                       "as numpy arrays, as the training and evaluation loops do (each step "
                       "includes its copy to the device), or as arrays already on the device.",
@@ -34,9 +38,9 @@ def _define(fv):
                        "model-FLOP utilisation (default: known for H100, H200, A100).",
                        lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
-                         "train / infer: default 224).", lower_bound=1, flag_values=fv)
+                         "train / infer / sweep: default 224).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
-    options.define_micro_batch_size(fv, "train / infer: ")
+    options.define_micro_batch_size(fv, "train / infer / sweep: ")
     flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
                          "local devices, the batch and micro-batch split over them (default: "
                          "all of them, as `vitbench run` trains; JAX only, TensorFlow runs on "
@@ -73,7 +77,15 @@ def _model(fv):
                                    devices=fv.devices)]
 
 
-RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model}
+def _sweep(fv):
+    from vitbench import bench
+
+    return bench.sweep_throughput(fv.model, fv.members, fv.batch_size, fv.resolution or 224,
+                                  fv.precision, fv.batches, fv.warmup,
+                                  micro_batch_size=fv.micro_batch_size)
+
+
+RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model, "sweep": _sweep}
 
 
 @command("bench", _define)
@@ -92,6 +104,9 @@ def run(fv):
     device (--devices: the first N), as `vitbench run` trains; `--batch_size` is then the
     global batch. `python benchmarks/peers.py` runs the same measurement on one device next to
     timm.
+    `--mode sweep` times --members fine-tuning runs of the model trained as one stack (as
+    `vitbench run --sweep` trains a task's tune runs) against the same runs trained one
+    after the other, on one device: images/s per member and the ratio of the two.
     """
     import json
 

@@ -7,6 +7,7 @@ from absl import flags
 from vitbench.commands import command, options
 from vitbench.models.zoo import NORMALIZATIONS
 from vitbench.tasks import OVERRIDABLE, Protocol
+from vitbench.transfer import DEFAULT_STACK
 
 
 def _define(fv):
@@ -35,6 +36,12 @@ def _define(fv):
                          "tune split for each rate in --lrs (default 0.001,0.003,0.01,0.03 "
                          "where the suite fixes one), score on the validation split, retrain "
                          "the best on the fit split.", flag_values=fv)
+    flags.DEFINE_integer("stack", DEFAULT_STACK, "Train up to this many runs that differ in "
+                         "the learning rate only (the tune runs of a --sweep) together, in one "
+                         "compiled step over one input pipeline (JAX on one device; each run "
+                         "recorded as if it ran alone). 1: one by one. A stack that fails (out "
+                         "of memory, say) trains its runs one by one.", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_boolean("fewshot", True, "Also run the few-shot linear probes that the suite's "
                          "[fewshot] table adds to its fine-tuning tasks (a few-shot suite such "
                          "as `fewshot` always runs its own).", flag_values=fv)
@@ -74,7 +81,7 @@ def overrides_from(fv):
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.
 TRAINING_FLAGS = ("steps", "warmup_steps", "lrs", "polyak", "shots", "sweep", "repeats", "remat",
-                  "checkpoint_every", "strict_shots")
+                  "checkpoint_every", "strict_shots", "stack")
 
 
 @command("run", _define)
@@ -93,6 +100,7 @@ def run(fv):
     from vitbench.checkpoints import identity
     from vitbench.leaderboards import publish
     from vitbench.train import distribute
+    from vitbench.train import stack as stack_step
     from vitbench.transfer import plan, report, sizing
     from vitbench.transfer import suite as suite_runner
 
@@ -118,15 +126,20 @@ def run(fv):
             speed = None if fv.as_released else lambda: sizing.measure_throughput(
                 fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
                 remat=fv.remat)
+            stack = fv.stack if stack_step.available() else 1
+            stacked_speed = lambda members: sizing.measure_stacked_throughput(  # noqa: E731
+                fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
+                members, remat=fv.remat)
             print(report.describe_plan(suite, fv.tasks, fv.ckpt, overrides, fv.results_dir,
-                                       fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force))
+                                       fv.sweep, speed, fv.fewshot, fv.data_dir, fv.force,
+                                       stack, stacked_speed))
             return 0
         failed = None
         try:
             finished = suite_runner.run_suite(
                 suite, fv.tasks, fv.ckpt, overrides, fv.results_dir, sweep=fv.sweep,
                 data_dir=fv.data_dir, force=fv.force, checkpoint_every=fv.checkpoint_every,
-                fewshot=fv.fewshot)
+                fewshot=fv.fewshot, stack=fv.stack)
         except suite_runner.RunsFailed as error:  # the others ran: their boards, then fail
             finished, failed = error.finished, error
     print(f"{len(finished)} runs finished; records in "

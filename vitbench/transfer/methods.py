@@ -8,11 +8,13 @@ import dataclasses
 import pathlib
 import time
 
+import keras
+
 from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot
-from vitbench.train import finetune
+from vitbench.train import finetune, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, pass_size
 
 
@@ -79,24 +81,58 @@ class FineTune(Method):
         return f"training {run.task.protocol.steps} steps of {run.task.protocol.batch_size}"
 
     def execute(self, run, lr, context):
-        p = run.task.protocol
         model = load_for_task(run.ckpt, run.task, run.remat, run.normalization)
-        micro = pass_size(run.micro_batch_size, model, p.batch_size)
-        train_config = finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
-                                            micro_batch_size=micro,
-                                            warmup_steps=p.effective_warmup_steps,
-                                            seed=run.seed, polyak=p.polyak)
-        outcome = {"status": "finished", "error": None, "micro_batch_size": micro,
-                   "accumulation_steps": train_config.accumulation}
+        micro = pass_size(run.micro_batch_size, model, run.task.protocol.batch_size)
+        config = self.train_config(run, lr, micro)
         try:
-            model, outcome["train"] = finetune.fine_tune(
-                model, run.task, run.train_split, train_config, data_dir=context.data_dir,
+            result = finetune.fine_tune(
+                model, run.task, run.train_split, config, data_dir=context.data_dir,
                 workdir=context.workdir, checkpoint_every=context.checkpoint_every,
                 verbose=context.verbose, suite_bar=context.suite_bar)
         except finetune.DivergedError as diverged:
-            return {**outcome, "status": "diverged", "error": str(diverged), "train": {},
+            result = diverged
+        return self.outcome(run, config, result, context)
+
+    def execute_stacked(self, runs, lrs, contexts) -> list[dict]:
+        """Trains `runs` (configs alike but for the rate, `stacking.stack_key`) together
+        (`stacked.fine_tune_stacked`), then scores each: one outcome per run, as `execute`
+        gives it. Raises `stack.NotStackable` before any training where they cannot."""
+        stack.check_stackable([self.train_config(run, lr, 1) for run, lr in zip(runs, lrs)])
+        models = []
+        for run in runs:  # each model's random state as its separate run would have it
+            keras.utils.set_random_seed(run.seed)
+            models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
+        lead, context = runs[0], contexts[0]
+        micro = pass_size(lead.micro_batch_size, models[0], lead.task.protocol.batch_size)
+        configs = [self.train_config(run, lr, micro) for run, lr in zip(runs, lrs)]
+        results = stacked.fine_tune_stacked(
+            models, lead.task, lead.train_split, configs, data_dir=context.data_dir,
+            workdirs=[c.workdir for c in contexts], checkpoint_every=context.checkpoint_every,
+            verbose=context.verbose, suite_bar=context.suite_bar)
+        return [self.outcome(run, config, result, context)
+                for run, config, result in zip(runs, configs, results)]
+
+    @staticmethod
+    def train_config(run, lr, micro: int) -> finetune.TrainConfig:
+        p = run.task.protocol
+        return finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
+                                    micro_batch_size=micro,
+                                    warmup_steps=p.effective_warmup_steps, seed=run.seed,
+                                    polyak=p.polyak)
+
+    @staticmethod
+    def outcome(run, config: finetune.TrainConfig, result, context) -> dict:
+        """The record's outcome of a training `result`: (model, summary), scored on the
+        run's eval split, or a `finetune.DivergedError`."""
+        outcome = {"status": "finished", "error": None,
+                   "micro_batch_size": config.micro_batch_size,
+                   "accumulation_steps": config.accumulation}
+        if isinstance(result, finetune.DivergedError):
+            return {**outcome, "status": "diverged", "error": str(result), "train": {},
                     "metrics": {"accuracy": None}}
-        return {**outcome, "metrics": scores(model, run, micro, context.data_dir)}
+        model, outcome["train"] = result
+        return {**outcome, "metrics": scores(model, run, config.micro_batch_size,
+                                             context.data_dir)}
 
 
 class FewShotProbe(Method):

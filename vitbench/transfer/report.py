@@ -8,13 +8,15 @@ from tabulate import tabulate
 
 from vitbench import records
 from vitbench.data import sources
+from vitbench.transfer import stacking
 from vitbench.transfer.methods import METHODS
 from vitbench.transfer.plan import check_checkpoint, choose_lr, data_needed, images, is_done, plan
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                   speed: Callable[[], float] | None = None, fewshot: bool = True,
-                  data_dir=None, force: bool = False) -> str:
+                  data_dir=None, force: bool = False, stack: int = 1,
+                  stacked_speed: Callable[[int], float] | None = None) -> str:
     """The plan as a table: every run, whether it is done (with `force`, none is: all are
     redone), and its cost, with the time it takes at the images/s `speed` measures (called
     only where training images are left); then the tasks whose data is missing (the run
@@ -26,6 +28,10 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
         speed: measures training images/s on this machine (e.g. `sizing.measure_throughput`).
         data_dir: the TFDS data dir whose datasets are checked.
         force: count every run as to do.
+        stack: runs per stack (`stacking.groups`; 1: none stack), as `vitbench run --stack`;
+            a column numbers the stacks of runs to do.
+        stacked_speed: `stacked_speed(members)` measures the images/s of each member of a
+            stack (e.g. `sizing.measure_stacked_throughput`), for the time stacks take.
     Returns:
         The table and its summary, as `vitbench run --dry_run` prints them.
     Raises:
@@ -37,6 +43,10 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                                                                               suite.name)))
     rows, todo_images = [], 0
     any_fewshot = any(run.method == "fewshot" for run in runs)
+    stacks = [[run for run in group if not is_done(run, done)]
+              for group in stacking.groups(runs, stack)]
+    stacks = [group for group in stacks if len(group) > 1]
+    stack_of = {id(run): number for number, group in enumerate(stacks, 1) for run in group}
     for run in runs:
         lr = choose_lr(run, done)
         run_done = is_done(run, done)
@@ -54,20 +64,47 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                      "batch": protocol.batch_size if trains else "",
                      **({"shots": "" if trains else ",".join(map(str, protocol.shots))}
                         if any_fewshot else {}),
-                     "res": protocol.resolution, "status": "done" if run_done else "to do"})
+                     "res": protocol.resolution,
+                     **({"stack": stack_of.get(id(run), "")} if stacks else {}),
+                     "status": "done" if run_done else "to do"})
     text = tabulate(rows, headers="keys")
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"
+    if stacks:
+        summary += (f"; {sum(map(len, stacks))} of them train in {len(stacks)} stack(s) of "
+                    f"up to {max(map(len, stacks))} runs")
     images_per_second = speed() if speed and todo_images else None
     if images_per_second:
-        hours = todo_images / images_per_second / 3600
-        took = (f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
-                if hours * 60 >= 1 else f"{hours * 3600:.0f} s")
-        summary += (f", about {took} at the {images_per_second:.1f} images/s measured for "
-                    f"{ckpt} on this machine")
+        seconds = todo_images / images_per_second
+        summary += (f", about {_duration(seconds)}{' one by one' if stacks else ''} at the "
+                    f"{images_per_second:.1f} images/s measured for {ckpt} on this machine")
+        if stacks and stacked_speed:
+            saved = _stacking_saves(stacks, images_per_second, stacked_speed)
+            summary += (f"; stacked, about {_duration(seconds - saved)} "
+                        f"({_duration(abs(saved))} {'less' if saved >= 0 else 'more'})")
     blocked = [state.detail for state in (sources.status(task, data_dir)
                                           for task in data_needed(runs)) if not state.usable]
     if blocked:
         summary += "\ndata missing (the run would stop here before training):\n  " + \
             "\n  ".join(blocked)
     return text + summary
+
+
+def _duration(seconds: float) -> str:
+    hours = seconds / 3600
+    return (f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+            if hours * 60 >= 1 else f"{hours * 3600:.0f} s")
+
+
+def _stacking_saves(stacks, images_per_second: float,
+                    stacked_speed: Callable[[int], float]) -> float:
+    """Seconds the stacks save against training their runs one by one: a stack of n takes
+    one member's images at each member's measured images/s (`stacked_speed(n)`)."""
+    speeds, saved = {}, 0.0
+    for group in stacks:
+        members = len(group)
+        if members not in speeds:
+            speeds[members] = stacked_speed(members)
+        each = images(group[0])
+        saved += members * each / images_per_second - each / speeds[members]
+    return saved

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from vitbench import tasks as tasks_lib
-from vitbench.train import distribute, execution, finetune
+from vitbench.train import distribute, execution, finetune, stack
 from vitbench.transfer.models import load_for_task
 from vitbench.transfer.plan import check_batches
 
@@ -71,4 +71,26 @@ def measure_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
     start = time.perf_counter()
     for _ in range(probe_steps):
         step()
+    return probe_steps * batch / (time.perf_counter() - start)
+
+
+def measure_stacked_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size: int,
+                               members: int, probe_steps: int = 3,
+                               remat: bool = False) -> float:
+    """Training images/s of each member of a stack of `members` runs
+    (`stack.Stack`) of this model at the task's resolution (zero data), from passes of at
+    most 8 images."""
+    batch = min(micro_batch_size, 8)
+    size = task.protocol.resolution
+    images = np.zeros((batch, size, size, 3), np.float32)
+    labels = np.zeros((batch,), np.int64)
+    configs = [finetune.TrainConfig(0.001 * (i + 1), 1, batch, batch) for i in range(members)]
+    models = [finetune.compile_for_finetuning(load_for_task(ckpt, task, remat), config)
+              for config in configs]
+    stacked = stack.Stack(models, configs, (images, labels))
+    np.asarray(stacked.step((images, labels))["loss"])  # compile
+    start = time.perf_counter()
+    for _ in range(probe_steps):
+        logs = stacked.step((images, labels))
+    np.asarray(logs["loss"])
     return probe_steps * batch / (time.perf_counter() - start)

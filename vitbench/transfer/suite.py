@@ -18,6 +18,8 @@ from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.data import sources
 from vitbench.train import distribute, progress
+from vitbench.train import stack as stack_step
+from vitbench.transfer import stacking
 from vitbench.transfer.methods import METHODS, RunContext
 from vitbench.transfer.plan import (
     Overrides,
@@ -60,20 +62,58 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
     Returns:
         The record, as appended to `<results_dir>/runs/<suite>.jsonl`.
     """
-    config = run.config(lr)
-    digest = records.config_hash(config)
-    workdir = pathlib.Path(results_dir) / "work" / run.suite / digest
+    context = _context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar)
     start = time.time()
     keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
+    with _precision(run.precision):
+        outcome = METHODS[run.method].execute(run, lr, context)
+    return _record(run, lr, outcome, context, start, results_dir, data_dir, ckpt_info)
+
+
+def execute_stacked(runs: Sequence[Run], lrs: Sequence[float], results_dir: pathlib.Path,
+                    data_dir=None, checkpoint_every: int = 0, verbose: int = 0,
+                    ckpt_info: dict | None = None, suite_bar=None) -> list[dict]:
+    """Trains fine-tuning runs that differ in the rate only (`stacking.groups`) together,
+    then evaluates and records each as `execute` would (each record also names the others of
+    its stack).
+
+    Raises:
+        `stack.NotStackable`: they cannot train together here (nothing trained).
+    """
+    contexts = [_context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar)
+                for run, lr in zip(runs, lrs)]
+    start = time.time()
+    with _precision(runs[0].precision):
+        outcomes = METHODS[runs[0].method].execute_stacked(runs, lrs, contexts)
+    digests = [context.workdir.name for context in contexts]
+    return [_record(run, lr, {**outcome, "stacked_with": [d for d in digests if d != digest]},
+                    context, start, results_dir, data_dir, ckpt_info)
+            for run, lr, outcome, context, digest in zip(runs, lrs, outcomes, contexts,
+                                                         digests)]
+
+
+def _context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar):
+    workdir = pathlib.Path(results_dir) / "work" / run.suite / records.config_hash(
+        run.config(lr))
+    return RunContext(workdir, data_dir, checkpoint_every, verbose, suite_bar)
+
+
+@contextlib.contextmanager
+def _precision(policy: str):
     previous_policy = keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(run.precision)
+    keras.config.set_dtype_policy(policy)
     try:
-        outcome = METHODS[run.method].execute(
-            run, lr, RunContext(workdir, data_dir, checkpoint_every, verbose, suite_bar))
+        yield
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def _record(run, lr, outcome, context, start, results_dir, data_dir, ckpt_info) -> dict:
+    """Appends the run's record (its outcome and how it ran) and removes its workdir."""
+    config = run.config(lr)
     record = {
-        "config_hash": digest, "config": config, "checkpoint": ckpt_info or {"name": run.ckpt},
+        "config_hash": records.config_hash(config), "config": config,
+        "checkpoint": ckpt_info or {"name": run.ckpt},
         "protocol": dict(run.defaults), **outcome, "precision": run.precision,
         "data_version": _data_version(run.task, data_dir),
         # what trained it ("one device" unless a Keras distribution is set), beside the
@@ -84,7 +124,7 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.append(records.records_path(results_dir, run.suite), record)
-    shutil.rmtree(workdir, ignore_errors=True)  # the record holds what is kept of the run
+    shutil.rmtree(context.workdir, ignore_errors=True)  # the record holds what is kept
     return record
 
 
@@ -98,8 +138,13 @@ def _data_version(task: tasks_lib.Task, data_dir=None) -> str | None:
 def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
               force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
-              log=None, fewshot: bool = True) -> list[dict]:
+              log=None, fewshot: bool = True,
+              stack: int = stacking.DEFAULT_STACK) -> list[dict]:
     """Runs every planned run that is not recorded yet (all of them with `force`).
+
+    Up to `stack` consecutive fine-tuning runs that differ in the rate only (a sweep's tune
+    runs: `stacking.groups`) train together where `stack.available()`; a stack that cannot
+    (out of memory, say) trains its runs one by one.
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
     run bar below it shows the current run's step, loss and accuracy. Processes may share a
@@ -127,42 +172,82 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     suite_bar = progress.bar(f"{suite.name} suite", total, enabled=bool(verbose and total))
     log = log or suite_bar.write
     ckpt_info, finished, failures = None, [], []
+    numbers = {id(run): number for number, run in enumerate(runs, 1)}
+
+    def label_of(run, lr):
+        return (f"[{numbers[id(run)]}/{len(runs)}] {run.task.name} "
+                f"{METHODS[run.method].tag(run, lr)}"
+                + (f" seed={run.seed}" if overrides.repeats > 1 else ""))
+
+    def to_run(run):
+        """(run, lr, digest, label) of a run to do now, or None (logged why not)."""
+        nonlocal done
+        if not force:  # runs that other processes on this results dir have finished
+            done = records.by_hash(records.read(path))
+        lr = choose_lr(run, {**done, **{r["config_hash"]: r for r in finished}})
+        digest, label = records.config_hash(run.config(lr)), label_of(run, lr)
+        if digest in done:
+            log(f"{label}: done ({describe_result(done[digest])}), skipped")
+        elif run.needs_lr and lr is None:
+            log(f"{label}: its tune runs are not recorded (training in another process, or "
+                "failed there), skipped")
+        else:
+            return run, lr, digest, label
+        return None
+
+    def finish(record, run, label):
+        finished.append(record)
+        speed = record.get("train", {}).get("images_per_second")
+        log(f"{label}: {run.eval_split} {describe_result(record)}"
+            + (f" ({speed:.1f} images/s)" if speed else ""))
+
+    def one_by_one(items):
+        for run, lr, digest, label in items:
+            log(f"{label}: {METHODS[run.method].doing(run)} at "
+                f"{run.task.protocol.resolution} px")
+            try:
+                record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
+                                 ckpt_info, suite_bar if verbose else None)
+            except Exception as error:  # noqa: BLE001  (noted; the other runs go on)
+                failures.append(_note_failure(results_dir, run, lr, digest, label, error))
+                log(f"{label}: failed: {type(error).__name__}: {error}")
+                continue
+            finish(record, run, label)
+
+    def together(items) -> bool:
+        """Trains the items as one stack; False where they must run one by one instead."""
+        for run, _, _, label in items:
+            log(f"{label}: {METHODS[run.method].doing(run)} at "
+                f"{run.task.protocol.resolution} px, stacked with {len(items) - 1} other(s)")
+        try:
+            group_records = execute_stacked(
+                [item[0] for item in items], [item[1] for item in items], results_dir,
+                data_dir, checkpoint_every, verbose, ckpt_info, suite_bar if verbose else None)
+        except Exception as error:  # noqa: BLE001  (out of memory, say: one by one instead)
+            log(f"stack of {len(items)} runs not trained together ({type(error).__name__}: "
+                f"{error}); training them one by one")
+            return False
+        for record, item in zip(group_records, items):
+            finish(record, item[0], item[3])
+        return True
+
     with suite_bar:
-        for number, run in enumerate(runs, 1):
-            if not force:  # runs that other processes on this results dir have finished
-                done = records.by_hash(records.read(path))
-            lr = choose_lr(run, {**done, **{
-                r["config_hash"]: r for r in finished}})
-            digest = records.config_hash(run.config(lr))
-            label = (f"[{number}/{len(runs)}] {run.task.name} "
-                     f"{METHODS[run.method].tag(run, lr)}"
-                     + (f" seed={run.seed}" if overrides.repeats > 1 else ""))
-            if digest in done:
-                log(f"{label}: done ({describe_result(done[digest])}), skipped")
-                continue
-            if run.needs_lr and lr is None:
-                log(f"{label}: its tune runs are not recorded (training in another "
-                    "process, or failed there), skipped")
-                continue
-            with claimed(results_dir, run.suite, digest) as mine:
-                if not mine or (not force and digest in records.by_hash(
-                        records.read(path))):  # finished meanwhile
-                    log(f"{label}: running or done in another process, skipped")
-                    continue
-                log(f"{label}: {METHODS[run.method].doing(run)} at "
-                    f"{run.task.protocol.resolution} px")
-                ckpt_info = ckpt_info or identity.checkpoint_id(ckpt, run.normalization)
-                try:
-                    record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
-                                     ckpt_info, suite_bar if verbose else None)
-                except Exception as error:  # noqa: BLE001  (noted; the other runs go on)
-                    failures.append(_note_failure(results_dir, run, lr, digest, label, error))
-                    log(f"{label}: failed: {type(error).__name__}: {error}")
-                    continue
-            finished.append(record)
-            speed = record.get("train", {}).get("images_per_second")
-            log(f"{label}: {run.eval_split} {describe_result(record)}"
-                + (f" ({speed:.1f} images/s)" if speed else ""))
+        for group in stacking.groups(runs, stack if stack_step.available() else 1):
+            items = [item for item in map(to_run, group) if item is not None]
+            with contextlib.ExitStack() as claims:
+                mine = []
+                for item in items:
+                    run, _, digest, label = item
+                    if claims.enter_context(claimed(results_dir, run.suite, digest)) and (
+                            force or digest not in records.by_hash(records.read(path))):
+                        mine.append(item)
+                    else:  # finished meanwhile, or training elsewhere
+                        log(f"{label}: running or done in another process, skipped")
+                if mine:
+                    ckpt_info = ckpt_info or identity.checkpoint_id(
+                        ckpt, mine[0][0].normalization)
+                if not (len(mine) > 1 and together(mine)):
+                    one_by_one(mine)
     if failures:
         raise RunsFailed(finished, failures)
     return finished

@@ -1,0 +1,221 @@
+"""Stacked runs: a sweep's runs trained together give each run's numbers, save and resume as
+separate runs do, and are recorded as separate runs would be."""
+
+
+import numpy as np
+import pytest
+from conftest import mock_tfds
+from test_train import demo_task, tiny_model
+
+from vitbench import records, tasks
+from vitbench.train import finetune, stacked
+from vitbench.transfer import plan, report, stacking
+from vitbench.transfer import suite as running
+
+
+def config(lr, steps=4, **changes):
+    # Two passes per update and Polyak averaging: the accumulators and the average are
+    # stacked state too.
+    return finetune.TrainConfig(lr=lr, steps=steps, batch_size=4, micro_batch_size=2,
+                                warmup_steps=1, polyak=0.5, **changes)
+
+
+def weights(model):
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def assert_same(separate, together):
+    model, summary = separate
+    stacked_model, stacked_summary = together
+    for a, b in zip(weights(model), weights(stacked_model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in ("train_loss", "train_accuracy", "steps"):
+        assert stacked_summary[key] == pytest.approx(summary[key], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_stacked_runs_equal_separate_runs_and_a_diverging_one_leaves_the_others_alone():
+    task, lrs = demo_task(), [0.05, 0.2, float("inf")]
+    with mock_tfds(num_examples=12):
+        separate = []
+        for lr in lrs:
+            try:
+                separate.append(finetune.fine_tune(tiny_model(), task, "fit", config(lr)))
+            except finetune.DivergedError as diverged:
+                separate.append(diverged)
+        together = stacked.fine_tune_stacked([tiny_model() for _ in lrs], task, "fit",
+                                             [config(lr) for lr in lrs])
+    assert isinstance(separate[2], finetune.DivergedError)
+    assert isinstance(together[2], finetune.DivergedError)
+    assert "lr inf" in str(together[2])
+    for one, both in zip(separate[:2], together[:2]):
+        assert_same(one, both)
+        assert both[1]["stacked_members"] == 3
+    assert max(np.abs(a - b).max() for a, b in zip(weights(together[0][0]),
+                                                    weights(together[1][0]))) > 1e-3
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_killed_stack_resumes_together_or_one_by_one_to_the_same_weights(tmp_path,
+                                                                          monkeypatch):
+    task, lrs = demo_task(), [0.05, 0.2]
+    workdirs = [tmp_path / "a", tmp_path / "b"]
+    with mock_tfds(num_examples=12):
+        # saving every 2 steps too: the summary's loss is the mean since the last save
+        straight = [finetune.fine_tune(tiny_model(), task, "fit", config(lr),
+                                       workdir=tmp_path / f"straight{lr}", checkpoint_every=2)
+                    for lr in lrs]
+        save = stacked._save_members
+
+        def save_then_die(*args):
+            save(*args)
+            raise Killed
+
+        monkeypatch.setattr(stacked, "_save_members", save_then_die)
+        with pytest.raises(Killed):
+            stacked.fine_tune_stacked([tiny_model(), tiny_model()], task, "fit",
+                                      [config(lr) for lr in lrs], workdirs=workdirs,
+                                      checkpoint_every=2)
+        monkeypatch.undo()
+        assert [finetune.read_state(w)["step"] for w in workdirs] == [2, 2]
+        # the saves are those of separate runs: one member resumes alone...
+        alone = finetune.fine_tune(tiny_model(seed=5), task, "fit", config(lrs[0]),
+                                   workdir=workdirs[0], checkpoint_every=2)
+        assert alone[1]["resumed_from_step"] == 2
+        assert_same(straight[0], alone)
+        # ...and two members saved at one step resume together
+        workdirs[0].rename(tmp_path / "done")
+        copy = tmp_path / "c"
+        import shutil
+        shutil.copytree(workdirs[1], copy)
+        resumed = stacked.fine_tune_stacked([tiny_model(seed=5), tiny_model(seed=6)], task,
+                                            "fit", [config(lrs[1])] * 2,
+                                            workdirs=[workdirs[1], copy], checkpoint_every=2)
+    for result in resumed:
+        assert result[1]["resumed_from_step"] == 2
+        assert_same(straight[1], result)
+
+
+def test_runs_that_differ_in_more_than_the_rate_do_not_stack(tmp_path):
+    with pytest.raises(stacked.NotStackable, match="more than the learning rate"):
+        stacked.check_stackable([config(0.1), config(0.1, steps=5)])
+    with pytest.raises(stacked.NotStackable, match="more than the learning rate"):
+        stacked.check_stackable([config(0.1), config(0.1, seed=1)])
+    stacked.check_stackable([config(0.1), config(0.3)])
+
+
+def test_saved_states_at_different_steps_do_not_stack(tmp_path, monkeypatch):
+    states = {tmp_path / "a": (None, 0), tmp_path / "b": ("model", 2)}
+    monkeypatch.setattr(finetune, "load_state", states.get)
+    with pytest.raises(stacked.NotStackable, match=r"different steps \[0, 2\]"):
+        stacked.fine_tune_stacked([None, None], demo_task(), "fit", [config(0.1), config(0.2)],
+                                  workdirs=list(states))
+
+
+def test_a_sweeps_tune_runs_of_one_task_and_seed_form_a_stack():
+    suite = tasks.load_suite("demo")
+    overrides = plan.Overrides(lrs=(0.01, 0.03, 0.1), repeats=2)
+    runs = plan.plan(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8", overrides,
+                     fewshot=False)
+    shape = [[(run.task.name, run.phase, run.seed, run.lr) for run in group]
+             for group in stacking.groups(runs, 4)]
+    assert shape[0] == [("demo_shape", "tune", 0, lr) for lr in (0.01, 0.03, 0.1)]
+    assert shape[1] == [("demo_shape", "final", 0, None)]
+    assert shape[2] == [("demo_shape", "tune", 1, lr) for lr in (0.01, 0.03, 0.1)]
+    assert len(shape) == 4 * 2
+    assert [len(group) for group in stacking.groups(runs, 2)][:3] == [2, 1, 1]
+    assert all(len(group) == 1 for group in stacking.groups(runs, 1))
+
+
+@pytest.mark.slow
+def test_a_stacked_sweep_records_what_separate_runs_record(tmp_path):
+    suite = tasks.load_suite("demo")
+    overrides = plan.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16,
+                               lrs=(0.01, 0.1, 1e30))
+    logged, found = [], {}
+    with mock_tfds(num_examples=12):
+        for stack in (1, 4):
+            results = tmp_path / f"stack{stack}"
+            running.run_suite(suite, ["demo_color"], "scratch:vit_mu8", overrides, results,
+                              verbose=0, log=logged.append, fewshot=False, stack=stack)
+            found[stack] = records.read(records.records_path(results, "demo"))
+    assert any("stacked with 2 other(s)" in line for line in logged)
+    alone, together = found[1], found[4]
+    assert [r["config_hash"] for r in together] == [r["config_hash"] for r in alone]
+    assert [r["status"] for r in together] == ["finished", "finished", "diverged", "finished"]
+    for one, both in zip(alone, together):
+        assert both["metrics"] == pytest.approx(one["metrics"])
+        if one["status"] == "finished":
+            assert both["train"]["train_loss"] == pytest.approx(one["train"]["train_loss"],
+                                                                rel=1e-5)
+    assert sorted(together[0]["stacked_with"]) == sorted(r["config_hash"]
+                                                         for r in together[1:3])
+    assert "stacked_with" not in together[3] and "stacked_with" not in alone[0]
+
+
+@pytest.mark.slow
+def test_a_stack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(stacked, "fine_tune_stacked", out_of_memory)
+    logged = []
+    overrides = plan.Overrides(steps=2, batch_size=4, micro_batch_size=4, resolution=16,
+                               lrs=(0.01, 0.1))
+    with mock_tfds(num_examples=8):
+        finished = running.run_suite(tasks.load_suite("demo"), ["demo_color"],
+                                     "scratch:vit_mu8", overrides, tmp_path, verbose=0,
+                                     log=logged.append, fewshot=False)
+    assert any("not trained together (RuntimeError: RESOURCE_EXHAUSTED" in line
+               for line in logged), logged
+    assert [r["config"]["phase"] for r in finished] == ["tune", "tune", "final"]
+    assert all("stacked_with" not in r for r in finished)
+
+
+def test_the_dry_run_numbers_the_stacks_and_estimates_the_time_they_save(tmp_path):
+    suite = tasks.load_suite("vtab1k")
+    asked = []
+
+    def stacked_speed(members):
+        asked.append(members)
+        return 1.0  # each member at half the images/s of a run alone: stacking 4 saves half
+
+    text = report.describe_plan(suite, ["dtd"], "scratch:vit_ti16", plan.Overrides(), tmp_path,
+                                sweep=True, speed=lambda: 2.0, stack=4,
+                                stacked_speed=stacked_speed)
+    lines = text.splitlines()
+    assert lines[0].split()[-2:] == ["stack", "status"]
+    assert [line.split()[-3] for line in lines[2:6]] == ["1"] * 4  # the tune runs
+    assert lines[6].split()[-3] == "384"  # the final run: no stack
+    assert asked == [4]
+    # 4 tune runs of 1.28M images: 711 h one by one, 356 h stacked; the final run 178 h
+    assert ("6,400,000 training images to go; 4 of them train in 1 stack(s) of up to 4 runs, "
+            "about 888.9 h one by one at the 2.0 images/s") in text
+    assert "stacked, about 533.3 h (355.6 h less)" in text
+    alone = report.describe_plan(suite, ["dtd"], "scratch:vit_ti16", plan.Overrides(),
+                                 tmp_path, sweep=True, stack=1)
+    assert "stack" not in alone.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_the_sweep_benchmark_times_a_stack_against_runs_one_after_another(capsys):
+    import json
+
+    from vitbench import cli
+
+    assert cli.main(["bench", "--mode=sweep", "--members=3", "--model=vit_mu8",
+                     "--batch_size=4", "--micro_batch_size=2", "--resolution=32",
+                     "--batches=2", "--warmup=1"]) == 0
+    sequential, together = [json.loads(line)
+                            for line in capsys.readouterr().out.strip().splitlines()]
+    assert (sequential["members"], together["members"]) == (1, 3)
+    assert together["steps"] == sequential["steps"] and together["micro_batch_size"] == 2
+    assert together["images_per_second_all_members"] == pytest.approx(
+        3 * together["images_per_second"])
+    assert together["ratio_to_sequential"] == pytest.approx(
+        together["images_per_second_all_members"] / sequential["images_per_second"])
+    assert "3 runs stacked" in together["software"]
