@@ -22,14 +22,14 @@ def load_script(name: str):
 
 
 @pytest.mark.slow
-def test_pipeline_benchmark_measures_three_stages():
+def test_pipeline_benchmark_measures_four_stages():
     task = tasks.load_suite("demo").task("demo_color")
     with mock_tfds(num_examples=10):
         measurements = bench.pipeline_throughput(task, batch_size=4, batches=3, warmup=1)
     assert [m.name for m in measurements] == ["read and decode", "eval pipeline",
-                                              "train pipeline"]
+                                              "train pipeline", "train batches on the device"]
     # 10 examples in batches of 4: eval passes end on a batch of 2 (4 | 4, 2, 4 timed).
-    assert [m.images for m in measurements] == [12, 10, 12]
+    assert [m.images for m in measurements] == [12, 10, 12, 12]
     assert all(m.seconds > 0 for m in measurements)
     records = bench.pipeline_records(task, measurements, batch_size=4, cores=2)
     assert [r["ratio_to_peer"] for r in records][0] == 1.0  # the peer's ratio to itself
@@ -50,7 +50,7 @@ def test_bench_command_prints_one_json_line_per_pipeline_stage(capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert status == 0
     assert [line["stage"] for line in lines] == ["read and decode", "eval pipeline",
-                                                 "train pipeline"]
+                                                 "train pipeline", "train batches on the device"]
     assert {(line["mode"], line["task"], line["resolution"], line["batch_size"],
              line["peer"], line["cores"]) for line in lines} == \
         {("pipeline", "demo_shape", 16, 4, "read and decode", bench.cpu_cores())}
@@ -149,7 +149,8 @@ def test_photos_script_times_the_pipelines_on_jpegs(tmp_path, capsys, monkeypatc
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
              if line.startswith("{")]
     assert [(r["stage"], r["task"], r["resolution"]) for r in lines] == [
-        (stage, "photos", 32) for stage in ("read and decode", "eval pipeline", "train pipeline")]
+        (stage, "photos", 32) for stage in ("read and decode", "eval pipeline", "train pipeline",
+                                            "train batches on the device")]
     written = sorted((tmp_path / "photos").glob("*/*/*.jpg"))
     assert len(written) == 10 and {path.parent.name for path in written} == {"class0", "class1"}
     with Image.open(written[0]) as image:

@@ -138,10 +138,12 @@ def test_a_stacked_sweep_records_what_separate_runs_record(tmp_path):
                                lrs=(0.01, 0.1, 1e30))
     logged, found = [], {}
     with mock_tfds(num_examples=12):
-        for stack in (1, 4):
+        # alone from the host pipeline, stacked from the split kept on the device
+        for stack, device_data in ((1, "off"), (4, "on")):
             results = tmp_path / f"stack{stack}"
             running.run_suite(suite, ["demo_color"], "scratch:vit_mu8", overrides, results,
-                              verbose=0, log=logged.append, fewshot=False, stack=stack)
+                              verbose=0, log=logged.append, fewshot=False, stack=stack,
+                              device_data=device_data)
             found[stack] = records.read(records.records_path(results, "demo"))
     assert any("stacked with 2 other(s)" in line for line in logged)
     alone, together = found[1], found[4]
@@ -155,6 +157,8 @@ def test_a_stacked_sweep_records_what_separate_runs_record(tmp_path):
     assert sorted(together[0]["stacked_with"]) == sorted(r["config_hash"]
                                                          for r in together[1:3])
     assert "stacked_with" not in together[3] and "stacked_with" not in alone[0]
+    assert {r["train"]["input"]["where"] for r in together if r["train"]} == {"device"}
+    assert {r["train"]["input"]["where"] for r in alone if r["train"]} == {"host"}
 
 
 @pytest.mark.slow

@@ -53,15 +53,17 @@ def pipeline_throughput(task, batch_size=64, batches=20, data_dir=None, warmup=3
 
     Returns:
         A `Measurement` per stage: "read and decode" (the peer), "eval pipeline",
-        "train pipeline".
+        "train pipeline", and "train batches on the device" (`device_data.batches`, once the
+        split is loaded) where the split can stay on the device (`device_data.load`).
 
     Raises:
         KeyError: the task has no 'test' or 'fit' split.
         OSError, ValueError: the data is missing or unreadable.
     """
+    import numpy as np
     import tensorflow as tf  # here, so that model benchmarks run where only Keras and JAX are
 
-    from vitbench.data import pipeline, registry, sources
+    from vitbench.data import device_data, pipeline, registry, sources
 
     # The peer: read and decode the same examples, nothing else (reduced to their heights so
     # that images of any size batch together).
@@ -70,13 +72,20 @@ def pipeline_throughput(task, batch_size=64, batches=20, data_dir=None, warmup=3
                   num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     train = pipeline.train_dataset(task, "fit", batch_size, data_dir=data_dir)
     evaluation = pipeline.eval_dataset(task, "test", batch_size, data_dir=data_dir).repeat()
-    return [
+    measurements = [
         _time("read and decode", raw.prefetch(tf.data.AUTOTUNE), warmup, batches, len),
         _time("eval pipeline", pipeline.as_numpy(evaluation), warmup, batches,
               lambda batch: len(batch["label"])),
         _time("train pipeline", pipeline.as_numpy(train), warmup, batches,
               lambda batch: len(batch["label"])),
     ]
+    try:
+        data = device_data.load(task, "fit", data_dir)
+    except device_data.Unsupported:
+        return measurements
+    on_device = device_data.batches(data, batch_size)  # labels read back: the batch is done
+    return measurements + [_time("train batches on the device", on_device, warmup, batches,
+                                 lambda batch: len(np.asarray(batch[1])))]
 
 
 def cpu_cores() -> int:

@@ -42,6 +42,12 @@ def _define(fv):
                          "recorded as if it ran alone). 1: one by one. A stack that fails (out "
                          "of memory, say) trains its runs one by one.", lower_bound=1,
                          flag_values=fv)
+    flags.DEFINE_enum("device_data", "auto", ["auto", "on", "off"], "Keep a fine-tuning "
+                      "run's training split on the device where it fits (VTAB-1k's 1000 "
+                      "images; JAX on one device): preprocessed once, each batch drawn and "
+                      "augmented there, equal to the tf.data pipeline's. auto: on a GPU or "
+                      "TPU; on: on a CPU too; off: always the tf.data pipeline. The record's "
+                      "train.input says where the batches came from.", flag_values=fv)
     flags.DEFINE_boolean("fewshot", True, "Also run the few-shot linear probes that the suite's "
                          "[fewshot] table adds to its fine-tuning tasks (a few-shot suite such "
                          "as `fewshot` always runs its own).", flag_values=fv)
@@ -81,7 +87,7 @@ def overrides_from(fv):
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.
 TRAINING_FLAGS = ("steps", "warmup_steps", "lrs", "polyak", "shots", "sweep", "repeats", "remat",
-                  "checkpoint_every", "strict_shots", "stack")
+                  "checkpoint_every", "strict_shots", "stack", "device_data")
 
 
 @command("run", _define)
@@ -139,7 +145,7 @@ def run(fv):
             finished = suite_runner.run_suite(
                 suite, fv.tasks, fv.ckpt, overrides, fv.results_dir, sweep=fv.sweep,
                 data_dir=fv.data_dir, force=fv.force, checkpoint_every=fv.checkpoint_every,
-                fewshot=fv.fewshot, stack=fv.stack)
+                fewshot=fv.fewshot, stack=fv.stack, device_data=fv.device_data)
         except suite_runner.RunsFailed as error:  # the others ran: their boards, then fail
             finished, failed = error.finished, error
     print(f"{len(finished)} runs finished; records in "

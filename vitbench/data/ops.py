@@ -23,15 +23,23 @@ def _image_op(transform):
     return op
 
 
+# The ops that draw random numbers (from the example's `_rng`).
+RANDOM_OPS = ("random_crop", "inception_crop", "flip_lr")
+
+
+def op_seed(rng, name: str):
+    """The stateless seed op `name` draws from, derived from an example's `_rng`."""
+    return tf.random.experimental.stateless_fold_in(rng, zlib.crc32(name.encode()) % (2 ** 31))
+
+
 def _random_image_op(name, transform):
     """Wraps `transform(image, seed) -> image`, with a seed derived from the example's `_rng`."""
-    salt = zlib.crc32(name.encode()) % (2 ** 31)
 
     def op(example):
         if "_rng" not in example:
             raise KeyError(f"random op {name!r} needs the example's '_rng' seed; the training "
                            "pipeline adds it (evaluation specs must not use random ops)")
-        seed = tf.random.experimental.stateless_fold_in(example["_rng"], salt)
+        seed = op_seed(example["_rng"], name)
         return {**example, "image": transform(tf.convert_to_tensor(example["image"]), seed)}
 
     return op
@@ -118,20 +126,32 @@ def inception_crop(size, area_min=5, area_max=100):
     """
 
     def transform(image, seed):
-        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
-            area_range=(area_min / 100, area_max / 100), min_object_covered=0,
-            use_image_if_no_bounding_boxes=True)
+        begin, crop_size = inception_crop_box(tf.shape(image), seed, area_min, area_max)
         crop = tf.slice(image, begin, crop_size)
         return tf.image.resize(crop, _hw(size))
 
     return _random_image_op("inception_crop", transform)
 
 
+def inception_crop_box(shape, seed, area_min=5, area_max=100):
+    """(begin, size) of `inception_crop`'s window in an image of `shape` (h, w, channels)."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4], tf.float32), seed=seed,
+        area_range=(area_min / 100, area_max / 100), min_object_covered=0,
+        use_image_if_no_bounding_boxes=True)
+    return begin, crop_size
+
+
 @register("flip_lr")
 def flip_lr():
     """Flips left-right with probability 1/2."""
     return _random_image_op("flip_lr", tf.image.stateless_random_flip_left_right)
+
+
+def flips(seed):
+    """Whether `flip_lr` flips with `seed`: the op itself, applied to a two-pixel probe."""
+    probe = tf.constant([[[0.0], [1.0]]])
+    return tf.image.stateless_random_flip_left_right(probe, seed)[0, 0, 0] > 0.5
 
 
 @register("value_range")

@@ -71,14 +71,22 @@ def train_dataset(task, split: str, batch_size: int, *, seed: int = 0, data_dir=
         cache = size is not None and size <= CACHE_MAX_EXAMPLES
     if cache:
         dataset = dataset.cache()
-    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-    # One stateless seed per example, from the run's seed: augmentation is reproducible.
-    seeds = tf.data.Dataset.random(seed=seed + process_index).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, seeds).skip(start_batch * batch_size)
+    dataset = shuffled(dataset, seed, start_batch * batch_size, process_index)
     dataset = dataset.map(lambda example, rng: {**example, "_rng": rng})
     dataset = dataset.map(_preprocess(task, "train", image_dtype),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def shuffled(dataset: tf.data.Dataset, seed: int, skip: int = 0, process_index: int = 0
+             ) -> tf.data.Dataset:
+    """Endless (example, rng) pairs: `dataset` reshuffled every epoch with `seed`, each
+    example with a stateless seed of shape (2,) of its own (so augmentation is reproducible
+    from the run's seed), from the `skip`-th pair on. The order depends on the seed and the
+    number of examples only, not on what they hold."""
+    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+    seeds = tf.data.Dataset.random(seed=seed + process_index).batch(2)
+    return tf.data.Dataset.zip(dataset, seeds).skip(skip)
 
 
 def eval_dataset(task, split: str, batch_size: int, *, data_dir=None, process_index: int = 0,

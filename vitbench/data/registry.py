@@ -28,7 +28,21 @@ def parse(spec: str) -> list[Op]:
         ValueError: a piece does not parse, has non-literal arguments, names an unknown op
             (the message suggests close ones) or has arguments its op does not take.
     """
-    return [_build(piece.strip(), spec) for piece in spec.split("|") if piece.strip()]
+    return [_build(piece, spec) for piece in pieces(spec)]
+
+
+def pieces(spec: str) -> list[str]:
+    """The op pieces (`name` or `name(args)`) of a spec string, in order."""
+    return [piece.strip() for piece in spec.split("|") if piece.strip()]
+
+
+def calls(spec: str) -> list[tuple[str, list, dict]]:
+    """(name, args, kwargs) of each op of a spec string, unchecked against the registry.
+
+    Raises:
+        ValueError: a piece does not parse or has non-literal arguments.
+    """
+    return [_call(piece, spec) for piece in pieces(spec)]
 
 
 def chain(spec: str) -> Op:
@@ -53,7 +67,7 @@ def chain(spec: str) -> Op:
     return apply
 
 
-def _build(piece: str, spec: str) -> Op:
+def _call(piece: str, spec: str) -> tuple[str, list, dict]:
     try:
         node = ast.parse(piece, mode="eval").body
     except SyntaxError as error:
@@ -69,6 +83,11 @@ def _build(piece: str, spec: str) -> Op:
             raise ValueError(f"op {piece!r} in {spec!r}: arguments must be literals") from None
     else:
         raise ValueError(f"op {piece!r} in {spec!r} is not `name` or `name(args)`")
+    return name, args, kwargs
+
+
+def _build(piece: str, spec: str) -> Op:
+    name, args, kwargs = _call(piece, spec)
     if name not in OPS:
         close = difflib.get_close_matches(name, OPS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

@@ -18,9 +18,8 @@ import keras
 import numpy as np
 
 from vitbench import files
-from vitbench.data import pipeline
 from vitbench.models import vit  # noqa: F401  (registers the classes a saved checkpoint names)
-from vitbench.train import execution, interrupt, progress
+from vitbench.train import execution, feed, interrupt, progress
 
 # The run's settings, optimizer and compile step, here as the fine-tuning loop's API.
 from vitbench.train.finetune_config import (  # noqa: F401
@@ -143,7 +142,7 @@ def training_callbacks(model, epoch_batches: int, remaining: int, run_bar, steps
 
 def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
               workdir: pathlib.Path | None = None, checkpoint_every: int = 0,
-              verbose: int = 0, suite_bar=None):
+              verbose: int = 0, suite_bar=None, device_data: str = "auto"):
     """Trains `model` on `task`'s `split` (a role like 'fit' or a split name).
 
     Resets the global random seeds to `config.seed` first (see `keras.utils.set_random_seed`).
@@ -161,11 +160,13 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
         checkpoint_every: save every this many steps (0: never).
         verbose: show a progress bar when nonzero.
         suite_bar: a `progress.bar` that advances with this run's.
+        device_data: "auto", "on" or "off": keep the split on the device where it fits
+            (`feed.training_batches`).
 
     Returns:
         (model, summary): the trained model (restored from `workdir` when resuming) and a
         dict with the training loss and accuracy (means over the last stretch between
-        saves), steps and images/s.
+        saves), steps, images/s and where the batches came from (`input`).
 
     Raises:
         DivergedError: the training loss became NaN or infinite.
@@ -186,12 +187,10 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     saving = bool(workdir and checkpoint_every)
     chunk = checkpoint_every if saving else config.steps
     remaining = (config.steps - done) * config.accumulation
-    batches = pipeline.as_numpy(pipeline.train_dataset(
-        task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
-        start_batch=done * config.accumulation, image_dtype=model.image_dtype))
-    # One fit call over a single input stream (a tf.data input would lose the batch Keras
-    # peeks at to build the model); its epochs are the stretches between saves.
-    feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, remaining))
+    batches, source = feed.training_batches(
+        task, split, config, data_dir=data_dir, start_batch=done * config.accumulation,
+        image_dtype=model.image_dtype, device_data=device_data)
+    batches = (batch for batch in itertools.islice(batches, remaining))  # Keras: a generator
     start, logs = time.perf_counter(), {}
     run_bar = progress.bar(f"{task.name} {split}", config.steps * config.batch_size,
                            done * config.batch_size, position=1 if suite_bar else 0,
@@ -204,7 +203,7 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     with run_bar:
         if remaining:
             with interrupt.deferred() as stop_on_ctrl_c:
-                history = model.fit(feed, initial_epoch=done // chunk,
+                history = model.fit(batches, initial_epoch=done // chunk,
                                     epochs=-(-config.steps // chunk),
                                     steps_per_epoch=chunk * config.accumulation, verbose=0,
                                     shuffle=False, callbacks=callbacks + [stop_on_ctrl_c])
@@ -221,5 +220,5 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
     summary = {"steps": config.steps, "resumed_from_step": done,
                "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy"),
                "images_per_second": trained_steps * config.batch_size / seconds
-               if trained_steps else None}
+               if trained_steps else None, "input": source}
     return model, summary

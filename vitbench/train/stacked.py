@@ -17,8 +17,7 @@ import time
 import keras
 import numpy as np
 
-from vitbench.data import pipeline
-from vitbench.train import finetune, interrupt, progress
+from vitbench.train import feed, finetune, interrupt, progress
 from vitbench.train.stack import NotStackable, Stack, check_stackable
 
 
@@ -35,13 +34,15 @@ def _restore_all(workdirs, configs):
 
 
 def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workdirs=None,
-                      checkpoint_every: int = 0, verbose: int = 0, suite_bar=None):
+                      checkpoint_every: int = 0, verbose: int = 0, suite_bar=None,
+                      device_data: str = "auto"):
     """Trains each `models[i]` with `configs[i]` as `finetune.fine_tune` would, all together.
 
     Args:
         models: one `VisionTransformer` per member, each with the task's head (built alike:
             same checkpoint, same head); compiled here, or restored from its workdir.
-        task, split, data_dir, checkpoint_every, verbose, suite_bar: as `finetune.fine_tune`.
+        task, split, data_dir, checkpoint_every, verbose, suite_bar, device_data: as
+            `finetune.fine_tune`; one input feeds all members.
         configs: one `TrainConfig` per member; they differ in `lr` only.
         workdirs: one per member (or None): where each saves and resumes, as a separate run.
 
@@ -67,21 +68,21 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
     saving = bool(checkpoint_every and all(workdirs))
     chunk = checkpoint_every if saving else config.steps
     remaining = (config.steps - done) * config.accumulation
-    batches = pipeline.as_numpy(pipeline.train_dataset(
-        task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
-        start_batch=done * config.accumulation, image_dtype=models[0].image_dtype))
-    feed = ((batch["image"], batch["label"]) for batch in itertools.islice(batches, remaining))
-    first = next(feed, None)
+    batches, source = feed.training_batches(
+        task, split, config, data_dir=data_dir, start_batch=done * config.accumulation,
+        image_dtype=models[0].image_dtype, device_data=device_data)
+    batches = (batch for batch in itertools.islice(batches, remaining))  # Keras: a generator
+    first = next(batches, None)
     stack = Stack(models, configs, first if first is not None else _any_batch(models[0]))
     if first is not None:
-        feed = itertools.chain([first], feed)
+        batches = itertools.chain([first], batches)
     start, logs, step_done, shown = time.perf_counter(), None, done, 0.0
     run_bar = progress.bar(f"{task.name} {split} x{len(models)}",
                            config.steps * config.batch_size, done * config.batch_size,
                            position=1 if suite_bar else 0, leave=suite_bar is None,
                            enabled=bool(verbose))
     with run_bar, interrupt.deferred() as stop_on_ctrl_c:
-        for micro, batch in enumerate(feed, 1):
+        for micro, batch in enumerate(batches, 1):
             if (micro - 1) % (chunk * config.accumulation) == 0:  # an epoch of fit starts
                 stack.reset_metrics()
             logs = stack.step(batch)
@@ -100,7 +101,7 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
             if stop_on_ctrl_c.pending:
                 raise KeyboardInterrupt
     seconds = time.perf_counter() - start
-    return _finish(stack, logs, workdirs, configs, task, done, seconds)
+    return _finish(stack, logs, workdirs, configs, task, done, seconds, source)
 
 
 def _any_batch(model):
@@ -121,7 +122,7 @@ def _save_members(stack: Stack, workdirs, logs, step: int) -> None:
             finetune.save_state(stack.write_back(index), workdir, step, member_logs)
 
 
-def _finish(stack: Stack, logs, workdirs, configs, task, done, seconds):
+def _finish(stack: Stack, logs, workdirs, configs, task, done, seconds, source):
     """Each member's weights written back (its Polyak average swapped in, as `fit` ends),
     and its result: (model, summary) or a DivergedError."""
     results = []
@@ -143,5 +144,5 @@ def _finish(stack: Stack, logs, workdirs, configs, task, done, seconds):
             "train_loss": member_logs.get("loss"),
             "train_accuracy": member_logs.get("accuracy"),
             "images_per_second": trained * config.batch_size / seconds if trained else None,
-            "stacked_members": len(configs)}))
+            "input": source, "stacked_members": len(configs)}))
     return results

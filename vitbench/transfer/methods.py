@@ -27,6 +27,7 @@ class RunContext:
     checkpoint_every: int = 0  # save training state every N steps (0: only at the end)
     verbose: int = 0
     suite_bar: object = None  # the suite's progress bar, which a training run advances
+    device_data: str = "auto"  # keep a small training split on the device (`train.feed`)
 
 
 class Method:
@@ -88,7 +89,8 @@ class FineTune(Method):
             result = finetune.fine_tune(
                 model, run.task, run.train_split, config, data_dir=context.data_dir,
                 workdir=context.workdir, checkpoint_every=context.checkpoint_every,
-                verbose=context.verbose, suite_bar=context.suite_bar)
+                verbose=context.verbose, suite_bar=context.suite_bar,
+                device_data=context.device_data)
         except finetune.DivergedError as diverged:
             result = diverged
         return self.outcome(run, config, result, context)
@@ -108,7 +110,8 @@ class FineTune(Method):
         results = stacked.fine_tune_stacked(
             models, lead.task, lead.train_split, configs, data_dir=context.data_dir,
             workdirs=[c.workdir for c in contexts], checkpoint_every=context.checkpoint_every,
-            verbose=context.verbose, suite_bar=context.suite_bar)
+            verbose=context.verbose, suite_bar=context.suite_bar,
+            device_data=context.device_data)
         return [self.outcome(run, config, result, context)
                 for run, config, result in zip(runs, configs, results)]
 

@@ -51,18 +51,20 @@ def failures_path(results_dir, suite: str) -> pathlib.Path:
 
 def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
             checkpoint_every: int = 0, verbose: int = 0, ckpt_info: dict | None = None,
-            suite_bar=None) -> dict:
+            suite_bar=None, device_data: str = "auto") -> dict:
     """Trains or probes, evaluates and records one run.
 
     Args:
         run: the run (`plan.Run`); lr: its learning rate (None for a probe or a head).
         results_dir: where the record is appended and the run's work folder lives.
-        data_dir, checkpoint_every, verbose, suite_bar: see `methods.RunContext`.
+        data_dir, checkpoint_every, verbose, suite_bar, device_data: see
+            `methods.RunContext`.
         ckpt_info: the record's `checkpoint` field (default: the name alone).
     Returns:
         The record, as appended to `<results_dir>/runs/<suite>.jsonl`.
     """
-    context = _context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar)
+    context = _context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar,
+                       device_data)
     start = time.time()
     keras.utils.set_random_seed(run.seed)  # a scratch model's initial weights follow the seed
     with _precision(run.precision):
@@ -72,7 +74,8 @@ def execute(run: Run, lr: float, results_dir: pathlib.Path, data_dir=None,
 
 def execute_stacked(runs: Sequence[Run], lrs: Sequence[float], results_dir: pathlib.Path,
                     data_dir=None, checkpoint_every: int = 0, verbose: int = 0,
-                    ckpt_info: dict | None = None, suite_bar=None) -> list[dict]:
+                    ckpt_info: dict | None = None, suite_bar=None,
+                    device_data: str = "auto") -> list[dict]:
     """Trains fine-tuning runs that differ in the rate only (`stacking.groups`) together,
     then evaluates and records each as `execute` would (each record also names the others of
     its stack).
@@ -80,8 +83,8 @@ def execute_stacked(runs: Sequence[Run], lrs: Sequence[float], results_dir: path
     Raises:
         `stack.NotStackable`: they cannot train together here (nothing trained).
     """
-    contexts = [_context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar)
-                for run, lr in zip(runs, lrs)]
+    contexts = [_context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar,
+                         device_data) for run, lr in zip(runs, lrs)]
     start = time.time()
     with _precision(runs[0].precision):
         outcomes = METHODS[runs[0].method].execute_stacked(runs, lrs, contexts)
@@ -92,10 +95,11 @@ def execute_stacked(runs: Sequence[Run], lrs: Sequence[float], results_dir: path
                                                          digests)]
 
 
-def _context(run, lr, results_dir, data_dir, checkpoint_every, verbose, suite_bar):
+def _context(run, lr, results_dir, *how) -> RunContext:
+    """The run's context: its workdir, then `how` (the other `RunContext` fields)."""
     workdir = pathlib.Path(results_dir) / "work" / run.suite / records.config_hash(
         run.config(lr))
-    return RunContext(workdir, data_dir, checkpoint_every, verbose, suite_bar)
+    return RunContext(workdir, *how)
 
 
 @contextlib.contextmanager
@@ -139,12 +143,14 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
               force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
               log=None, fewshot: bool = True,
-              stack: int = stacking.DEFAULT_STACK) -> list[dict]:
+              stack: int = stacking.DEFAULT_STACK, device_data: str = "auto"
+              ) -> list[dict]:
     """Runs every planned run that is not recorded yet (all of them with `force`).
 
     Up to `stack` consecutive fine-tuning runs that differ in the rate only (a sweep's tune
     runs: `stacking.groups`) train together where `stack.available()`; a stack that cannot
-    (out of memory, say) trains its runs one by one.
+    (out of memory, say) trains its runs one by one. `device_data` ("auto", "on", "off"):
+    whether a fine-tuning run keeps its training split on the device (`train.feed`).
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
     run bar below it shows the current run's step, loss and accuracy. Processes may share a
@@ -207,7 +213,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
                 f"{run.task.protocol.resolution} px")
             try:
                 record = execute(run, lr, results_dir, data_dir, checkpoint_every, verbose,
-                                 ckpt_info, suite_bar if verbose else None)
+                                 ckpt_info, suite_bar if verbose else None, device_data)
             except Exception as error:  # noqa: BLE001  (noted; the other runs go on)
                 failures.append(_note_failure(results_dir, run, lr, digest, label, error))
                 log(f"{label}: failed: {type(error).__name__}: {error}")
@@ -222,7 +228,8 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
         try:
             group_records = execute_stacked(
                 [item[0] for item in items], [item[1] for item in items], results_dir,
-                data_dir, checkpoint_every, verbose, ckpt_info, suite_bar if verbose else None)
+                data_dir, checkpoint_every, verbose, ckpt_info, suite_bar if verbose else None,
+                device_data)
         except Exception as error:  # noqa: BLE001  (out of memory, say: one by one instead)
             log(f"stack of {len(items)} runs not trained together ({type(error).__name__}: "
                 f"{error}); training them one by one")
