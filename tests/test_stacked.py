@@ -5,6 +5,7 @@ separate runs do, and are recorded as separate runs would be."""
 import numpy as np
 import pytest
 from conftest import mock_tfds
+from test_device_data import many_sizes, vtab_task  # noqa: F401  (a fixture)
 from test_train import demo_task, tiny_model
 
 from vitbench import records, tasks
@@ -100,12 +101,28 @@ def test_a_killed_stack_resumes_together_or_one_by_one_to_the_same_weights(tmp_p
         assert_same(straight[1], result)
 
 
-def test_runs_that_differ_in_more_than_the_rate_do_not_stack(tmp_path):
-    with pytest.raises(stacked.NotStackable, match="more than the learning rate"):
+def test_runs_that_differ_in_more_than_the_rate_and_seed_do_not_stack(tmp_path):
+    with pytest.raises(stacked.NotStackable, match="more than the learning rate and the seed"):
         stacked.check_stackable([config(0.1), config(0.1, steps=5)])
-    with pytest.raises(stacked.NotStackable, match="more than the learning rate"):
-        stacked.check_stackable([config(0.1), config(0.1, seed=1)])
-    stacked.check_stackable([config(0.1), config(0.3)])
+    with pytest.raises(stacked.NotStackable, match="more than the learning rate and the seed"):
+        stacked.check_stackable([config(0.1), config(0.1, grad_clip_norm=2.0)])
+    stacked.check_stackable([config(0.1), config(0.3, seed=1)])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("many_sizes")
+def test_members_of_several_seeds_each_train_on_their_seeds_batches():
+    # from the host pipeline and from the split on the device: per seed, its separate run's
+    task, runs = vtab_task(), [(0.05, 0), (0.2, 1), (0.1, 0)]
+    for device_data in ("off", "on"):
+        separate = [finetune.fine_tune(tiny_model(seed), task, "fit", config(lr, seed=seed),
+                                       device_data=device_data) for lr, seed in runs]
+        together = stacked.fine_tune_stacked(
+            [tiny_model(seed) for _, seed in runs], task, "fit",
+            [config(lr, seed=seed) for lr, seed in runs], device_data=device_data)
+        for one, both in zip(separate, together):
+            assert_same(one, both)
+            assert both[1]["input"]["where"] == ("host" if device_data == "off" else "device")
 
 
 def test_saved_states_at_different_steps_do_not_stack(tmp_path, monkeypatch):
@@ -116,19 +133,23 @@ def test_saved_states_at_different_steps_do_not_stack(tmp_path, monkeypatch):
                                   workdirs=list(states))
 
 
-def test_a_sweeps_tune_runs_of_one_task_and_seed_form_a_stack():
+def test_a_sweeps_tune_runs_and_the_seeds_final_runs_form_stacks():
     suite = tasks.load_suite("demo")
     overrides = plan.Overrides(lrs=(0.01, 0.03, 0.1), repeats=2)
     runs = plan.plan(suite, ["demo_shape", "demo_color"], "scratch:vit_mu8", overrides,
                      fewshot=False)
     shape = [[(run.task.name, run.phase, run.seed, run.lr) for run in group]
              for group in stacking.groups(runs, 4)]
-    assert shape[0] == [("demo_shape", "tune", 0, lr) for lr in (0.01, 0.03, 0.1)]
-    assert shape[1] == [("demo_shape", "final", 0, None)]
-    assert shape[2] == [("demo_shape", "tune", 1, lr) for lr in (0.01, 0.03, 0.1)]
-    assert len(shape) == 4 * 2
-    assert [len(group) for group in stacking.groups(runs, 2)][:3] == [2, 1, 1]
+    tune = [("demo_shape", "tune", seed, lr) for seed in (0, 1) for lr in (0.01, 0.03, 0.1)]
+    assert shape[:3] == [tune[:4], tune[4:], [("demo_shape", "final", 0, None),
+                                              ("demo_shape", "final", 1, None)]]
+    assert len(shape) == 3 * 2
+    assert [len(group) for group in stacking.groups(runs, 8)][:2] == [6, 2]
     assert all(len(group) == 1 for group in stacking.groups(runs, 1))
+    single_rate = plan.plan(suite, ["demo_shape"], "scratch:vit_mu8",
+                            plan.Overrides(repeats=3), fewshot=False)
+    assert [[run.seed for run in group] for group in stacking.groups(single_rate, 4)] == [
+        [0, 1, 2]]
 
 
 @pytest.mark.slow

@@ -74,16 +74,16 @@ def test_another_seed_of_a_checkpoints_probe_is_the_same_probe():
 
 
 def test_repeats_run_the_whole_protocol_once_per_seed():
-    """Each seed tunes and selects on its own; a checkpoint's probe is one probe for them all
-    (its shots have seeds of their own), a scratch model's one per seed (its weights)."""
+    """Each seed tunes and selects on its own (every seed's tune runs first, then the final
+    runs: they stack); a checkpoint's probe is one probe for them all (its shots have seeds
+    of their own), a scratch model's one per seed (its weights)."""
     suite = tasks.load_suite("demo")
     overrides = plan.Overrides(seed=3, repeats=2, lrs=(0.01, 0.03))
     runs = plan.plan(suite, ["demo_shape"], "vit_b16", overrides)
     assert [(r.method, r.phase, r.lr, r.seed) for r in runs] == [
         ("finetune", "tune", 0.01, 3), ("finetune", "tune", 0.03, 3),
-        ("finetune", "final", None, 3),
         ("finetune", "tune", 0.01, 4), ("finetune", "tune", 0.03, 4),
-        ("finetune", "final", None, 4),
+        ("finetune", "final", None, 3), ("finetune", "final", None, 4),
         ("fewshot", "final", None, 0)]
     scratch = plan.plan(suite, ["demo_shape"], "scratch:vit_mu8", overrides)
     assert [r.seed for r in scratch if r.method == "fewshot"] == [3, 4]

@@ -154,8 +154,9 @@ def batches(data: DeviceData, batch_size: int, seed: int = 0, start_batch: int =
     up to float rounding."""
     finish = jax.jit(lambda images, labels, drawn: _finish(images, labels, drawn,
                                                            data.device_ops, image_dtype))
-    for drawn in draws(data, batch_size, seed, start_batch).as_numpy_iterator():
-        yield finish(data.images, data.labels, drawn)
+    drawn_batches = draws(data, batch_size, seed, start_batch)  # now: TF's seeds as they are
+    return (finish(data.images, data.labels, drawn)
+            for drawn in drawn_batches.as_numpy_iterator())
 
 
 def _finish(images, labels, drawn, device_ops, image_dtype):

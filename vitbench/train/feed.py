@@ -18,11 +18,23 @@ DEVICE_DATA = ("auto", "on", "off")
 def training_batches(task, split: str, config, *, data_dir=None, start_batch: int = 0,
                      image_dtype: str = "float32", device_data: str = "auto"):
     """(an iterator of (images, labels) micro-batches, a description of where they come
-    from) for a run of `config` (a `TrainConfig`) from micro-batch `start_batch` on.
+    from) for a run of `config` (a `TrainConfig`) from micro-batch `start_batch` on: the
+    one stream of `seed_streams`."""
+    streams, source = seed_streams(task, split, config, [config.seed], data_dir=data_dir,
+                                   start_batch=start_batch, image_dtype=image_dtype,
+                                   device_data=device_data)
+    return streams[0], source
+
+
+def seed_streams(task, split: str, config, seeds, *, data_dir=None, start_batch: int = 0,
+                 image_dtype: str = "float32", device_data: str = "auto"):
+    """(one iterator of (images, labels) micro-batches per seed, a description of where they
+    come from) for runs of `config` (a `TrainConfig`) with those seeds, from micro-batch
+    `start_batch` on; each stream is what a run of that seed alone reads.
 
     With `device_data` "on" (or "auto" on a GPU or TPU), on JAX with one device, the split is
-    kept on the device where it fits (`device_data.load`); else, or where it does not, the
-    host pipeline feeds the run and the description gives the reason.
+    kept on the device where it fits (`device_data.load`), once for all seeds; else, or where
+    it does not, the host pipeline feeds the runs and the description gives the reason.
 
     Raises:
         ValueError: `device_data` is not one of DEVICE_DATA.
@@ -42,11 +54,24 @@ def training_batches(task, split: str, config, *, data_dir=None, start_batch: in
         except device_data_lib.Unsupported as unsupported:
             reason = str(unsupported)
         else:
-            return (device_data_lib.batches(data, config.micro_batch_size, config.seed,
-                                            start_batch, image_dtype),
-                    {"where": "device", "examples": len(data), "bytes": data.nbytes})
-    batches = pipeline.as_numpy(pipeline.train_dataset(
-        task, split, config.micro_batch_size, seed=config.seed, data_dir=data_dir,
-        start_batch=start_batch, image_dtype=image_dtype))
-    return ((batch["image"], batch["label"]) for batch in batches), {"where": "host",
-                                                                     "reason": reason}
+            return _per_seed(seeds, lambda seed: device_data_lib.batches(
+                data, config.micro_batch_size, seed, start_batch, image_dtype)), {
+                "where": "device", "examples": len(data), "bytes": data.nbytes}
+
+    def host(seed):
+        batches = pipeline.as_numpy(pipeline.train_dataset(
+            task, split, config.micro_batch_size, seed=seed, data_dir=data_dir,
+            start_batch=start_batch, image_dtype=image_dtype))
+        return ((batch["image"], batch["label"]) for batch in batches)
+
+    return _per_seed(seeds, host), {"where": "host", "reason": reason}
+
+
+def _per_seed(seeds, stream_of):
+    """`stream_of(seed)` for each seed, each made under the global seeds a run of that seed
+    sets (TensorFlow's shuffle seeds mix in the global one)."""
+    streams = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        streams.append(stream_of(seed))
+    return streams

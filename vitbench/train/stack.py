@@ -16,7 +16,7 @@ import numpy as np
 
 class NotStackable(ValueError):
     """The runs cannot train together (another backend, a distribution, configs or saved
-    states that differ in more than the learning rate)."""
+    states that differ in more than the learning rate and the seed)."""
 
 
 def available() -> bool:
@@ -26,14 +26,14 @@ def available() -> bool:
 
 def check_stackable(configs) -> None:
     """Raises NotStackable unless stacking is `available` and the configs differ in the
-    learning rate only."""
+    learning rate and the seed only."""
     if not available():
         raise NotStackable("stacked runs need the JAX backend on one device")
-    first = dataclasses.replace(configs[0], lr=0.0)
+    first = dataclasses.replace(configs[0], lr=0.0, seed=0)
     for config in configs[1:]:
-        if dataclasses.replace(config, lr=0.0) != first:
-            raise NotStackable(f"runs differ in more than the learning rate: {first} and "
-                               f"{dataclasses.replace(config, lr=0.0)}")
+        if dataclasses.replace(config, lr=0.0, seed=0) != first:
+            raise NotStackable(f"runs differ in more than the learning rate and the seed: "
+                               f"{configs[0]} and {config}")
 
 
 @contextlib.contextmanager
@@ -53,17 +53,21 @@ class Stack:
 
     Args:
         models: compiled models built alike (same architecture and head), one per member.
-        configs: their `finetune.TrainConfig`s, alike but for the rate (`check_stackable`).
+        configs: their `finetune.TrainConfig`s, alike but for the rate and the seed
+            (`check_stackable`).
         batch: an (images, labels) batch, to build the models, optimizers and metrics.
+        own_batches: each member trains on a batch of its own (members of several seeds:
+            `step` takes the batches stacked along a leading axis), not on one for all.
     """
 
-    def __init__(self, models, configs, batch):
+    def __init__(self, models, configs, batch, own_batches: bool = False):
         import jax
 
         check_stackable(configs)
         self.models = list(models)
+        one = tuple(part[0] for part in batch) if own_batches else batch
         for model in self.models:
-            model._symbolic_build(data_batch=batch)  # noqa: SLF001  (as fit builds it)
+            model._symbolic_build(data_batch=one)  # noqa: SLF001  (as fit builds it)
         lead = self.models[0]
         schedule = lead.optimizer._learning_rate  # noqa: SLF001  (its WarmupCosine)
 
@@ -71,12 +75,15 @@ class Stack:
             with _base_lr(schedule, lr):
                 return lead.train_step(state, batch)
 
-        self._step = jax.jit(jax.vmap(member_step, in_axes=(0, 0, None)), donate_argnums=1)
+        batch_axis = 0 if own_batches else None
+        self._step = jax.jit(jax.vmap(member_step, in_axes=(0, 0, batch_axis)),
+                             donate_argnums=1)
         self.lrs = np.asarray([config.lr for config in configs], np.float32)
         self.state = _stack([_state(model) for model in self.models])
 
     def step(self, batch) -> dict:
-        """One pass of every member on `batch`; returns the stacked logs (on the device)."""
+        """One pass of every member on `batch` (with `own_batches`, member i on the i-th of
+        the stacked batches); returns the stacked logs (on the device)."""
         logs, self.state = self._step(self.lrs, self.state, batch)
         return logs
 

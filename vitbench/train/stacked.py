@@ -1,8 +1,9 @@
-"""Fine-tuning runs that differ only in their learning rate, trained together (JAX).
+"""Fine-tuning runs that differ only in their learning rate and seed, trained together (JAX).
 
 The members' weights, optimizer and metric states are stacked along a leading axis and one
-compiled step, `jax.vmap` over Keras' own `train_step`, updates all of them from one batch:
-one input pipeline and one compilation serve the whole sweep. Each member keeps its own rate,
+compiled step, `jax.vmap` over Keras' own `train_step`, updates all of them: members of one
+seed from one batch (one input pipeline and one compilation serve a whole sweep), members of
+several seeds each from its seed's stream. Each member keeps its own rate,
 momentum, gradient clipping, Polyak average and head, and saves to (and resumes from) its own
 workdir in the format `finetune.fine_tune` reads, so a member's numbers equal those of its
 separate run up to float rounding.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import itertools
 import time
 
-import keras
 import numpy as np
 
 from vitbench.train import feed, finetune, interrupt, progress
@@ -43,7 +43,8 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
             same checkpoint, same head); compiled here, or restored from its workdir.
         task, split, data_dir, checkpoint_every, verbose, suite_bar, device_data: as
             `finetune.fine_tune`; one input feeds all members.
-        configs: one `TrainConfig` per member; they differ in `lr` only.
+        configs: one `TrainConfig` per member; they differ in `lr` and `seed` only. Members
+            of one seed read one batch; each seed's stream is its separate run's.
         workdirs: one per member (or None): where each saves and resumes, as a separate run.
 
     Returns:
@@ -58,7 +59,6 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
     check_stackable(configs)
     config = configs[0]
     workdirs = list(workdirs or [None] * len(models))
-    keras.utils.set_random_seed(config.seed)
     restored, done = _restore_all(workdirs, configs)
     models = [model if saved is None else saved.set_remat(model.config.remat)
               for model, saved in zip(models, restored)]
@@ -68,14 +68,20 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
     saving = bool(checkpoint_every and all(workdirs))
     chunk = checkpoint_every if saving else config.steps
     remaining = (config.steps - done) * config.accumulation
-    batches, source = feed.training_batches(
-        task, split, config, data_dir=data_dir, start_batch=done * config.accumulation,
+    seeds = sorted({c.seed for c in configs})
+    streams, source = feed.seed_streams(
+        task, split, config, seeds, data_dir=data_dir, start_batch=done * config.accumulation,
         image_dtype=models[0].image_dtype, device_data=device_data)
-    batches = (batch for batch in itertools.islice(batches, remaining))  # Keras: a generator
+    own = len(seeds) > 1  # each member reads its seed's batch
+    batches = itertools.islice(
+        _per_member(streams, [seeds.index(c.seed) for c in configs]) if own else streams[0],
+        remaining)
     first = next(batches, None)
-    stack = Stack(models, configs, first if first is not None else _any_batch(models[0]))
-    if first is not None:
+    if first is None:
+        first = _any_batch(models[0], len(models) if own else None)
+    else:
         batches = itertools.chain([first], batches)
+    stack = Stack(models, configs, first, own_batches=own)
     start, logs, step_done, shown = time.perf_counter(), None, done, 0.0
     run_bar = progress.bar(f"{task.name} {split} x{len(models)}",
                            config.steps * config.batch_size, done * config.batch_size,
@@ -104,9 +110,22 @@ def fine_tune_stacked(models, task, split: str, configs, *, data_dir=None, workd
     return _finish(stack, logs, workdirs, configs, task, done, seconds, source)
 
 
-def _any_batch(model):
-    """A batch of zeros in the model's input shape (to build a stack with nothing to train)."""
-    return (np.zeros((1, *model.image_size, 3), model.image_dtype), np.zeros((1,), np.int64))
+def _any_batch(model, members: int | None = None):
+    """A batch of zeros in the model's input shape (to build a stack with nothing to train);
+    with `members`, one per member, stacked."""
+    lead = (members,) if members else ()
+    return (np.zeros((*lead, 1, *model.image_size, 3), model.image_dtype),
+            np.zeros((*lead, 1), np.int64))
+
+
+def _per_member(streams, stream_of_member):
+    """Batches of every member stacked along a leading axis, member i's from stream
+    `stream_of_member[i]`; each stream is read once per step."""
+    import jax.numpy as jnp
+
+    for batches in zip(*streams):
+        yield tuple(jnp.stack([batches[i][part] for i in stream_of_member])
+                    for part in range(2))
 
 
 def _member_logs(logs, index: int) -> dict:

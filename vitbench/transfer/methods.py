@@ -96,7 +96,7 @@ class FineTune(Method):
         return self.outcome(run, config, result, context)
 
     def execute_stacked(self, runs, lrs, contexts) -> list[dict]:
-        """Trains `runs` (configs alike but for the rate, `stacking.stack_key`) together
+        """Trains `runs` (configs alike but for rate and seed, `stacking.stack_key`) together
         (`stacked.fine_tune_stacked`), then scores each: one outcome per run, as `execute`
         gives it. Raises `stack.NotStackable` before any training where they cannot."""
         stack.check_stackable([self.train_config(run, lr, 1) for run, lr in zip(runs, lrs)])

@@ -125,9 +125,9 @@ class Run:
 
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
          sweep: bool = False, fewshot: bool = True) -> list[Run]:
-    """All runs of the chosen tasks, in order: per fine-tuning task and seed
-    (`overrides.seeds`) its tune runs then its final run (each seed selects its own rate);
-    then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
+    """All runs of the chosen tasks, in order: per fine-tuning task the tune runs of each seed
+    (`overrides.seeds`), then each seed's final run (each seed selects its own rate); then the
+    few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
     `[fewshot]` table adds to its fine-tuning tasks).
 
     Raises:
@@ -157,12 +157,13 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                       precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
                       defaults=defaults, data_sha256=sources.fingerprint(task),
                       normalization=overrides.normalization)
-        for seed in overrides.seeds:
-            if len(grid) > 1:
-                runs += [Run(phase="tune", lr=lr, seed=seed, **common) for lr in grid]
-                runs.append(Run(phase="final", lr=None, seed=seed, **common))
-            else:
-                runs.append(Run(phase="final", lr=grid[0], seed=seed, **common))
+        seeds = overrides.seeds
+        if len(grid) > 1:  # every seed's tune runs, then every seed's final run (they stack)
+            runs += [Run(phase="tune", lr=lr, seed=seed, **common) for seed in seeds
+                     for lr in grid]
+            runs += [Run(phase="final", lr=None, seed=seed, **common) for seed in seeds]
+        else:
+            runs += [Run(phase="final", lr=grid[0], seed=seed, **common) for seed in seeds]
     if overrides.as_released:  # heads only: no probes
         if not runs:
             raise ValueError(f"--as_released scores fine-tuning tasks' test splits; the chosen "

@@ -1,6 +1,6 @@
 """Which planned runs train together (`vitbench.train.stacked`): consecutive fine-tuning runs
-whose configs differ in the learning rate only, such as the tune runs of one task and seed in
-a `--sweep`, in groups of at most `--stack`."""
+whose configs differ in the learning rate and the seed only, such as a task's tune runs in a
+`--sweep`, or its final runs of `--repeats` seeds, in groups of at most `--stack`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ __all__ = ["DEFAULT_STACK", "groups", "stack_key"]
 
 
 def stack_key(run: Run) -> tuple | None:
-    """What runs that train together share (None for a run that never stacks: not
-    fine-tuning, or a final run whose rate the tune runs choose)."""
-    if run.method != "finetune" or run.lr is None:
+    """What runs that train together share: their configs but for the rate and the seed (a
+    final run's rate, which its tune runs choose, is known by the time it trains). None for
+    a run that never stacks (not fine-tuning)."""
+    if run.method != "finetune":
         return None
     config = run.config()
-    config.pop("lr")
+    del config["lr"], config["seed"]
     return records.config_hash(config), run.micro_batch_size, run.remat
 
 

@@ -76,9 +76,9 @@ def execute_stacked(runs: Sequence[Run], lrs: Sequence[float], results_dir: path
                     data_dir=None, checkpoint_every: int = 0, verbose: int = 0,
                     ckpt_info: dict | None = None, suite_bar=None,
                     device_data: str = "auto") -> list[dict]:
-    """Trains fine-tuning runs that differ in the rate only (`stacking.groups`) together,
-    then evaluates and records each as `execute` would (each record also names the others of
-    its stack).
+    """Trains fine-tuning runs that differ in the rate and seed only (`stacking.groups`)
+    together, then evaluates and records each as `execute` would (each record also names the
+    others of its stack).
 
     Raises:
         `stack.NotStackable`: they cannot train together here (nothing trained).
@@ -147,9 +147,10 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               ) -> list[dict]:
     """Runs every planned run that is not recorded yet (all of them with `force`).
 
-    Up to `stack` consecutive fine-tuning runs that differ in the rate only (a sweep's tune
-    runs: `stacking.groups`) train together where `stack.available()`; a stack that cannot
-    (out of memory, say) trains its runs one by one. `device_data` ("auto", "on", "off"):
+    Up to `stack` consecutive fine-tuning runs that differ in the rate and seed only (a
+    sweep's tune runs, the final runs of several seeds: `stacking.groups`) train together
+    where `stack.available()`; a stack that cannot (out of memory, say) trains its runs one
+    by one. `device_data` ("auto", "on", "off"):
     whether a fine-tuning run keeps its training split on the device (`train.feed`).
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
