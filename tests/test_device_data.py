@@ -41,9 +41,9 @@ def vtab_task(resolution=16):
         task.protocol, resolution=resolution))
 
 
-def assert_same_batches(task, data, image_dtype="float32", count=6, **draw):
+def assert_same_batches(task, data, image_dtype="float32", count=6, data_dir=None, **draw):
     host = pipeline.as_numpy(pipeline.train_dataset(task, "fit", 5, image_dtype=image_dtype,
-                                                    **draw))
+                                                    data_dir=data_dir, **draw))
     device = device_data.batches(data, 5, image_dtype=image_dtype, **draw)
     for _ in range(count):
         expected, (images, labels) = next(host), next(device)
@@ -71,12 +71,7 @@ def test_a_resize_then_flip_keeps_resized_images_on_the_device(demo_data_dir):
     data = device_data.load(task, "fit", demo_data_dir)
     assert data.images.shape[1:] == (16, 16, 3) and data.images.dtype == np.float32
     assert [name for name, _, _ in data.device_ops] == ["flip_lr", "value_range", "keep"]
-    host = pipeline.as_numpy(pipeline.train_dataset(task, "fit", 5, data_dir=demo_data_dir))
-    device = device_data.batches(data, 5)
-    for _ in range(3):
-        expected, (images, labels) = next(host), next(device)
-        np.testing.assert_allclose(np.asarray(images), expected["image"], atol=1e-6)
-        np.testing.assert_array_equal(np.asarray(labels), expected["label"])
+    assert_same_batches(task, data, count=3, data_dir=demo_data_dir)
 
 
 @pytest.mark.slow
