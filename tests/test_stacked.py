@@ -244,3 +244,27 @@ def test_the_sweep_benchmark_times_a_stack_against_runs_one_after_another(capsys
     assert together["ratio_to_sequential"] == pytest.approx(
         together["images_per_second_all_members"] / sequential["images_per_second"])
     assert "3 runs stacked" in together["software"]
+
+
+@pytest.mark.slow
+def test_a_stack_out_of_memory_tries_smaller_passes_before_one_by_one(tmp_path, monkeypatch):
+    train = stacked.fine_tune_stacked
+    tried = []
+
+    def fits_passes_of_two(models, task, split, configs, **kwargs):
+        tried.append(configs[0].micro_batch_size)
+        if configs[0].micro_batch_size > 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory while trying to allocate")
+        return train(models, task, split, configs, **kwargs)
+
+    monkeypatch.setattr(stacked, "fine_tune_stacked", fits_passes_of_two)
+    overrides = plan.Overrides(steps=2, batch_size=8, micro_batch_size=8, resolution=16,
+                               lrs=(0.01, 0.1))
+    with mock_tfds(num_examples=8):
+        finished = running.run_suite(tasks.load_suite("demo"), ["demo_color"],
+                                     "scratch:vit_mu8", overrides, tmp_path, verbose=0,
+                                     log=lambda line: None, fewshot=False)
+    assert tried == [8, 4, 2]
+    tune = [r for r in finished if r["config"]["phase"] == "tune"]
+    assert [(r["micro_batch_size"], r["accumulation_steps"]) for r in tune] == [(2, 4)] * 2
+    assert all(r["stacked_with"] for r in tune)

@@ -39,8 +39,9 @@ def _define(fv):
     flags.DEFINE_integer("stack", DEFAULT_STACK, "Train up to this many runs that differ in "
                          "the learning rate and seed only (a --sweep's tune runs, the seeds of "
                          "--repeats) together, in one compiled step (JAX on one device; each "
-                         "run recorded as if it ran alone). 1: one by one. A stack that fails "
-                         "(out of memory, say) trains its runs one by one.", lower_bound=1,
+                         "run recorded as if it ran alone). 1: one by one. A stack out of memory "
+                         "halves its micro-batch, then trains its runs one by one.",
+                         lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_enum("device_data", "auto", ["auto", "on", "off"], "Keep a fine-tuning "
                       "run's training split on the device where it fits (VTAB-1k's 1000 "

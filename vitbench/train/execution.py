@@ -63,6 +63,14 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
     return size
 
 
+OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "OOM", "out of memory")
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    """Whether `error` is a device running out of memory (XLA's, TensorFlow's)."""
+    return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
+
+
 def check_split(batch_size: int, micro_batch_size: int, replicas: int, remedy: str) -> None:
     """Raises unless the micro-batch divides the batch and both split evenly over the
     `replicas` data-parallel devices; `remedy` (which flags to change) ends the message.

@@ -14,7 +14,7 @@ from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot
-from vitbench.train import finetune, stack, stacked
+from vitbench.train import execution, finetune, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, pass_size
 
 
@@ -98,22 +98,34 @@ class FineTune(Method):
     def execute_stacked(self, runs, lrs, contexts) -> list[dict]:
         """Trains `runs` (configs alike but for rate and seed, `stacking.stack_key`) together
         (`stacked.fine_tune_stacked`), then scores each: one outcome per run, as `execute`
-        gives it. Raises `stack.NotStackable` before any training where they cannot."""
+        gives it. A stack out of memory tries again in passes of half as many images while
+        that divides the batch (the numbers stay those of the batch; the record gives the
+        pass size). Raises `stack.NotStackable` before any training where they cannot
+        stack."""
         stack.check_stackable([self.train_config(run, lr, 1) for run, lr in zip(runs, lrs)])
-        models = []
-        for run in runs:  # each model's random state as its separate run would have it
-            keras.utils.set_random_seed(run.seed)
-            models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
-        lead, context = runs[0], contexts[0]
-        micro = pass_size(lead.micro_batch_size, models[0], lead.task.protocol.batch_size)
-        configs = [self.train_config(run, lr, micro) for run, lr in zip(runs, lrs)]
-        results = stacked.fine_tune_stacked(
-            models, lead.task, lead.train_split, configs, data_dir=context.data_dir,
-            workdirs=[c.workdir for c in contexts], checkpoint_every=context.checkpoint_every,
-            verbose=context.verbose, suite_bar=context.suite_bar,
-            device_data=context.device_data)
+        lead = runs[0]
+        micro = None
+        while True:
+            models = []
+            for run in runs:  # each model's random state as its separate run would have it
+                keras.utils.set_random_seed(run.seed)
+                models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
+            micro = micro or pass_size(lead.micro_batch_size, models[0],
+                                       lead.task.protocol.batch_size)
+            configs = [self.train_config(run, lr, micro) for run, lr in zip(runs, lrs)]
+            try:
+                results = stacked.fine_tune_stacked(
+                    models, lead.task, lead.train_split, configs, data_dir=contexts[0].data_dir,
+                    workdirs=[c.workdir for c in contexts],
+                    checkpoint_every=contexts[0].checkpoint_every, verbose=contexts[0].verbose,
+                    suite_bar=contexts[0].suite_bar, device_data=contexts[0].device_data)
+                break
+            except Exception as error:
+                if not execution.is_out_of_memory(error) or micro % 2:
+                    raise
+                micro //= 2
         return [self.outcome(run, config, result, context)
-                for run, config, result in zip(runs, configs, results)]
+                for run, config, result, context in zip(runs, configs, results, contexts)]
 
     @staticmethod
     def train_config(run, lr, micro: int) -> finetune.TrainConfig:

@@ -11,12 +11,6 @@ from vitbench.train import distribute, execution, finetune, stack
 from vitbench.transfer.models import load_for_task
 from vitbench.transfer.plan import check_batches
 
-OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "OOM", "out of memory")
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
-
 
 def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
                         remat: bool = False) -> int:
@@ -46,7 +40,7 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
             try_step(micro)
             return micro
         except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
-            if not _is_out_of_memory(error) or micro % 2 or (micro // 2) % ways:
+            if not execution.is_out_of_memory(error) or micro % 2 or (micro // 2) % ways:
                 raise
             micro //= 2
 
