@@ -60,8 +60,8 @@ def test_the_vtab_crop_and_flip_on_the_device_give_the_pipelines_batches(many_si
     data = device_data.load(task, "fit")
     assert data.images.shape == (12, *data.sizes.max(axis=0), 3)  # padded to the largest
     assert data.images.dtype == np.uint8  # decoded once, cropped at every step
-    assert [name for name, _, _ in data.device_ops] == ["inception_crop", "flip_lr",
-                                                        "value_range", "keep"]
+    assert [name for name, _ in data.device_ops] == ["inception_crop", "flip_lr",
+                                                     "value_range", "keep"]
     assert_same_batches(task, data, seed=3, start_batch=2)  # a resumed run's stream too
     assert_same_batches(task, data, image_dtype="bfloat16", seed=1)
 
@@ -70,7 +70,7 @@ def test_a_resize_then_flip_keeps_resized_images_on_the_device(demo_data_dir):
     task = demo_task()  # resize(16)|flip_lr|value_range(-1, 1)
     data = device_data.load(task, "fit", demo_data_dir)
     assert data.images.shape[1:] == (16, 16, 3) and data.images.dtype == np.float32
-    assert [name for name, _, _ in data.device_ops] == ["flip_lr", "value_range", "keep"]
+    assert [name for name, _ in data.device_ops] == ["flip_lr", "value_range", "keep"]
     assert_same_batches(task, data, count=3, data_dir=demo_data_dir)
 
 

@@ -11,6 +11,7 @@ shuffled order, the crop window, the flip), with the same seeds, so the batches 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterator
 
 import jax
@@ -33,7 +34,7 @@ class Unsupported(ValueError):
 class DeviceData:
     """A preprocessed split on the device: `images` (padded to the largest, in the dtype the
     host steps left them), each image's own (height, width) in `sizes`, `labels`, and the
-    device ops (name, args, kwargs) that finish every batch."""
+    device ops (name, arguments) that finish every batch."""
 
     images: jax.Array
     sizes: np.ndarray
@@ -50,7 +51,8 @@ class DeviceData:
 
 def split_spec(spec: str) -> tuple[str, tuple]:
     """(host spec, device ops) of a train spec: the ops before its first random op, and the
-    rest as (name, args, kwargs).
+    rest as (name, arguments), the arguments bound to the host op's own parameters (its
+    defaults included: one definition serves both).
 
     Raises:
         Unsupported: an op after the first random op has no on-device version, or a crop
@@ -69,7 +71,15 @@ def split_spec(spec: str) -> tuple[str, tuple]:
         if rest.count(name) > 1 and name != "keep":
             raise Unsupported(f"op {name!r} appears twice after the first random op")
     host = "|".join(registry.pieces(spec)[:first])
-    return host, tuple((name, tuple(args), dict(kwargs)) for name, args, kwargs in calls[first:])
+    return host, tuple((name, _arguments(name, args, kwargs)) for name, args, kwargs in
+                       calls[first:])
+
+
+def _arguments(name: str, args, kwargs) -> dict:
+    """The op's arguments by parameter name, its defaults filled in."""
+    bound = inspect.signature(registry.OPS[name]).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def budget() -> int:
@@ -104,7 +114,9 @@ def load(task, split: str, data_dir=None, max_bytes: int | None = None) -> Devic
         images.append(example["image"])
         labels.append(example["label"])
         total += example["image"].nbytes
-        if total > max_bytes or len(images) > MAX_EXAMPLES:
+        if len(images) > MAX_EXAMPLES:  # where the metadata did not tell the count
+            raise Unsupported(f"more than the {MAX_EXAMPLES} examples kept on the device")
+        if total > max_bytes:
             raise Unsupported(f"the images take more than {max_bytes / 2**30:.1f} GiB")
     if not images:
         raise Unsupported(f"split {expression!r} has no examples")
@@ -129,16 +141,15 @@ def draws(data: DeviceData, batch_size: int, seed: int = 0, start_batch: int = 0
     example's index in the shuffled order, its crop window (top, left, height, width) and
     whether it is flipped, from the same seeds."""
     sizes, channels = tf.constant(data.sizes), data.images.shape[-1]
-    by_name = {name: (args, kwargs) for name, args, kwargs in data.device_ops}
+    by_name = dict(data.device_ops)
 
     def draw(index, rng):
         drawn = {"index": index}
         if "inception_crop" in by_name:
-            args, kwargs = by_name["inception_crop"]
-            area = _crop_area(*args, **kwargs)
+            crop = by_name["inception_crop"]
             shape = tf.concat([sizes[index], [channels]], axis=0)
             begin, size = ops.inception_crop_box(shape, ops.op_seed(rng, "inception_crop"),
-                                                 *area)
+                                                 crop["area_min"], crop["area_max"])
             drawn["box"] = tf.concat([begin[:2], size[:2]], axis=0)
         if "flip_lr" in by_name:
             drawn["flip"] = ops.flips(ops.op_seed(rng, "flip_lr"))
@@ -162,16 +173,12 @@ def batches(data: DeviceData, batch_size: int, seed: int = 0, start_batch: int =
 def _finish(images, labels, drawn, device_ops, image_dtype):
     index = drawn["index"]
     batch = images[index]
-    for name, args, kwargs in device_ops:
-        batch = DEVICE_FUNCTIONS[name](batch, drawn, *args, **kwargs)
+    for name, arguments in device_ops:
+        batch = DEVICE_FUNCTIONS[name](batch, drawn, **arguments)
     return batch.astype(image_dtype), labels[index]
 
 
-def _crop_area(size, area_min=5, area_max=100):
-    return area_min, area_max
-
-
-def _inception_crop(batch, drawn, size, area_min=5, area_max=100):
+def _inception_crop(batch, drawn, size, area_min, area_max):
     """Each image's window resized to `size` as `tf.image.resize` does (bilinear, half-pixel
     centres, no antialiasing)."""
     height, width = (size, size) if isinstance(size, int) else size
@@ -205,9 +212,9 @@ def _flip_lr(batch, drawn):
     return jnp.where(drawn["flip"][:, None, None, None], batch[:, :, ::-1], batch)
 
 
-def _value_range(batch, drawn, low=-1.0, high=1.0, in_low=0.0, in_high=255.0):
+def _value_range(batch, drawn, low, high, in_low, in_high):
     return (batch.astype(jnp.float32) - in_low) / (in_high - in_low) * (high - low) + low
 
 
 DEVICE_FUNCTIONS = {"inception_crop": _inception_crop, "flip_lr": _flip_lr,
-                    "value_range": _value_range, "keep": lambda batch, drawn, *keys: batch}
+                    "value_range": _value_range, "keep": lambda batch, drawn, keys: batch}

@@ -71,6 +71,25 @@ def is_out_of_memory(error: Exception) -> bool:
     return any(marker in str(error) for marker in OUT_OF_MEMORY_MARKERS)
 
 
+def halving_until_it_fits(attempt, micro_batch_size: int, replicas: int = 1):
+    """(`attempt(micro)`'s result, micro): `attempt` called with `micro_batch_size`, then,
+    after each out-of-memory error, with half as many images while the half is whole and
+    splits over the `replicas`.
+
+    Raises:
+        Exception: `attempt`'s error where it is not out of memory, or where the micro-batch
+            cannot be halved.
+    """
+    micro = micro_batch_size
+    while True:
+        try:
+            return attempt(micro), micro
+        except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
+            if not is_out_of_memory(error) or micro % 2 or (micro // 2) % replicas:
+                raise
+            micro //= 2
+
+
 def check_split(batch_size: int, micro_batch_size: int, replicas: int, remedy: str) -> None:
     """Raises unless the micro-batch divides the batch and both split evenly over the
     `replicas` data-parallel devices; `remedy` (which flags to change) ends the message.

@@ -212,13 +212,22 @@ def fine_tune(model, task, split: str, config: TrainConfig, *, data_dir=None,
             # killed after the last save: Keras swaps in the averaged weights at fit's end
             model.optimizer.finalize_variable_values(model.trainable_weights)
             logs = read_state(workdir)["logs"]
+    return model, summarize(task, config, logs, done, time.perf_counter() - start, source)
+
+
+def summarize(task, config: TrainConfig, logs: dict, done: int, seconds: float,
+              source: dict) -> dict:
+    """A run's summary: its last logs' loss and accuracy, its steps, the images/s of the
+    steps trained from `done` on in `seconds`, and where its batches came from (`source`).
+
+    Raises:
+        DivergedError: the logs' loss is NaN or infinite (or missing).
+    """
     if not np.isfinite(logs.get("loss", np.nan)):
         raise DivergedError(f"{task.name}: the training loss became {logs.get('loss')} "
                             f"(lr {config.lr}); try a smaller learning rate")
-    seconds = time.perf_counter() - start
     trained_steps = config.steps - done
-    summary = {"steps": config.steps, "resumed_from_step": done,
-               "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy"),
-               "images_per_second": trained_steps * config.batch_size / seconds
-               if trained_steps else None, "input": source}
-    return model, summary
+    return {"steps": config.steps, "resumed_from_step": done,
+            "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy"),
+            "images_per_second": trained_steps * config.batch_size / seconds
+            if trained_steps else None, "input": source}

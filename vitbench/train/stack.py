@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
 
@@ -61,8 +63,6 @@ class Stack:
     """
 
     def __init__(self, models, configs, batch, own_batches: bool = False):
-        import jax
-
         check_stackable(configs)
         self.models = list(models)
         one = tuple(part[0] for part in batch) if own_batches else batch
@@ -89,10 +89,7 @@ class Stack:
 
     def reset_metrics(self) -> None:
         """Every member's running loss and accuracy restarted (as `fit` does each epoch)."""
-        import jax
-
-        self.state = (*self.state[:3], jax.tree_util.tree_map(jax.numpy.zeros_like,
-                                                              self.state[3]))
+        self.state = (*self.state[:3], jax.tree_util.tree_map(jnp.zeros_like, self.state[3]))
 
     def write_back(self, index: int):
         """Member `index`'s state written into its model's variables; returns the model."""
@@ -119,13 +116,8 @@ def _assign(model, state) -> None:
 
 
 def _member(stacked, index: int):
-    import jax
-
     return jax.tree_util.tree_map(lambda array: array[index], stacked)
 
 
 def _stack(states):
-    import jax
-    import jax.numpy as jnp
-
     return jax.tree_util.tree_map(lambda *arrays: jnp.stack(arrays), *states)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import jax.numpy as jnp
 import numpy as np
 
 from vitbench.train import feed, finetune, interrupt, progress
@@ -121,8 +122,6 @@ def _any_batch(model, members: int | None = None):
 def _per_member(streams, stream_of_member):
     """Batches of every member stacked along a leading axis, member i's from stream
     `stream_of_member[i]`; each stream is read once per step."""
-    import jax.numpy as jnp
-
     for batches in zip(*streams):
         yield tuple(jnp.stack([batches[i][part] for i in stream_of_member])
                     for part in range(2))
@@ -152,16 +151,10 @@ def _finish(stack: Stack, logs, workdirs, configs, task, done, seconds, source):
             member_logs = _member_logs(logs, index)
         else:  # killed after the last save: the saved logs
             member_logs = finetune.read_state(workdir)["logs"] if workdir else {}
-        if not np.isfinite(member_logs.get("loss", np.nan)):
-            results.append(finetune.DivergedError(
-                f"{task.name}: the training loss became {member_logs.get('loss')} "
-                f"(lr {config.lr}); try a smaller learning rate"))
+        try:
+            summary = finetune.summarize(task, config, member_logs, done, seconds, source)
+        except finetune.DivergedError as diverged:
+            results.append(diverged)
             continue
-        trained = config.steps - done
-        results.append((model, {
-            "steps": config.steps, "resumed_from_step": done,
-            "train_loss": member_logs.get("loss"),
-            "train_accuracy": member_logs.get("accuracy"),
-            "images_per_second": trained * config.batch_size / seconds if trained else None,
-            "input": source, "stacked_members": len(configs)}))
+        results.append((model, {**summary, "stacked_members": len(configs)}))
     return results

@@ -103,29 +103,32 @@ class FineTune(Method):
         pass size). Raises `stack.NotStackable` before any training where they cannot
         stack."""
         stack.check_stackable([self.train_config(run, lr, 1) for run, lr in zip(runs, lrs)])
-        lead = runs[0]
-        micro = None
-        while True:
-            models = []
-            for run in runs:  # each model's random state as its separate run would have it
-                keras.utils.set_random_seed(run.seed)
-                models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
-            micro = micro or pass_size(lead.micro_batch_size, models[0],
-                                       lead.task.protocol.batch_size)
+        lead, context = runs[0], contexts[0]
+        models = self._load_members(runs)
+        first_micro = pass_size(lead.micro_batch_size, models[0], lead.task.protocol.batch_size)
+
+        def train(micro):
+            nonlocal models
+            members, models = models or self._load_members(runs), None  # a retry: fresh ones
             configs = [self.train_config(run, lr, micro) for run, lr in zip(runs, lrs)]
-            try:
-                results = stacked.fine_tune_stacked(
-                    models, lead.task, lead.train_split, configs, data_dir=contexts[0].data_dir,
-                    workdirs=[c.workdir for c in contexts],
-                    checkpoint_every=contexts[0].checkpoint_every, verbose=contexts[0].verbose,
-                    suite_bar=contexts[0].suite_bar, device_data=contexts[0].device_data)
-                break
-            except Exception as error:
-                if not execution.is_out_of_memory(error) or micro % 2:
-                    raise
-                micro //= 2
+            return configs, stacked.fine_tune_stacked(
+                members, lead.task, lead.train_split, configs, data_dir=context.data_dir,
+                workdirs=[c.workdir for c in contexts], checkpoint_every=context.checkpoint_every,
+                verbose=context.verbose, suite_bar=context.suite_bar,
+                device_data=context.device_data)
+
+        (configs, results), _ = execution.halving_until_it_fits(train, first_micro)
         return [self.outcome(run, config, result, context)
                 for run, config, result, context in zip(runs, configs, results, contexts)]
+
+    @staticmethod
+    def _load_members(runs) -> list:
+        """The runs' models, each with the random state its separate run would give it."""
+        models = []
+        for run in runs:
+            keras.utils.set_random_seed(run.seed)
+            models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
+        return models
 
     @staticmethod
     def train_config(run, lr, micro: int) -> finetune.TrainConfig:

@@ -43,13 +43,14 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                                                                               suite.name)))
     rows, todo_images = [], 0
     any_fewshot = any(run.method == "fewshot" for run in runs)
-    stacks = [[run for run in group if not is_done(run, done)]
+    finished = {id(run) for run in runs if is_done(run, done)}
+    stacks = [[run for run in group if id(run) not in finished]
               for group in stacking.groups(runs, stack)]
     stacks = [group for group in stacks if len(group) > 1]
     stack_of = {id(run): number for number, group in enumerate(stacks, 1) for run in group}
     for run in runs:
         lr = choose_lr(run, done)
-        run_done = is_done(run, done)
+        run_done = id(run) in finished
         todo_images += 0 if run_done else images(run)
         protocol, trains = run.task.protocol, METHODS[run.method].trains
         rows.append({"task": run.task.name, "phase": run.phase,

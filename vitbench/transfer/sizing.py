@@ -35,14 +35,7 @@ def fitting_micro_batch(ckpt: str, task: tasks_lib.Task, try_step=None,
     try_step = try_step or (lambda micro: _zero_batch_trainer(model, task, micro)())
     ways = distribute.replicas()
     micro = execution.pass_size(model.config, model.image_size, task.protocol.batch_size, ways)
-    while True:
-        try:
-            try_step(micro)
-            return micro
-        except Exception as error:  # noqa: BLE001 -- only out-of-memory errors are retried
-            if not execution.is_out_of_memory(error) or micro % 2 or (micro // 2) % ways:
-                raise
-            micro //= 2
+    return execution.halving_until_it_fits(try_step, micro, ways)[1]
 
 
 def _zero_batch_trainer(model, task: tasks_lib.Task, micro: int):
