@@ -3,7 +3,9 @@ make every recorded run look new and train it again. `data/recorded_configs.json
 configs and hashes planned by the code of commit 7c4ea57, for every shipped suite with and
 without overrides, and pretraining configs of the shipped recipes. One deliberate change since:
 few-shot probes record their solver (`"solver": "ridge_float64_host"`, issue 29), so probes
-solved on an accelerator in reduced precision are solved again."""
+solved on an accelerator in reduced precision are solved again. Another since: VTAB-1k's tune
+runs train a fifth of the schedule and record `"tune_fraction": 0.2` (issue 32); the case
+"full-length tune" (`--tune_fraction 1`) keeps the hashes of the tune runs trained before."""
 
 import json
 import pathlib

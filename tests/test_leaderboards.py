@@ -98,6 +98,21 @@ def test_demo_board_selects_dedupes_averages_and_marks_partial_rows(tmp_path):
     assert a["Mean tasks"] == 4
 
 
+def test_shortened_tune_runs_select_on_their_final_runs_row_and_say_so(tmp_path):
+    """VTAB-1k's tune runs (a fifth of the steps) keep the protocol's steps in their config,
+    so they choose the final run of the default row; the details name the fraction."""
+    tune = {"phase": "tune", "tune_fraction": 0.2}
+    write_records(tmp_path, "vtab1k", [
+        record("vtab1k", "dtd", 0.30, lr=0.001, **tune),
+        record("vtab1k", "dtd", 0.70, lr=0.01, **tune),
+        record("vtab1k", "dtd", 0.60, lr=0.001),
+        record("vtab1k", "dtd", 0.65, lr=0.01)])
+    publish.write_all(tmp_path, generated=GENERATED)
+    page = (tmp_path / "vtab1k.md").read_text()
+    assert rows_by_checkpoint(page)["vit_b16"]["DTD"] == "65.00"
+    assert "seed 0 (tune runs 0.2 of the steps): 0.001 → 30.00, 0.01 → 70.00" in page
+
+
 def test_records_written_in_another_order_give_the_same_table(tmp_path):
     lines = [record("demo", "demo_count", 0.5, ckpt=name) for name in ("x", "y")] + \
         [record("demo", "demo_shape", 0.5, ckpt=name) for name in ("y", "x")]

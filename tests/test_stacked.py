@@ -217,10 +217,12 @@ def test_the_dry_run_numbers_the_stacks_and_estimates_the_time_they_save(tmp_pat
     assert [line.split()[-3] for line in lines[2:6]] == ["1"] * 4  # the tune runs
     assert lines[6].split()[-3] == "384"  # the final run: no stack
     assert asked == [4]
-    # 4 tune runs of 1.28M images: 711 h one by one, 356 h stacked; the final run 178 h
-    assert ("6,400,000 training images to go; 4 of them train in 1 stack(s) of up to 4 runs, "
-            "about 888.9 h one by one at the 2.0 images/s") in text
-    assert "stacked, about 533.3 h (355.6 h less)" in text
+    # 4 tune runs of 256k images (a fifth of the schedule): 142 h one by one, 71 h stacked;
+    # the final run of 1.28M images 178 h
+    assert ("2,304,000 training images to go (the tune runs make the plan 1.80x the final runs' "
+            "images); 4 of them train in 1 stack(s) of up to 4 runs, about 320.0 h one by one "
+            "at the 2.0 images/s") in text
+    assert "stacked, about 248.9 h (71.1 h less)" in text
     alone = report.describe_plan(suite, ["dtd"], "scratch:vit_ti16", plan.Overrides(),
                                  tmp_path, sweep=True, stack=1)
     assert "stack" not in alone.splitlines()[0]

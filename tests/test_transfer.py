@@ -12,8 +12,8 @@ from vitbench import records, tasks
 from vitbench.checkpoints import identity
 from vitbench.models import attention
 from vitbench.train import distribute
+from vitbench.transfer import methods, plan, report, sizing
 from vitbench.transfer import models as transfer_models
-from vitbench.transfer import plan, report, sizing
 from vitbench.transfer import suite as running
 
 TINY_RUN = plan.Overrides(steps=4, batch_size=8, micro_batch_size=4, resolution=16)
@@ -51,6 +51,36 @@ def test_sweep_tunes_on_train800_val200_then_retrains():
         [("final", None)]
     assert runs[0].config()["train_split"] == "train[:800]"
     assert runs[0].config()["eval_split"] == "validation[:200]"
+
+
+def test_vtab_tune_runs_train_a_fifth_of_the_schedule_and_the_final_run_all_of_it():
+    """A sweep of 4 rates then costs 1.8 final runs; the tune configs keep the protocol's
+    steps (the leaderboard row of the final run) and add the fraction."""
+    suite = tasks.load_suite("vtab1k")
+    *tunes, final = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(), sweep=True)
+    assert [t.schedule for t in tunes] == [(500, 40)] * 4 and final.schedule == (2500, 200)
+    assert sum(map(plan.images, tunes)) / plan.images(final) == pytest.approx(0.8)
+    assert tunes[0].config()["steps"] == 2500 and tunes[0].config()["tune_fraction"] == 0.2
+    assert "tune_fraction" not in final.config(0.01)
+    config = methods.FineTune.train_config(tunes[0], 0.01, 512)
+    assert (config.steps, config.warmup_steps) == (500, 40)
+    shorter = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(steps=10), sweep=True)
+    assert [r.schedule for r in shorter] == [(2, 2)] * 4 + [(10, 10)]
+    assert plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(steps=2), sweep=True)[0] \
+        .schedule == (1, 0)  # at least one step
+    full = plan.plan(suite, ["dtd"], "vit_b16", plan.Overrides(tune_fraction=1.0), sweep=True)
+    assert full[0].schedule == (2500, 200) and "tune_fraction" not in full[0].config()
+    # the final run is one run whichever length chose its rate
+    assert records.config_hash(full[-1].config(0.01)) == records.config_hash(final.config(0.01))
+
+
+def test_a_final_run_finds_the_rate_its_shortened_tune_runs_chose():
+    *tunes, final = plan.plan(tasks.load_suite("vtab1k"), ["dtd"], "vit_b16", plan.Overrides(),
+                              sweep=True)
+    done = {records.config_hash(t.config()): {"metrics": {"accuracy": a}}
+            for t, a in zip(tunes, (0.2, 0.6, 0.4, 0.1))}
+    assert plan.choose_lr(final, done) == 0.003
+    assert plan.is_done(tunes[0], done) and not plan.is_done(final, done)
 
 
 def test_upstream_suites_select_over_their_grid():
@@ -214,10 +244,11 @@ def test_run_command_sweep_then_final(tmp_path, capsys):
 
     with mock_tfds(num_examples=16):
         assert cli.main(["run", f"--results_dir={tmp_path}", "--sweep", "--lrs=0.01,0.1",
-                         "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
+                         "--tune_fraction=0.5", "--tasks=demo_color"] + TINY_FLAGS[:-1]) == 0
     saved = records.read(records.records_path(tmp_path, "demo"))
     assert [(r["config"]["phase"], r["config"]["eval_split"]) for r in saved] == \
         [("tune", "validation"), ("tune", "validation"), ("final", "test")]
+    assert [r["train"]["steps"] for r in saved] == [2, 2, 4]  # tune runs: half of --steps=4
     best = max(saved[:2], key=lambda r: (r["metrics"]["accuracy"], -r["config"]["lr"]))
     assert saved[2]["config"]["lr"] == best["config"]["lr"]
     assert saved[2]["config"]["train_split"] == "train+validation"
@@ -291,6 +322,14 @@ def test_the_dry_run_names_the_data_that_is_missing(tmp_path):
     assert "dtd" not in missing  # downloaded by TFDS when the run starts
 
 
+def test_the_dry_run_shows_the_shortened_tune_runs_and_what_the_sweep_costs(tmp_path):
+    text = report.describe_plan(tasks.load_suite("vtab1k"), ["dtd"], "scratch:vit_ti16",
+                                plan.Overrides(), tmp_path, sweep=True)
+    assert [line.split()[-5] for line in text.splitlines()[2:7]] == ["500"] * 4 + ["2500"]
+    assert "2,304,000 training images to go (the tune runs make the plan 1.80x the final " \
+        "runs' images)" in text
+
+
 def test_the_dry_run_shows_shots_not_steps_for_few_shot_probes(tmp_path):
     text = report.describe_plan(tasks.load_suite("demo"), ["demo_shape"], "scratch:vit_mu8",
                                 plan.Overrides(shots=(1, 5)), tmp_path)
@@ -325,6 +364,8 @@ def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, mon
     ("--batch_size=-4", 2, "flag --batch_size=-4: -4 is not a positive integer"),
     ("--polyak=-0.5", 2, "flag --polyak=-0.5: -0.5 is not a non-negative number"),
     ("--polyak=1", 1, "--polyak is 1.0; it must be a number in [0, 1)"),  # would never move
+    ("--tune_fraction=0", 1, "--tune_fraction is 0.0; it must be a number in (0, 1]"),
+    ("--tune_fraction=1.5", 1, "--tune_fraction is 1.5; it must be a number in (0, 1]"),
     ("--micro_batch_size=0", 1, "--micro_batch_size must be a positive integer or 'auto', not '0'"),
     ("--lrs=0.01,-1", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got 0.01,-1"),
     ("--lrs=fast", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got fast"),

@@ -54,6 +54,7 @@ def list_of(rule: Rule, what: str, example: str, may_be_empty: bool = False) -> 
 NON_NEGATIVE = Rule(lambda value: is_number(value) and value >= 0, "a number >= 0", 0)
 POSITIVE = Rule(lambda value: is_number(value) and value > 0, "a positive number")
 FRACTION = Rule(lambda value: is_number(value) and 0 <= value < 1, "a number in [0, 1)", 0)
+SHARE = Rule(lambda value: is_number(value) and 0 < value <= 1, "a number in (0, 1]", 0)
 TEXT = Rule(lambda value: isinstance(value, str), "a string")
 BOOLEAN = Rule(lambda value: isinstance(value, bool), "true or false")
 

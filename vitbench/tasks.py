@@ -21,7 +21,8 @@ SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
-OVERRIDABLE = ("steps", "warmup_steps", "batch_size", "lrs", "resolution", "polyak", "shots")
+OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
+               "polyak", "shots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Protocol:
         200, rules.integer(0), "Linear warm-up steps before the cosine decay (default: the "
         "protocol's, at most --steps: a run shorter than the protocol's warm-up is warm-up "
         "only).")
+    tune_fraction: float = setting(
+        1.0, rules.SHARE, "Tune runs (those of an lr sweep) train this fraction of --steps and "
+        "of the warm-up, on the same schedule shape; the final run trains them all. VTAB-1k's "
+        "0.2 tunes in 500-step runs, BiT-HyperRule's length for 1000 images (default: the "
+        "protocol's; 1 tunes at full length).")
     polyak: float = setting(
         0.0, rules.FRACTION, "Evaluate the Polyak (exponential moving) average of the weights "
         "with this decay; the paper's Table 2 ImageNet fine-tunes use 0.9999 at 512/518 px "
@@ -71,6 +77,14 @@ class Protocol:
     def effective_warmup_steps(self) -> int:
         """The warm-up a run trains with: at most its steps (a short run is warm-up only)."""
         return min(self.warmup_steps, self.steps)
+
+    def schedule(self, phase: str) -> tuple[int, int]:
+        """The steps and warm-up steps a run of `phase` trains: a tune run `tune_fraction` of
+        each (at least one step), a final run all of them."""
+        steps, warmup = self.steps, self.effective_warmup_steps
+        if phase != "tune" or self.tune_fraction == 1:
+            return steps, warmup
+        return max(1, round(steps * self.tune_fraction)), round(warmup * self.tune_fraction)
 
     def settings(self) -> dict:
         """The fields that set a run apart on a leaderboard (`vitbench.leaderboards.collect`):

@@ -47,6 +47,8 @@ class Cell:
 
     runs: dict[int, dict] = dataclasses.field(default_factory=dict)  # seed -> final record
     tune: dict[int, dict[float, float | None]] = dataclasses.field(default_factory=dict)
+    # seed -> the fraction of the steps its tune runs trained (`Protocol.tune_fraction`)
+    tune_fraction: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def values(self, metric: str = "accuracy") -> list[float]:
         """The metric in % of each seed's run (diverged runs have none)."""
@@ -137,12 +139,14 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
     """
     finals: dict[tuple, dict[float, dict]] = {}
     tunes: dict[tuple, dict[float, float | None]] = {}
+    fractions: dict[tuple, float] = {}
     for record in latest_per_config(records):
         config = record["config"]
         row = row_of(record, defaults_of(record))
         key = (row, config["task"], config["seed"])
         if config["phase"] == "tune":
             tunes.setdefault(key, {})[config["lr"]] = record["metrics"].get("accuracy")
+            fractions[key] = config.get("tune_fraction", 1.0)
         else:
             runs = finals.setdefault(key, {})
             earlier = runs.pop(config["lr"], None)  # keep the order of writing: the last is last
@@ -157,7 +161,7 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
         cell = table.setdefault(row, {}).setdefault(task, Cell())
         cell.runs[seed] = chosen
         if scores:
-            cell.tune[seed] = scores
+            cell.tune[seed], cell.tune_fraction[seed] = scores, fractions[(row, task, seed)]
     return table
 
 

@@ -202,14 +202,19 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
 
 def _finetune_details(column, cell, runs, config) -> dict:
     tune = "; ".join(
-        f"seed {seed}: " + ", ".join(f"{lr:g} → {_fmt(None if acc is None else 100 * acc)}"
-                                     for lr, acc in sorted(scores.items()))
+        f"seed {seed}{_shortened(cell.tune_fraction.get(seed, 1))}: " + ", ".join(
+            f"{lr:g} → {_fmt(None if acc is None else 100 * acc)}"
+            for lr, acc in sorted(scores.items()))
         for seed, scores in sorted(cell.tune.items()))
     return {"task": column.title, "lr": ", ".join(f"{lr:g}" for lr in cell.lrs),
             "validation accuracy by lr": tune or "(fixed lr, no sweep)",
             "seeds": ", ".join(str(s) for s in sorted(cell.runs)),
             "steps × batch": f"{config['steps']} × {config['batch_size']}",
             "px": config["resolution"]}
+
+
+def _shortened(fraction: float) -> str:
+    return "" if fraction == 1 else f" (tune runs {fraction:g} of the steps)"
 
 
 def _fewshot_details(column, cell, runs, config) -> dict:

@@ -73,13 +73,15 @@ class FineTune(Method):
         return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
-                "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak}
+                "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak,
+                **({"tune_fraction": p.tune_fraction}
+                   if run.phase == "tune" and p.tune_fraction != 1 else {})}
 
     def tag(self, run, lr):
         return f"{run.phase} lr={lr}"
 
     def doing(self, run):
-        return f"training {run.task.protocol.steps} steps of {run.task.protocol.batch_size}"
+        return f"training {run.schedule[0]} steps of {run.task.protocol.batch_size}"
 
     def execute(self, run, lr, context):
         model = load_for_task(run.ckpt, run.task, run.remat, run.normalization)
@@ -132,11 +134,10 @@ class FineTune(Method):
 
     @staticmethod
     def train_config(run, lr, micro: int) -> finetune.TrainConfig:
-        p = run.task.protocol
-        return finetune.TrainConfig(lr=lr, steps=p.steps, batch_size=p.batch_size,
-                                    micro_batch_size=micro,
-                                    warmup_steps=p.effective_warmup_steps, seed=run.seed,
-                                    polyak=p.polyak)
+        p, (steps, warmup) = run.task.protocol, run.schedule
+        return finetune.TrainConfig(lr=lr, steps=steps, batch_size=p.batch_size,
+                                    micro_batch_size=micro, warmup_steps=warmup,
+                                    seed=run.seed, polyak=p.polyak)
 
     @staticmethod
     def outcome(run, config: finetune.TrainConfig, result, context) -> dict:

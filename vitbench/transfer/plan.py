@@ -15,7 +15,8 @@ from vitbench.train import distribute, execution
 from vitbench.transfer.methods import METHODS
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
-# (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published.
+# (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published. Its tune
+# runs train the protocol's `tune_fraction` of the steps.
 DEFAULT_SWEEP = (0.001, 0.003, 0.01, 0.03)
 PROBE_PRECISION = "float32"  # few-shot features, whatever the device
 
@@ -26,6 +27,7 @@ class Overrides:
 
     steps: int | None = None
     warmup_steps: int | None = None  # the protocol's (at most the steps) when None
+    tune_fraction: float | None = None
     batch_size: int | None = None
     micro_batch_size: int | None = None
     lrs: tuple[float, ...] | None = None
@@ -99,6 +101,11 @@ class Run:
         return self.method == "finetune" and self.lr is None
 
     @property
+    def schedule(self) -> tuple[int, int]:
+        """Steps and warm-up steps it trains (`Protocol.schedule`: a tune run may be shorter)."""
+        return self.task.protocol.schedule(self.phase)
+
+    @property
     def train_split(self) -> str:
         return "tune_train" if self.phase == "tune" else "fit"
 
@@ -108,7 +115,9 @@ class Run:
 
     def config(self, lr: float | None = None) -> dict:
         """Everything that decides this run's number (its hash identifies the run): the fields
-        of every run, and those of its method (`Method.settings`)."""
+        of every run, and those of its method (`Method.settings`). A fine-tuning tune run
+        shortened by `tune_fraction` keeps its protocol's `steps` and `warmup_steps` (it
+        tunes that protocol, on the final runs' leaderboard row) and adds `tune_fraction`."""
         p = self.task.protocol
         common = {
             "suite": self.suite, "task": self.task.name, "ckpt": self.ckpt,
@@ -249,7 +258,7 @@ def images(run: Run) -> int:
     """Training images of a run (a few-shot probe or a head scored as released: none)."""
     if not METHODS[run.method].trains:
         return 0
-    return run.task.protocol.steps * run.task.protocol.batch_size
+    return run.schedule[0] * run.task.protocol.batch_size
 
 
 def data_needed(runs: Sequence[Run]) -> list[tasks_lib.Task]:

@@ -61,7 +61,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                      if METHODS[run.method].reads_train_split else "",
                      "eval": run.task.split(run.eval_split),
                      # a few-shot probe trains no steps: its shots instead
-                     "steps": protocol.steps if trains else "",
+                     "steps": run.schedule[0] if trains else "",
                      "batch": protocol.batch_size if trains else "",
                      **({"shots": "" if trains else ",".join(map(str, protocol.shots))}
                         if any_fewshot else {}),
@@ -71,6 +71,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     text = tabulate(rows, headers="keys")
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"
+    summary += _sweep_cost(runs)
     if stacks:
         summary += (f"; {sum(map(len, stacks))} of them train in {len(stacks)} stack(s) of "
                     f"up to {max(map(len, stacks))} runs")
@@ -89,6 +90,16 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
         summary += "\ndata missing (the run would stop here before training):\n  " + \
             "\n  ".join(blocked)
     return text + summary
+
+
+def _sweep_cost(runs) -> str:
+    """What the tune runs add, as a multiple of the final runs' training images (done or
+    not), where there are tune runs."""
+    tune = sum(images(run) for run in runs if run.phase == "tune")
+    final = sum(images(run) for run in runs if run.phase == "final")
+    if not (tune and final):
+        return ""
+    return f" (the tune runs make the plan {(tune + final) / final:.2f}x the final runs' images)"
 
 
 def _duration(seconds: float) -> str:

@@ -66,8 +66,9 @@ def measure_stacked_throughput(ckpt: str, task: tasks_lib.Task, micro_batch_size
                                remat: bool = False) -> float:
     """Training images/s of each member of a stack of `members` runs
     (`stack.Stack`) of this model at the task's resolution (zero data), from passes of at
-    most 8 images."""
-    batch = min(micro_batch_size, 8)
+    most 8 images in all (8 // members per member, at least 1: the activation memory of
+    `measure_throughput`'s pass, which on a CPU is what bounds it)."""
+    batch = max(1, min(micro_batch_size, 8) // members)
     size = task.protocol.resolution
     images = np.zeros((batch, size, size, 3), np.float32)
     labels = np.zeros((batch,), np.int64)
