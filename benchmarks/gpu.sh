@@ -23,6 +23,10 @@
 # beside timm + compile; more than one 10-minute command holds, so run them as two:
 #   STAGES=transfer_variants DEADLINE=280 bash benchmarks/gpu.sh
 #   STAGES=dropout_variants DEADLINE=460 bash benchmarks/gpu.sh
+# And `b16_sweep` (~5 minutes): 4 ViT-B/16 fine-tuning runs at VTAB-1k's 384 px stacked, as
+# `vitbench run --sweep` trains a task's tune runs, against one run alone (vitbench bench --mode
+# sweep):
+#   STAGES=b16_sweep DEADLINE=330 bash benchmarks/gpu.sh
 set -u
 OUT_DIR=${1:-${OUT:-/tmp/vitbench-gpu}}
 DEADLINE=${DEADLINE:-560}
@@ -110,6 +114,11 @@ b16_device() {
 l16_kernels() {
     stage 200 python3 benchmarks/profile_kernels.py --model vit_l16 --batch_size 128 --out "$OUT_DIR/kernels"
     rm -rf "$OUT_DIR/kernels/jax_trace"  # large; the summary is in the log and kernels/*.json
+}
+
+b16_sweep() {
+    stage 320 "${bench[@]}" --mode sweep --model vit_b16 --members 4 --resolution 384 \
+        --batch_size 512 --micro_batch_size 64 --precision bf16 --batches 4 --warmup 1
 }
 
 transfer_variants() {

@@ -19,9 +19,10 @@ SIZE = (500, 375)  # about ImageNet's mean image size
 IMAGES = {"train": 256, "test": 64}
 
 
-def write_photos(root: pathlib.Path, seed: int = 0) -> None:
+def write_photos(root: pathlib.Path, seed: int = 0, counts: dict | None = None) -> None:
     """Random crops (half to all of each side) of the sample photograph, resized to SIZE, half
-    of them mirrored, in two class folders per split."""
+    of them mirrored, in two class folders per split (`counts`: images per split; default
+    IMAGES)."""
     import numpy as np
     from matplotlib import cbook
     from PIL import Image
@@ -29,7 +30,7 @@ def write_photos(root: pathlib.Path, seed: int = 0) -> None:
     photo = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
     rng = np.random.default_rng(seed)
     width, height = photo.size
-    for split, count in IMAGES.items():
+    for split, count in (counts or IMAGES).items():
         for i in range(count):
             w, h = int(width * rng.uniform(0.5, 1)), int(height * rng.uniform(0.5, 1))
             x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)

@@ -262,3 +262,20 @@ def test_kernel_profile_counts_each_gpu_kernel_once(tmp_path):
     assert report["kernel_ms_per_step"] == pytest.approx(0.375)
     assert report["categories"] == pytest.approx({"gemm": 0.3, "elementwise/fusion": 0.05,
                                                   "copy/transpose": 0.025})
+
+
+def test_sweep_cost_script_scales_vtab1k_down_with_its_splits_and_tune_fraction(tmp_path):
+    load_script("photos")  # the photographs it trains on
+    sweep_cost = load_script("sweep_cost")
+    path = tmp_path / "vtab_shaped.toml"
+    path.write_text(sweep_cost.suite_toml(tmp_path / "photos", 96, 250, 32))
+    task = tasks.load_suite(str(path)).task("photos")
+    vtab = tasks.load_suite("vtab1k").task("dtd").protocol
+    assert (task.protocol.steps, task.protocol.batch_size, task.protocol.resolution) == \
+        (250, 32, 96)
+    assert task.protocol.schedule("tune") == (50, 4) and task.protocol.schedule("final") == \
+        (250, 20)  # VTAB-1k's shares: 500 of 2500 steps, 200 of them warm-up
+    assert (task.protocol.train_pp, task.protocol.eval_pp) == (vtab.train_pp, vtab.eval_pp)
+    assert [task.split(role) for role in ("tune_train", "tune_val", "fit", "test")] == \
+        ["train[:800]", "train[800:]", "train", "test"]
+    assert sum(sweep_cost.IMAGES.values()) == 1200

@@ -270,3 +270,14 @@ def test_a_stack_out_of_memory_tries_smaller_passes_before_one_by_one(tmp_path, 
     tune = [r for r in finished if r["config"]["phase"] == "tune"]
     assert [(r["micro_batch_size"], r["accumulation_steps"]) for r in tune] == [(2, 4)] * 2
     assert all(r["stacked_with"] for r in tune)
+
+
+def test_runs_stack_by_default_on_an_accelerator_only(monkeypatch):
+    """On a CPU a stack measured no faster than its runs one by one (docs/performance.md)."""
+    from vitbench.models import attention
+
+    assert stacking.size(None) == 1 and stacking.size(3) == 3  # this CPU
+    monkeypatch.setattr(attention, "on_cpu", lambda: False)
+    assert stacking.size(None) == stacking.DEFAULT_STACK == 4
+    monkeypatch.setattr(stacking.stack, "available", lambda: False)  # TensorFlow, or sharded
+    assert stacking.size(4) == 1

@@ -36,11 +36,13 @@ def _define(fv):
                          "tune split for each rate in --lrs (default 0.001,0.003,0.01,0.03 "
                          "where the suite fixes one), score on the validation split, retrain "
                          "the best on the fit split.", flag_values=fv)
-    flags.DEFINE_integer("stack", DEFAULT_STACK, "Train up to this many runs that differ in "
+    flags.DEFINE_integer("stack", None, "Train up to this many runs that differ in "
                          "the learning rate and seed only (a --sweep's tune runs, the seeds of "
                          "--repeats) together, in one compiled step (JAX on one device; each "
                          "run recorded as if it ran alone). 1: one by one. A stack out of memory "
-                         "halves its micro-batch, then trains its runs one by one.",
+                         f"halves its micro-batch, then trains its runs one by one. Default: "
+                         f"{DEFAULT_STACK} on a GPU or TPU, 1 on a CPU (where stacks measured "
+                         "slower).",
                          lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_enum("device_data", "auto", ["auto", "on", "off"], "Keep a fine-tuning "
@@ -107,8 +109,7 @@ def run(fv):
     from vitbench.checkpoints import identity
     from vitbench.leaderboards import publish
     from vitbench.train import distribute
-    from vitbench.train import stack as stack_step
-    from vitbench.transfer import plan, report, sizing
+    from vitbench.transfer import plan, report, sizing, stacking
     from vitbench.transfer import suite as suite_runner
 
     if fv.as_released:
@@ -133,7 +134,7 @@ def run(fv):
             speed = None if fv.as_released else lambda: sizing.measure_throughput(
                 fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
                 remat=fv.remat)
-            stack = fv.stack if stack_step.available() else 1
+            stack = stacking.size(fv.stack)
             stacked_speed = lambda members: sizing.measure_stacked_throughput(  # noqa: E731
                 fv.ckpt, chosen[0], overrides.micro_batch_size or chosen[0].protocol.batch_size,
                 members, remat=fv.remat)

@@ -7,10 +7,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vitbench import records
+from vitbench.models import attention
+from vitbench.train import stack
 from vitbench.transfer import DEFAULT_STACK
 from vitbench.transfer.plan import Run
 
-__all__ = ["DEFAULT_STACK", "groups", "stack_key"]
+__all__ = ["DEFAULT_STACK", "groups", "size", "stack_key"]
+
+
+def size(asked: int | None) -> int:
+    """Runs per stack: `asked` (`--stack`), or where None DEFAULT_STACK on a GPU or TPU and
+    1 on a CPU, where stacks measured slower than their runs one by one (docs/performance.md);
+    1 wherever stacking is not available (`stack.available`)."""
+    if not stack.available():
+        return 1
+    if asked is None:
+        return 1 if attention.on_cpu() else DEFAULT_STACK
+    return asked
 
 
 def stack_key(run: Run) -> tuple | None:

@@ -18,7 +18,6 @@ from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.data import sources
 from vitbench.train import distribute, progress
-from vitbench.train import stack as stack_step
 from vitbench.transfer import stacking
 from vitbench.transfer.methods import METHODS, RunContext
 from vitbench.transfer.plan import (
@@ -143,14 +142,14 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
               overrides: Overrides, results_dir, *, sweep: bool = False, data_dir=None,
               force: bool = False, checkpoint_every: int = 0, verbose: int = 1,
               log=None, fewshot: bool = True,
-              stack: int = stacking.DEFAULT_STACK, device_data: str = "auto"
+              stack: int | None = None, device_data: str = "auto"
               ) -> list[dict]:
     """Runs every planned run that is not recorded yet (all of them with `force`).
 
     Up to `stack` consecutive fine-tuning runs that differ in the rate and seed only (a
     sweep's tune runs, the final runs of several seeds: `stacking.groups`) train together
-    where `stack.available()`; a stack that cannot (out of memory, say) trains its runs one
-    by one. `device_data` ("auto", "on", "off"):
+    where `stack.available()` (None: `stacking.size`'s default for this device); a stack that
+    cannot (out of memory, say) trains its runs one by one. `device_data` ("auto", "on", "off"):
     whether a fine-tuning run keeps its training split on the device (`train.feed`).
 
     With `verbose`, a suite progress bar counts the training images of the runs to do and a
@@ -240,7 +239,7 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
         return True
 
     with suite_bar:
-        for group in stacking.groups(runs, stack if stack_step.available() else 1):
+        for group in stacking.groups(runs, stacking.size(stack)):
             items = [item for item in map(to_run, group) if item is not None]
             with contextlib.ExitStack() as claims:
                 mine = []
