@@ -194,7 +194,7 @@ def test_a_stack_that_fails_trains_its_runs_one_by_one(tmp_path, monkeypatch):
     with mock_tfds(num_examples=8):
         finished = running.run_suite(tasks.load_suite("demo"), ["demo_color"],
                                      "scratch:vit_mu8", overrides, tmp_path, verbose=0,
-                                     log=logged.append, fewshot=False)
+                                     log=logged.append, fewshot=False, stack=4)
     assert any("not trained together (RuntimeError: RESOURCE_EXHAUSTED" in line
                for line in logged), logged
     assert [r["config"]["phase"] for r in finished] == ["tune", "tune", "final"]
@@ -265,7 +265,7 @@ def test_a_stack_out_of_memory_tries_smaller_passes_before_one_by_one(tmp_path, 
     with mock_tfds(num_examples=8):
         finished = running.run_suite(tasks.load_suite("demo"), ["demo_color"],
                                      "scratch:vit_mu8", overrides, tmp_path, verbose=0,
-                                     log=lambda line: None, fewshot=False)
+                                     log=lambda line: None, fewshot=False, stack=4)
     assert tried == [8, 4, 2]
     tune = [r for r in finished if r["config"]["phase"] == "tune"]
     assert [(r["micro_batch_size"], r["accumulation_steps"]) for r in tune] == [(2, 4)] * 2

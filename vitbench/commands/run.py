@@ -40,9 +40,9 @@ def _define(fv):
                          "the learning rate and seed only (a --sweep's tune runs, the seeds of "
                          "--repeats) together, in one compiled step (JAX on one device; each "
                          "run recorded as if it ran alone). 1: one by one. A stack out of memory "
-                         f"halves its micro-batch, then trains its runs one by one. Default: "
-                         f"{DEFAULT_STACK} on a GPU or TPU, 1 on a CPU (where stacks measured "
-                         "slower).",
+                         "halves its micro-batch, then trains its runs one by one. Default: "
+                         f"{DEFAULT_STACK} on a GPU or TPU, 1 on a CPU (where a stack measured no "
+                         "faster).",
                          lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_enum("device_data", "auto", ["auto", "on", "off"], "Keep a fine-tuning "
