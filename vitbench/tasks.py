@@ -78,13 +78,18 @@ class Protocol:
         """The warm-up a run trains with: at most its steps (a short run is warm-up only)."""
         return min(self.warmup_steps, self.steps)
 
+    def share(self, phase: str) -> float:
+        """The share of the steps a run of `phase` trains: a tune run `tune_fraction`, a final
+        run all of them."""
+        return self.tune_fraction if phase == "tune" else 1.0
+
     def schedule(self, phase: str) -> tuple[int, int]:
-        """The steps and warm-up steps a run of `phase` trains: a tune run `tune_fraction` of
-        each (at least one step), a final run all of them."""
-        steps, warmup = self.steps, self.effective_warmup_steps
-        if phase != "tune" or self.tune_fraction == 1:
+        """The steps and warm-up steps a run of `phase` trains: its `share` of each (at least
+        one step)."""
+        steps, warmup, share = self.steps, self.effective_warmup_steps, self.share(phase)
+        if share == 1:
             return steps, warmup
-        return max(1, round(steps * self.tune_fraction)), round(warmup * self.tune_fraction)
+        return max(1, round(steps * share)), round(warmup * share)
 
     def settings(self) -> dict:
         """The fields that set a run apart on a leaderboard (`vitbench.leaderboards.collect`):

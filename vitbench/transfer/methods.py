@@ -69,13 +69,12 @@ class FineTune(Method):
     name, trains = "finetune", True
 
     def settings(self, run, lr):
-        p = run.task.protocol
+        p, share = run.task.protocol, run.task.protocol.share(run.phase)
         return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
                 "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak,
-                **({"tune_fraction": p.tune_fraction}
-                   if run.phase == "tune" and p.tune_fraction != 1 else {})}
+                **({"tune_fraction": share} if share != 1 else {})}
 
     def tag(self, run, lr):
         return f"{run.phase} lr={lr}"

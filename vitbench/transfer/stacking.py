@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_STACK", "groups", "size", "stack_key"]
 
 def size(asked: int | None) -> int:
     """Runs per stack: `asked` (`--stack`), or where None DEFAULT_STACK on a GPU or TPU and
-    1 on a CPU, where stacks measured slower than their runs one by one (docs/performance.md);
+    1 on a CPU, where stacks measured no faster than their runs one by one (docs/performance.md);
     1 wherever stacking is not available (`stack.available`)."""
     if not stack.available():
         return 1
