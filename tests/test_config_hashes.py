@@ -5,7 +5,10 @@ without overrides, and pretraining configs of the shipped recipes. One deliberat
 few-shot probes record their solver (`"solver": "ridge_float64_host"`, issue 29), so probes
 solved on an accelerator in reduced precision are solved again. Another since: VTAB-1k's tune
 runs train a fifth of the schedule and record `"tune_fraction": 0.2` (issue 32); the case
-"full-length tune" (`--tune_fraction 1`) keeps the hashes of the tune runs trained before."""
+"full-length tune" (`--tune_fraction 1`) keeps the hashes of the tune runs trained before.
+Another since: fine-tuning takes the official update (optax's momentum rule, issue 42), and its
+configs name it (`"update_rule": "optax"`, `"momentum_dtype": "float32"`), so every fine-tuning
+hash changed once, on purpose: runs of Keras' momentum rule are other runs."""
 
 import json
 import pathlib

@@ -20,6 +20,7 @@ def record(suite, task, accuracy, *, ckpt="vit_b16", lr=0.01, phase="final", see
               "batch_size": protocol.batch_size,
               "warmup_steps": min(protocol.warmup_steps, protocol.steps),
               "resolution": protocol.resolution, "seed": seed, "polyak": protocol.polyak,
+              "momentum_dtype": protocol.momentum_dtype, "update_rule": "optax",
               "train_split": "train", "eval_split": "test"}
     config.update(overrides)
     metrics = {"accuracy": accuracy}
@@ -113,6 +114,19 @@ def test_shortened_tune_runs_select_on_their_final_runs_row_and_say_so(tmp_path)
     assert "seed 0 (tune runs 0.2 of the steps): 0.001 → 30.00, 0.01 → 70.00" in page
 
 
+def test_runs_of_keras_momentum_rule_keep_a_row_of_their_own(tmp_path):
+    """Records made before vitbench took the official update name no `update_rule`: they stay
+    readable, on a row of their own, never averaged with runs of the official update."""
+    old = record("vtab1k", "dtd", 0.40, lr=0.01)
+    del old["config"]["update_rule"], old["config"]["momentum_dtype"]
+    old["config_hash"] = records.config_hash(old["config"])
+    write_records(tmp_path, "vtab1k", [old, record("vtab1k", "dtd", 0.65, lr=0.01)])
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "vtab1k.md").read_text())
+    assert rows["vit_b16"]["DTD"] == "65.00"
+    assert rows["vit_b16 (Keras momentum rule, before 2026-12)"]["DTD"] == "40.00"
+
+
 def test_records_written_in_another_order_give_the_same_table(tmp_path):
     lines = [record("demo", "demo_count", 0.5, ckpt=name) for name in ("x", "y")] + \
         [record("demo", "demo_shape", 0.5, ckpt=name) for name in ("y", "x")]
@@ -148,7 +162,8 @@ def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "mine.md").read_text())
     every = f"batch {protocol.batch_size}, warm-up {protocol.warmup_steps}, " \
-            f"px {protocol.resolution}, polyak {protocol.polyak}"
+            f"px {protocol.resolution}, polyak {protocol.polyak}, " \
+            f"momentum {protocol.momentum_dtype}"
     assert {label: row["demo_count"] for label, row in rows.items()} == {
         f"a (steps {protocol.steps}, {every})": "100.00", f"a (steps 1, {every})": "0.00"}
 

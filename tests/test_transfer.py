@@ -369,6 +369,8 @@ def test_an_unusable_results_dir_fails_before_any_training(tmp_path, capsys, mon
     ("--micro_batch_size=0", 1, "--micro_batch_size must be a positive integer or 'auto', not '0'"),
     ("--lrs=0.01,-1", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got 0.01,-1"),
     ("--lrs=fast", 1, "--lrs takes positive numbers, e.g. 0.003,0.01; got fast"),
+    ("--momentum_dtype=float16", 1,
+     "--momentum_dtype is 'float16'; it must be float32 or bfloat16"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(flag, status, message, capsys,
                                                           tmp_path, monkeypatch):

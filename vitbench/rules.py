@@ -45,6 +45,10 @@ def integer(minimum: int) -> Rule:
                 "a positive integer" if minimum == 1 else f"an integer >= {minimum}", minimum)
 
 
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda value: value in choices, " or ".join(choices))
+
+
 def list_of(rule: Rule, what: str, example: str, may_be_empty: bool = False) -> Rule:
     """A list (a tuple, as the loaders turn TOML lists) of values that pass `rule`."""
     return Rule(lambda value: isinstance(value, tuple) and (may_be_empty or len(value) > 0)

@@ -22,7 +22,7 @@ GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo",
 METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
-               "polyak", "shots")
+               "polyak", "momentum_dtype", "shots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,10 @@ class Protocol:
         0.0, rules.FRACTION, "Evaluate the Polyak (exponential moving) average of the weights "
         "with this decay; the paper's Table 2 ImageNet fine-tunes use 0.9999 at 512/518 px "
         "(default: the protocol's, 0 = off).")
+    momentum_dtype: str = setting(
+        "float32", rules.one_of("float32", "bfloat16"), "Dtype the SGD momentum is kept in: "
+        "float32, or bfloat16 as the official fine-tuning code keeps it (default: the "
+        "protocol's, float32).")
     # "finetune" (train, then score `test`) or "fewshot" (linear probes on frozen features of
     # the `fit` split, scored on `test`; see vitbench.evaluate.fewshot). `vitbench run
     # --as_released` makes fine-tuning tasks "evaluate": score the checkpoint's own head on
@@ -96,7 +100,8 @@ class Protocol:
         a run whose values differ from its suite's gets a row of its own."""
         return {"steps": self.steps, "batch_size": self.batch_size,
                 "warmup_steps": self.effective_warmup_steps,
-                "resolution": self.resolution, "polyak": self.polyak, "l2_reg": self.l2_reg}
+                "resolution": self.resolution, "polyak": self.polyak,
+                "momentum_dtype": self.momentum_dtype, "l2_reg": self.l2_reg}
 
     def pp(self, phase: str) -> str:
         """The train or eval preprocessing spec with `{resolution}` filled in, and

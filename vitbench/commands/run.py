@@ -89,8 +89,9 @@ def overrides_from(fv):
 
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.
-TRAINING_FLAGS = ("steps", "warmup_steps", "tune_fraction", "lrs", "polyak", "shots", "sweep",
-                  "repeats", "remat", "checkpoint_every", "strict_shots", "stack", "device_data")
+TRAINING_FLAGS = ("steps", "warmup_steps", "tune_fraction", "lrs", "polyak", "momentum_dtype",
+                  "shots", "sweep", "repeats", "remat", "checkpoint_every", "strict_shots",
+                  "stack", "device_data")
 
 
 @command("run", _define)

@@ -17,7 +17,8 @@ from vitbench.tasks import Protocol
 # Protocol fields that make a different row when they differ from the suite's defaults.
 SETTING_FIELDS = tuple(Protocol().settings())
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",
-                 "resolution": "px", "polyak": "polyak", "l2_reg": "l2"}
+                 "resolution": "px", "polyak": "polyak", "momentum_dtype": "momentum",
+                 "l2_reg": "l2"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +32,15 @@ class Row:
     # Its input normalisation where not the official [-1, 1] ("inception"): the record's
     # checkpoint input (`identity.checkpoint_input`).
     normalization: str | None = None
+    # Fine-tuned with Keras' momentum rule: recorded before vitbench took the official update
+    # (their configs name no `update_rule`); never mixed with the runs of the official one.
+    keras_momentum: bool = False
 
     @property
     def label(self) -> str:
         label = self.ckpt + (f" @{self.sha256[:8]}" if self.sha256 else "")
         notes = (["as released"] if self.as_released else []) + (
+            ["Keras momentum rule, before 2026-12"] if self.keras_momentum else []) + (
             [f"input {self.normalization}"] if self.normalization else []) + [
             f"{SETTING_NAMES[k]} {v}" for k, v in self.setting]
         return label + (" (" + ", ".join(notes) + ")" if notes else "")
@@ -112,7 +117,8 @@ def row_of(record: dict, defaults: dict | None = None) -> Row:
     normalization = ((record.get("checkpoint") or {}).get("input") or {}).get("normalization")
     return Row(config["ckpt"], config.get("ckpt_sha256"), setting,
                method_of(record) == "evaluate",
-               normalization if normalization not in (None, "inception") else None)
+               normalization if normalization not in (None, "inception") else None,
+               method_of(record) == "finetune" and "update_rule" not in config)
 
 
 def method_of(record: dict) -> str:

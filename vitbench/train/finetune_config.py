@@ -28,6 +28,7 @@ class TrainConfig:
     momentum: float = 0.9
     grad_clip_norm: float = 1.0
     polyak: float = 0.0  # decay of the weights' moving average; 0: no averaging
+    momentum_dtype: str = "float32"  # of the SGD trace (the official code: bfloat16)
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
@@ -39,12 +40,19 @@ class TrainConfig:
         return self.batch_size // self.micro_batch_size
 
 
+# The update `optimizers.SGD` applies, named in every fine-tuning run's config: runs recorded
+# before it (Keras' momentum rule, no such key) count as other runs.
+UPDATE_RULE = "optax"
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """SGD with momentum, global-norm clipping and the warm-up/cosine schedule."""
+    """SGD with momentum as optax applies it (the official fine-tuning update), global-norm
+    clipping and the warm-up/cosine schedule."""
     schedule = WarmupCosine(config.lr, config.steps, min(config.warmup_steps, config.steps),
                             config.accumulation)
     return optimizers.SGD(
-        learning_rate=schedule, momentum=config.momentum, global_clipnorm=config.grad_clip_norm,
+        learning_rate=schedule, momentum=config.momentum, momentum_dtype=config.momentum_dtype,
+        global_clipnorm=config.grad_clip_norm,
         gradient_accumulation_steps=config.accumulation if config.accumulation > 1 else None,
         use_ema=config.polyak > 0, ema_momentum=config.polyak or 0.99)
 

@@ -73,6 +73,7 @@ class FineTune(Method):
         return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
+                "update_rule": finetune.UPDATE_RULE, "momentum_dtype": p.momentum_dtype,
                 "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak,
                 **({"tune_fraction": share} if share != 1 else {})}
 
@@ -136,7 +137,8 @@ class FineTune(Method):
         p, (steps, warmup) = run.task.protocol, run.schedule
         return finetune.TrainConfig(lr=lr, steps=steps, batch_size=p.batch_size,
                                     micro_batch_size=micro, warmup_steps=warmup,
-                                    seed=run.seed, polyak=p.polyak)
+                                    seed=run.seed, polyak=p.polyak,
+                                    momentum_dtype=p.momentum_dtype)
 
     @staticmethod
     def outcome(run, config: finetune.TrainConfig, result, context) -> dict:

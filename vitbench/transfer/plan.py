@@ -33,6 +33,7 @@ class Overrides:
     lrs: tuple[float, ...] | None = None
     resolution: int | None = None
     polyak: float | None = None
+    momentum_dtype: str | None = None
     shots: tuple[int, ...] | None = None
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
