@@ -87,13 +87,14 @@ def vitbench_profile(model_name, batch_size, resolution, steps, out):
     import numpy as np
 
     from vitbench.models.vit import create_model
+    from vitbench.train import optimizers
 
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = create_model(model_name, num_classes=1000, image_size=resolution)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(model.image_dtype)
     labels = rng.integers(0, 1000, batch_size)
-    model.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
+    model.compile(optimizer=optimizers.SGD(0.001, momentum=0.9),  # fine-tuning's update
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   steps_per_execution=steps)
     feed = (batch for batch in itertools.repeat((images, labels)))

@@ -86,6 +86,15 @@ def test_same_num_classes_keeps_the_head(saved):
                                   model(images()))
 
 
+def test_a_new_head_of_the_same_size_is_zero_and_drops_pre_logits(saved):
+    _, path = saved
+    loaded = vitbench.load_model(path, num_classes=10, new_head=True)
+    assert loaded.config.representation_size is None
+    assert np.all(keras.ops.convert_to_numpy(loaded(images())) == 0)
+    with pytest.raises(ValueError, match="a new head needs its number of classes"):
+        vitbench.load_model(path, new_head=True)
+
+
 @pytest.mark.slow
 def test_resampling_is_the_official_bilinear_zoom_with_class_row_kept(saved):
     _, path = saved

@@ -139,6 +139,27 @@ def test_sigmoid_cross_entropy_sums_over_classes():
     np.testing.assert_array_equal(np.asarray(top1(multi_hot, logits)), [1, 1])
 
 
+def test_sigmoid_pretraining_starts_the_head_bias_at_minus_ten():
+    """As big_vision's ImageNet-21k config: the first sigmoid loss is small, not ~15,000."""
+    import keras
+
+    from vitbench.train import losses
+
+    i21k = recipes.load("imagenet21k", "vit_mu8", resolution=32)
+    assert i21k.recipe.head_bias == -10 and recipes.load("demo").recipe.head_bias == 0
+    labels = np.zeros((2, 21843), "float32")
+    labels[:, :3] = 1
+    images = np.zeros((2, 32, 32, 3), "float32")
+    first = {}
+    for bias in (None, 0.0):
+        setup = recipes.load("imagenet21k", "vit_mu8", resolution=32, head_bias=bias)
+        model = pretrain.build_model(setup)
+        first[bias] = float(losses.get_loss("sigmoid")(labels, model(images)))
+        assert np.all(keras.ops.convert_to_numpy(model.get_layer("head").bias)
+                      == setup.recipe.head_bias)
+    assert first[None] < 40 and first[0.0] > 15_000
+
+
 def test_missing_imagenet21k_says_which_file_goes_where(tmp_path):
     from vitbench.data.sources import ManualDownloadError
 
@@ -171,7 +192,12 @@ def test_demo_pretraining_lowers_the_loss_and_transfers(tmp_path, demo_data_dir)
     train, evals = _metrics(workdir)
     assert [line["step"] for line in train] == [25, 50, 75, 100, 125, 150, 175, 200]
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]  # 48 classes: ln 48 = 3.87 at the start
-    assert train[-1]["accuracy"] > 0.15 and train[-1]["lr"] == 0.0
+    assert train[-1]["accuracy"] > 0.15
+    # Each line logs the rate its last update used (update k - 1 brought the weights to k).
+    schedule = pretrain.make_schedule(setup.recipe, 200)
+    assert [line["lr"] for line in train] == pytest.approx(
+        [float(schedule(line["step"] - 1)) for line in train])
+    assert 0 < train[-1]["lr"] < train[-2]["lr"]
     assert [line["step"] for line in evals] == [200]
     assert evals[-1]["eval"]["held_out"]["examples"] == 64
     assert evals[-1]["eval"]["held_out"]["accuracy"] > 0.15  # chance: 1/48
@@ -397,7 +423,10 @@ def test_two_devices_data_and_model_parallel_match_one_device(tmp_path, demo_dat
                                    [line["loss"] for line in one], rtol=1e-4, err_msg=name)
         with np.load(tmp_path / "one" / "final.npz") as a, \
                 np.load(tmp_path / name / "final.npz") as b:
-            for key in a.files:
+            # Not the attention's key biases: their true gradient is 0 (a key bias adds the
+            # same score to every key), so Adam (optax's, as big_vision's) turns each
+            # device layout's rounding noise into steps of about 1% of the rate.
+            for key in [key for key in a.files if not key.endswith("key/bias")]:
                 np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=f"{name} {key}")
 
 

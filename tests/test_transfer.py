@@ -677,18 +677,24 @@ def test_auto_micro_batch_from_the_command_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero(tmp_path):
+def test_a_checkpoint_head_of_the_right_size_still_starts_at_zero_without_pre_logits(tmp_path):
+    """As the official fine-tuning: a zero head and no pre-logits layer for every task, also
+    for a checkpoint (here with a pre-logits layer) whose head has the task's classes."""
     import numpy as np
     from conftest import randomize
 
     from vitbench.checkpoints import npz
     from vitbench.models.vit import create_model
 
-    path = npz.save_npz(randomize(create_model("vit_mu8", 4, 32)), tmp_path / "four.npz")
+    trained = randomize(create_model("vit_mu8", 4, 32, representation_size=64))
+    path = npz.save_npz(trained, tmp_path / "four.npz")
     task = plan.Overrides(resolution=16).apply(tasks.load_suite("demo").task("demo_color"))
     model = transfer_models.load_for_task(str(path), task)
+    assert task.num_classes == 4 and model.config.representation_size is None
+    assert "pre_logits" not in [layer.name for layer in model.layers]
     assert all(np.all(np.asarray(w) == 0) for w in model.get_layer("head").weights)
-    assert np.any(np.asarray(model.get_layer("embedding").kernel) != 0)  # the rest is loaded
+    np.testing.assert_array_equal(model.get_layer("embedding").kernel,  # the rest is loaded
+                                  trained.get_layer("embedding").kernel)
 
 
 @pytest.mark.slow

@@ -55,6 +55,7 @@ def list_of(rule: Rule, what: str, example: str, may_be_empty: bool = False) -> 
                 and all(rule.test(item) for item in value), f"a list of {what}, e.g. {example}")
 
 
+NUMBER_OR_UNSET = Rule(lambda value: value is None or is_number(value), "a number")
 NON_NEGATIVE = Rule(lambda value: is_number(value) and value >= 0, "a number >= 0", 0)
 POSITIVE = Rule(lambda value: is_number(value) and value > 0, "a positive number")
 FRACTION = Rule(lambda value: is_number(value) and 0 <= value < 1, "a number in [0, 1)", 0)

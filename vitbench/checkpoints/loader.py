@@ -72,7 +72,7 @@ def _pretrained(workdir: pathlib.Path) -> pathlib.Path:
 def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
                image_size: ImageSize | None = None,
                model: str | ViTConfig | None = None, progress: bool = True,
-               num_heads: int | None = None, **options):
+               num_heads: int | None = None, new_head: bool = False, **options):
     """A Keras ViT with the weights of `ckpt`, mapping float NHWC images in [-1, 1] to logits.
 
     Args:
@@ -95,6 +95,9 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
             default the architecture is read off the array shapes.
         progress: show a progress bar while downloading.
         num_heads: attention heads of a timm state dict whose width no public ViT has.
+        new_head: start a new zero head of `num_classes` and drop the pre-logits layer even
+            where the checkpoint's head has that many classes, as the official fine-tuning
+            does for every task (vitbench's fine-tuning loads this way).
         **options: ViTConfig fields to override, e.g. `gelu="exact"`,
             `normalization="imagenet"` or `stochastic_depth=0.1`.
 
@@ -113,6 +116,8 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
     """
     if num_classes is not None:
         ViTConfig.check_num_classes(num_classes)
+    if new_head and not num_classes:
+        raise ValueError(f"a new head needs its number of classes, not {num_classes}")
     path = resolve(ckpt, progress)
     source = str(ckpt)
     weights, config, file_classes, file_grid = read_architecture(path, source, image_size,
@@ -121,7 +126,7 @@ def load_model(ckpt: str | pathlib.Path, num_classes: int | None = None,
     base = get_config(model) if isinstance(model, str) else (model or weights.stored_config)
     if base is not None:
         config = _merge(base, config, source)
-    keep_head = num_classes is None or num_classes == file_classes
+    keep_head = not new_head and num_classes in (None, file_classes)
     if not keep_head:
         arrays = _without(arrays, "head/")
     if not keep_head and num_classes:

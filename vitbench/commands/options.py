@@ -57,6 +57,7 @@ def micro_batch_size(fv) -> int | str | None:
 
 # A setting's type -> how its flag is defined (lists are parsed by `setting_values`).
 _DEFINERS = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float,
+             "float | None": flags.DEFINE_float,
              "str": flags.DEFINE_string, "bool": flags.DEFINE_boolean,
              "tuple[float, ...]": flags.DEFINE_list, "tuple[int, ...]": flags.DEFINE_list}
 

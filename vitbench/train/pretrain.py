@@ -41,6 +41,9 @@ from vitbench.train import (
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, FINAL, METRICS = PRETRAIN_CONFIG, PRETRAIN_FINAL, "metrics.jsonl"
+# The update `optimizers.AdamW` applies (optax's Adam), named in every run's config: workdirs
+# and records of Keras' Adam (no such key) are other runs.
+UPDATE_RULE = "optax"
 
 
 def records_path(results_dir) -> pathlib.Path:
@@ -56,14 +59,18 @@ def is_finished(workdir) -> bool:
 
 
 def build_model(pretraining: recipes.Pretraining, remat: bool = False):
-    """The zoo model with the recipe's dropout, a representation layer and the dataset's head
-    (with `remat`, each block's activations are recomputed in the backward pass)."""
+    """The zoo model with the recipe's dropout, a representation layer and the dataset's head,
+    its biases at the recipe's `head_bias` (with `remat`, each block's activations are
+    recomputed in the backward pass)."""
     recipe = pretraining.recipe
     width = get_config(recipe.model).hidden_size
-    return create_model(recipe.model, num_classes=pretraining.task.num_classes,
-                        image_size=recipe.resolution, dropout=recipe.dropout,
-                        representation_size=width if recipe.representation else None,
-                        remat=remat)
+    model = create_model(recipe.model, num_classes=pretraining.task.num_classes,
+                         image_size=recipe.resolution, dropout=recipe.dropout,
+                         representation_size=width if recipe.representation else None,
+                         remat=remat)
+    bias = model.get_layer("head").bias
+    bias.assign(np.full(bias.shape, recipe.head_bias or 0.0, bias.dtype))
+    return model
 
 
 def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 1):
@@ -73,6 +80,8 @@ def make_schedule(recipe: recipes.Recipe, total_steps: int, accumulation: int = 
 
 
 def make_optimizer(recipe: recipes.Recipe, total_steps: int, accumulation: int):
+    """Adam as optax applies it (big_vision's chain), decoupled weight decay multiplied by the
+    rate, optional global-norm clipping, the recipe's schedule."""
     return optimizers.AdamW(
         learning_rate=make_schedule(recipe, total_steps, accumulation),
         weight_decay=recipe.weight_decay, beta_1=recipe.b1, beta_2=recipe.b2,
@@ -86,6 +95,7 @@ def run_config(pretraining: recipes.Pretraining, total_steps: int, precision: st
     task = pretraining.task
     return {"recipe": pretraining.recipe.training_fields(), "steps": total_steps,
             "precision": precision, "loss": recipes.loss_of(pretraining),
+            "update_rule": UPDATE_RULE,
             "data": {"dataset": task.tfds_spec, "source": task.source, "splits": task.splits,
                      "num_classes": task.num_classes, "train_pp": task.pp("train"),
                      "eval_pp": task.pp("eval")}}
@@ -180,7 +190,7 @@ class _Periodic(keras.callbacks.Callback):
         done_steps = step - max(epoch * recipe.log_every, trainer.start_step)
         trainer.log_metrics({
             "step": step, **{key: float(value) for key, value in (logs or {}).items()},
-            "lr": trainer.lr(step),
+            "lr": trainer.lr(step - 1),  # the rate the step's update used
             "images_per_second": done_steps * recipe.batch_size / (now - self.started)})
         self.started = now
         if step == trainer.total_steps or not np.isfinite((logs or {}).get("loss", np.nan)):
@@ -209,9 +219,10 @@ class _Trainer:
     def recipe(self):
         return self.pretraining.recipe
 
-    def lr(self, step: int) -> float:
-        """The learning rate of update `step`."""
-        return float(make_schedule(self.recipe, self.total_steps)(step))
+    def lr(self, update: int) -> float:
+        """The learning rate of update `update`, counted from 0 (so the rate that brought
+        the weights to step k is `lr(k - 1)`, as big_vision logs it)."""
+        return float(make_schedule(self.recipe, self.total_steps)(update))
 
     def log_metrics(self, line: dict) -> None:
         if self.is_main:

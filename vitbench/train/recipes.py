@@ -63,6 +63,11 @@ class Recipe:
     resolution: int = setting(224, rules.integer(1), "Image size (paper: 224).")
     # a pre-logits layer (Dense + tanh) of the model's width
     representation: bool = setting(True, rules.BOOLEAN)
+    # None: the loss's (HEAD_BIAS), resolved when the recipe is loaded
+    head_bias: float | None = setting(
+        None, rules.NUMBER_OR_UNSET, "Initial value of the head's biases (default: -10 with "
+        "the sigmoid loss, as big_vision starts ImageNet-21k, so that the first loss is small; "
+        "0 with softmax).")
     # "": from the label feature (losses.loss_for_labels)
     loss: str = setting("", rules.TEXT, "softmax or sigmoid (default: the recipe's, else from "
                         "the labels).")
@@ -118,6 +123,9 @@ class Recipe:
 
 # Recipe field -> what it must be.
 RECIPE_RULES = rules.rules_of(Recipe)
+# The head's initial bias for each loss: with the sigmoid loss over 21,843 classes a zero bias
+# starts at about 15,000 per image; big_vision starts it at -10 (configs/vit_i21k.py).
+HEAD_BIAS = {"softmax": 0.0, "sigmoid": -10.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +167,11 @@ def load(dataset: str, model: str | None = None, data_dir: str | None = None,
         raise ValueError(f"{path}: unknown recipe field(s) {unknown}; valid: {sorted(fields)}")
     recipe = Recipe(**values)
     task = _task(data.get("data", {}), recipe, path, data_dir)
-    return Pretraining(dataset, data.get("description", ""), recipe, task, path)
+    pretraining = Pretraining(dataset, data.get("description", ""), recipe, task, path)
+    if recipe.head_bias is None:
+        pretraining = dataclasses.replace(pretraining, recipe=dataclasses.replace(
+            recipe, head_bias=HEAD_BIAS[loss_of(pretraining)]))
+    return pretraining
 
 
 def _task(row: dict, recipe: Recipe, path: pathlib.Path, data_dir=None) -> tasks_lib.Task:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import keras
-
 from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
@@ -11,10 +9,12 @@ from vitbench.models.vit import create_model
 from vitbench.train import distribute, execution
 
 
-def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, normalization=None, **options):
-    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head;
-    `normalization` replaces the checkpoint's where given; `options` are ViTConfig fields to
-    override (e.g. remat=True)."""
+def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, normalization=None,
+          new_head: bool = False, **options):
+    """`ckpt` (or a scratch model) at the task's resolution with a `num_classes` head (with
+    `new_head`, always a new zero one, without the pre-logits layer); `normalization`
+    replaces the checkpoint's where given; `options` are ViTConfig fields to override (e.g.
+    remat=True)."""
     size = task.protocol.resolution
     if normalization:
         options["normalization"] = normalization
@@ -22,19 +22,17 @@ def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, normalization=None,
         return create_model(identity.scratch_model(ckpt), num_classes=num_classes,
                             image_size=size, **options)
     return load_model(ckpt, num_classes=num_classes, image_size=size, progress=False,
-                      **options)
+                      new_head=new_head, **options)
 
 
 def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False,
                   normalization: str | None = None):
-    """The model to fine-tune: `ckpt` with a new zero head for the task, at its resolution
-    (with `remat`, each block's activations are recomputed in the backward pass)."""
-    model = _load(ckpt, task, task.num_classes, normalization, remat=remat)
-    # The protocol always starts from a zero head, also when the checkpoint's head already has
-    # the task's number of classes (e.g. an ImageNet fine-tune evaluated on ImageNet).
-    for variable in model.get_layer("head").weights:
-        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    return model
+    """The model to fine-tune: `ckpt` with a new zero head for the task and without its
+    pre-logits layer, at its resolution, as the official fine-tuning starts every task, also
+    when the checkpoint's head already has the task's classes (e.g. an ImageNet-1k pretraining
+    fine-tuned on ImageNet). With `remat`, each block's activations are recomputed in the
+    backward pass."""
+    return _load(ckpt, task, task.num_classes, normalization, new_head=True, remat=remat)
 
 
 def load_for_features(ckpt: str, task: tasks_lib.Task, normalization: str | None = None):
