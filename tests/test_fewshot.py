@@ -184,6 +184,20 @@ def test_fewshot_runs_are_recorded_cached_and_on_the_leaderboard(tmp_path, demo_
     assert probe["config"]["method"] == "fewshot" and probe["config"]["shots"] == [1, 5]
     assert probe["features"]["computed"] == ["fit", "test"]  # one pass over each split
     assert len(probe["metrics"]["seeds"]["5shot"]) == 3
+    # Every shot count and seed keeps its per-item predictions, which give its accuracy.
+    from vitbench import tasks
+    from vitbench.evaluate import outcomes, prediction
+
+    predicted = outcomes.read(tmp_path, probe["outcomes"])
+    assert sorted(predicted) == [f"{k}shot/seed{s}" for k in (1, 5) for s in range(3)]
+    task = tasks.load_suite("demo").fewshot_tasks(["demo_shape"])[0]
+    labels = np.concatenate([batch["label"] for _, batch in prediction.predict_split(
+        lambda images: np.zeros((len(images), 1)), task, "test", 16, "float32",
+        demo_data_dir)])
+    assert probe["outcomes"]["labels_sha256"] == outcomes.labels_sha256(labels)
+    for k in (1, 5):
+        assert [np.mean(predicted[f"{k}shot/seed{s}"] == labels) for s in range(3)] == \
+            pytest.approx(probe["metrics"]["seeds"][f"{k}shot"])
     assert cli.main(flags + ["--force"]) == 0
     again = records.read(records.records_path(tmp_path, "demo"))[-1]
     assert again["features"]["computed"] == []  # the cached features: no forward pass

@@ -5,11 +5,13 @@ import dataclasses
 import pathlib
 import tempfile
 
+import numpy as np
 import pytest
 from conftest import mock_tfds
 
 from vitbench import records, tasks
 from vitbench.checkpoints import identity
+from vitbench.evaluate import classification, outcomes
 from vitbench.models import attention
 from vitbench.train import distribute
 from vitbench.transfer import methods, plan, report, sizing
@@ -202,6 +204,16 @@ def test_demo_task_trains_and_records(tmp_path, monkeypatch):
     assert len(saved) == 1 and saved[0]["config_hash"] == record["config_hash"]
     assert saved[0]["metrics"] == record["metrics"]
     assert not (tmp_path / "work" / "demo" / record["config_hash"]).exists()
+    # Its per-item predictions, beside the records, give its accuracy again.
+    entry = saved[0]["outcomes"]
+    assert entry["file"] == f"runs/outcomes/demo/{record['config_hash']}.npz"
+    assert entry["examples"] == 16 and entry["scores"] == ["test"]
+    predicted = outcomes.read(tmp_path, entry)["test"]
+    with mock_tfds(num_examples=16):
+        _, labels = classification.predictions(
+            transfer_models.load_for_task(run.ckpt, run.task), run.task, "test", 8)
+    assert entry["labels_sha256"] == outcomes.labels_sha256(labels)
+    assert np.mean(predicted == labels) == record["metrics"]["accuracy"]
 
 
 TINY_FLAGS = ["--steps=4", "--batch_size=8", "--micro_batch_size=4", "--resolution=16",

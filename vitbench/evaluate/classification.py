@@ -37,7 +37,12 @@ def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None,
         KeyError: `task` has no split of that role or name.
         OSError, ValueError: the data is missing or unreadable (`vitbench.data.sources.read`).
     """
-    predicted, labels = predictions(model, task, split, batch_size, data_dir, key)
+    return accuracy(*predictions(model, task, split, batch_size, data_dir, key))
+
+
+def accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    """{'accuracy', 'examples'}: the share of items whose predicted class is their label
+    (class ids) or one of their labels (multi-hot rows)."""
     hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
         else predicted == labels
     return {"accuracy": float(np.mean(hits)), "examples": int(len(labels))}

@@ -133,17 +133,24 @@ def ridge_weights(train_x, train_y, num_classes: int, l2_reg: float):
     return weights, mean, std
 
 
-def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: float) -> float:
-    """Accuracy on the test features of the ridge classifier fitted to the train features."""
+def ridge_predictions(train_x, train_y, test_x, num_classes: int, l2_reg: float) -> np.ndarray:
+    """The class the ridge classifier fitted to the train features predicts for each test
+    feature."""
     weights, mean, std = ridge_weights(train_x, train_y, num_classes, l2_reg)
     test = _whiten_with_bias(np.asarray(test_x, np.float64), mean, std)
-    predicted = np.argmax(test @ weights, axis=-1)
+    return np.argmax(test @ weights, axis=-1)
+
+
+def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: float) -> float:
+    """Accuracy on the test features of the ridge classifier fitted to the train features."""
+    predicted = ridge_predictions(train_x, train_y, test_x, num_classes, l2_reg)
     return float(np.mean(predicted == np.asarray(test_y)))
 
 
 def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
-             task_name: str = "task", class_names=None, strict: bool = False) -> dict:
+             task_name: str = "task", class_names=None, strict: bool = False,
+             predictions: dict | None = None) -> dict:
     """{'<k>shot': mean accuracy over seeds, 'seeds': {'<k>shot': [per seed]}, examples}.
 
     Args:
@@ -156,6 +163,8 @@ def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
         task_name: names the task in an error.
         class_names: by class id; names a class that has too few examples.
         strict: refuse a class with fewer than k training examples (default: use all it has).
+        predictions: where given, filled with each classifier's predicted class per test
+            item, by '<k>shot/seed<s>'.
 
     Returns:
         {'<k>shot': mean accuracy, 'seeds': {'<k>shot': [accuracy per seed]},
@@ -172,8 +181,11 @@ def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
         for seed in range(seeds):
             chosen, short = sample_shots(train[1], k, seed, num_classes, task_name,
                                          class_names, strict)
-            scores.append(ridge_accuracy(train[0][chosen], train[1][chosen], test[0], test[1],
-                                         num_classes, l2_reg))
+            predicted = ridge_predictions(train[0][chosen], train[1][chosen], test[0],
+                                          num_classes, l2_reg)
+            scores.append(float(np.mean(predicted == np.asarray(test[1]))))
+            if predictions is not None:
+                predictions[f"{k}shot/seed{seed}"] = predicted
         if short:
             shortfall[f"{k}shot"] = {
                 str(class_names[label] if class_names else label): used

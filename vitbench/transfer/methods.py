@@ -56,11 +56,14 @@ class Method:
 
 def scores(model, run, micro: int, data_dir) -> dict:
     """Top-1 on the run's eval split, and ImageNet-ReaL's for a final run of a task that has
-    it."""
-    metrics = classification.top1_accuracy(model, run.task, run.eval_split, micro, data_dir)
+    it; and under `scored`, the split's per-item predictions and labels (which the runner
+    keeps in the run's outcomes file: `outcomes.write`)."""
+    predicted, labels = classification.predictions(model, run.task, run.eval_split, micro,
+                                                   data_dir)
+    metrics = classification.accuracy(predicted, labels)
     if run.phase == "final" and run.task.real_dataset:
         metrics.update(classification.real_accuracy_of(model, run.task, micro, data_dir))
-    return metrics
+    return {"metrics": metrics, "scored": ({run.eval_split: predicted}, labels)}
 
 
 class FineTune(Method):
@@ -151,8 +154,7 @@ class FineTune(Method):
             return {**outcome, "status": "diverged", "error": str(result), "train": {},
                     "metrics": {"accuracy": None}}
         model, outcome["train"] = result
-        return {**outcome, "metrics": scores(model, run, config.micro_batch_size,
-                                             context.data_dir)}
+        return {**outcome, **scores(model, run, config.micro_batch_size, context.data_dir)}
 
 
 class FewShotProbe(Method):
@@ -199,10 +201,13 @@ class FewShotProbe(Method):
         start = time.perf_counter()
         train, test = features(run.train_split), features(run.eval_split)
         extracted = time.perf_counter() - start
+        predicted = {}
         metrics = fewshot.evaluate(train, test, run.task.num_classes, p.shots, p.seeds,
                                    p.l2_reg, run.task.name,
-                                   sources.class_names(run.task, data_dir), run.strict_shots)
+                                   sources.class_names(run.task, data_dir), run.strict_shots,
+                                   predictions=predicted)
         return {"status": "finished", "error": None, "metrics": metrics,
+                "scored": (predicted, test[1]),
                 "features": {"computed": computed, "seconds": extracted,
                              "dimensions": int(train[0].shape[1])}}
 
@@ -228,7 +233,7 @@ class AsReleased(Method):
         identity.check_head(run.ckpt, model.num_classes, run.task)
         micro = pass_size(run.micro_batch_size, model, run.task.protocol.batch_size)
         return {"status": "finished", "error": None, "micro_batch_size": micro,
-                "metrics": scores(model, run, micro, context.data_dir)}
+                **scores(model, run, micro, context.data_dir)}
 
 
 METHODS: dict[str, Method] = {method.name: method

@@ -17,6 +17,7 @@ from vitbench import environment, files, records
 from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.data import sources
+from vitbench.evaluate import outcomes
 from vitbench.train import distribute, progress
 from vitbench.transfer import stacking
 from vitbench.transfer.methods import METHODS, RunContext
@@ -112,10 +113,16 @@ def _precision(policy: str):
 
 
 def _record(run, lr, outcome, context, start, results_dir, data_dir, ckpt_info) -> dict:
-    """Appends the run's record (its outcome and how it ran) and removes its workdir."""
+    """Writes the run's per-example outcomes (`outcomes.write`, where the method scored
+    items), appends its record (its outcome, the outcomes file and how it ran) and removes its
+    workdir."""
     config = run.config(lr)
+    digest = records.config_hash(config)
+    scored = outcome.pop("scored", None)
+    if scored is not None:
+        outcome["outcomes"] = outcomes.write(results_dir, run.suite, digest, *scored)
     record = {
-        "config_hash": records.config_hash(config), "config": config,
+        "config_hash": digest, "config": config,
         "checkpoint": ckpt_info or {"name": run.ckpt},
         "protocol": dict(run.defaults), **outcome, "precision": run.precision,
         "data_version": _data_version(run.task, data_dir),
