@@ -19,7 +19,16 @@ def test_predictions_round_trip_compactly_and_name_their_items(tmp_path):
     stored = outcomes.read(tmp_path, entry)
     assert stored["test"].dtype == np.uint16
     np.testing.assert_array_equal(stored["test"], predicted)
+    right = outcomes.read_correct(tmp_path, entry)
+    assert list(right) == ["test"] and right["test"].dtype == bool
+    np.testing.assert_array_equal(right["test"], predicted == labels)
     assert not list(path.parent.glob(".*.tmp"))  # written atomically, nothing left over
+
+
+def test_a_prediction_among_several_labels_is_right(tmp_path):
+    labels = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0]])  # multi-hot (ImageNet-21k, ReaL)
+    entry = outcomes.write(tmp_path, "s", "h", {"test": [2, 0, 1]}, labels)
+    assert outcomes.read_correct(tmp_path, entry)["test"].tolist() == [True, False, False]
 
 
 def test_more_classes_than_uint16_holds_are_kept_whole(tmp_path):

@@ -4,8 +4,10 @@ comparisons can be computed later from what was measured.
 
 A run's file is `<results_dir>/runs/outcomes/<suite>/<config hash>.npz`: one unsigned integer
 array per score ("test"; a few-shot probe's "<k>shot/seed<s>"), uint16 where the classes
-allow (ImageNet's 50,000 test items: 100 kB before compression), and the sha256 of the ordered
-labels, so that two runs can be checked to be on the same items. It is written atomically and
+allow (ImageNet's 50,000 test items: 100 kB before compression); beside each, whether each
+item was right, as packed bits ("<score>:correct", n/8 bytes: intervals and paired tests need
+no labels); and the sha256 of the ordered labels, so that two runs can be checked to be on the
+same items. It is written atomically and
 the record names it with its own sha256. No pickle is read (`read` refuses object arrays).
 """
 
@@ -21,6 +23,7 @@ from vitbench import files
 
 FOLDER = pathlib.Path("runs") / "outcomes"
 LABELS_KEY = "labels_sha256"
+CORRECT = ":correct"  # suffix of a score's packed right/wrong bits
 
 
 class OutcomesError(ValueError):
@@ -72,9 +75,15 @@ def write(results_dir, suite: str, config_hash: str, predictions: dict, labels) 
     if wrong:
         raise ValueError(f"predictions of another length than the {examples} labels: {wrong}")
     digest = labels_sha256(labels)
+    labels = np.asarray(labels)
+    arrays = {LABELS_KEY: np.asarray(digest)}
+    for name, predicted in predictions.items():
+        predicted = np.asarray(predicted)
+        hits = labels[np.arange(examples), predicted] > 0 if labels.ndim == 2 \
+            else predicted == labels
+        arrays.update({name: packed(predicted), name + CORRECT: np.packbits(hits)})
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: packed(p) for name, p in predictions.items()},
-                        **{LABELS_KEY: np.asarray(digest)})
+    np.savez_compressed(buffer, **arrays)
     data = buffer.getvalue()
     relative = relative_path(suite, config_hash)
     files.write_atomic(pathlib.Path(results_dir) / relative, data)
@@ -83,11 +92,23 @@ def write(results_dir, suite: str, config_hash: str, predictions: dict, labels) 
 
 
 def read(results_dir, entry: dict) -> dict[str, np.ndarray]:
-    """The predictions a record's `outcomes` entry names, checked against its sha256.
+    """The predictions a record's `outcomes` entry names, by score, checked against its
+    sha256.
 
     Raises:
         OutcomesError: the file is missing, or not the one the record names.
     """
+    return {name: array for name, array in _arrays(results_dir, entry).items()
+            if not name.endswith(CORRECT)}
+
+
+def read_correct(results_dir, entry: dict) -> dict[str, np.ndarray]:
+    """Whether each item was right (booleans), by score, from the file `entry` names."""
+    return {name[:-len(CORRECT)]: np.unpackbits(array, count=entry["examples"]).astype(bool)
+            for name, array in _arrays(results_dir, entry).items() if name.endswith(CORRECT)}
+
+
+def _arrays(results_dir, entry: dict) -> dict[str, np.ndarray]:
     path = pathlib.Path(results_dir) / entry["file"]
     try:
         data = path.read_bytes()
