@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,7 +83,7 @@ def test_demo_board_selects_dedupes_averages_and_marks_partial_rows(tmp_path):
     rows = rows_by_checkpoint(page)
     assert list(rows) == ["a", "b", "a (steps 10)"]  # complete rows first
     assert rows["a"] == {"#": "[1](#run-1)", "checkpoint": "a", "Count": "50.00",
-                         "Shape": "60.00", "Colour": "70.00", "Position": "85.00 ± 7.07",
+                         "Shape": "60.00", "Colour": "70.00", "Position": "85.00",
                          "Mean": "66.25", "missing": ""}
     assert rows["b"]["Shape"] == "75.00" and rows["b"]["Colour"] == "diverged"
     assert rows["b"]["Position"] == "25.00 (1 of 2 seeds diverged)"  # the mean of the others
@@ -127,6 +128,42 @@ def test_runs_of_keras_momentum_rule_keep_a_row_of_their_own(tmp_path):
     assert rows["vit_b16 (Keras momentum rule, before 2026-12)"]["DTD"] == "40.00"
 
 
+KITTI = "kitti_closest_vehicle_distance"
+
+
+def test_cells_carry_the_95_percent_interval_of_their_runs_outcomes(tmp_path):
+    """One seed: the Wilson interval on its items; two seeds: seed and item parts together,
+    from the outcomes files; a record without one (older): from accuracy and test size, ‡."""
+    from vitbench.evaluate import outcomes, statistics
+
+    labels = np.zeros(711, int)
+    rng = np.random.default_rng(0)
+    right = [rng.uniform(size=711) < p for p in (0.70, 0.66)]
+
+    def scored(seed, correct, ckpt="a"):
+        line = record("vtab1k", KITTI, float(correct.mean()), seed=seed, ckpt=ckpt)
+        line["metrics"]["examples"] = 711
+        line["outcomes"] = outcomes.write(tmp_path, "vtab1k", line["config_hash"],
+                                          {"test": (~correct).astype(int)}, labels)
+        return line
+
+    old = record("vtab1k", KITTI, 0.7, ckpt="old")
+    old["metrics"]["examples"] = 711
+    write_records(tmp_path, "vtab1k", [scored(0, right[0]), scored(0, right[0], "b"),
+                                       scored(1, right[1], "b"), old])
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "vtab1k.md").read_text())
+    low, high = statistics.wilson(int(right[0].sum()), 711)
+    assert rows["a"]["KITTI-Dist"] == f"{100 * right[0].mean():.2f} ± {50 * (high - low):.2f}"
+    both = statistics.accuracy_estimate(np.stack(right))
+    assert rows["b"]["KITTI-Dist"] == f"{100 * both.mean:.2f} ± {50 * (both.high - both.low):.2f}"
+    low, high = statistics.wilson(498, 711)
+    assert rows["old"]["KITTI-Dist"] == f"70.00 ± {50 * (high - low):.2f}‡"
+    csv = pd.read_csv(tmp_path / "vtab1k.csv").set_index("row")
+    assert csv.loc["b", "KITTI-Dist low"] == pytest.approx(100 * both.low, abs=1e-4)
+    assert csv.loc["b", "KITTI-Dist high"] == pytest.approx(100 * both.high, abs=1e-4)
+
+
 def test_records_written_in_another_order_give_the_same_table(tmp_path):
     lines = [record("demo", "demo_count", 0.5, ckpt=name) for name in ("x", "y")] + \
         [record("demo", "demo_shape", 0.5, ckpt=name) for name in ("y", "x")]
@@ -155,7 +192,7 @@ def test_a_suite_file_of_the_users_keeps_runs_of_other_settings_apart(tmp_path):
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "mine.md").read_text())
     assert {label: row["demo_count"] for label, row in rows.items()} == {
-        "a": "75.00 ± 35.36", "a (steps 1, px 8)": "0.00"}
+        "a": "75.00", "a (steps 1, px 8)": "0.00"}  # test sizes unknown: no interval
 
     write_records(tmp_path, "mine", [mine(1.0, stored=False),
                                      mine(0.0, steps=1, stored=False)])
@@ -289,7 +326,8 @@ def test_a_probe_with_a_class_short_of_k_is_marked_and_the_class_named(tmp_path)
     publish.write_all(tmp_path, GENERATED)
     page = (tmp_path / "demo_fewshot.md").read_text()
     row = table(page)[0]
-    assert row["Shape 5-shot"] == "40.00†" and row["Shape 1-shot"] == "30.00"
+    # Without outcomes files: intervals from accuracy and test size (20 items) alone, marked.
+    assert row["Shape 5-shot"] == "40.00† ± 19.73‡" and row["Shape 1-shot"] == "30.00 ± 18.67‡"
     assert "5shot: dog (3)" in page and "classes short of k †" in page
     write_records(tmp_path, "demo", [probe({})])
     publish.write_all(tmp_path, GENERATED)

@@ -57,8 +57,11 @@ class Cell:
 
     def values(self, metric: str = "accuracy") -> list[float]:
         """The metric in % of each seed's run (diverged runs have none)."""
-        return [100.0 * r["metrics"][metric] for r in self.runs.values()
-                if r.get("status", "finished") == "finished"
+        return [100.0 * r["metrics"][metric] for r in self.finished(metric)]
+
+    def finished(self, metric: str = "accuracy") -> list[dict]:
+        """The records of the seeds' runs that have the metric (diverged runs have none)."""
+        return [r for r in self.runs.values() if r.get("status", "finished") == "finished"
                 and r["metrics"].get(metric) is not None]
 
     @property

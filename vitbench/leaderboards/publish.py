@@ -9,20 +9,26 @@ from vitbench import files, records
 from vitbench.leaderboards import boards as boards_lib
 from vitbench.leaderboards import collect, reference, render
 
-EXPLANATIONS = {"finetune": """\
+INTERVAL_NOTE = (
+    "Our `± x`: the half-width of a 95% interval, from the per-item outcomes of the runs: one "
+    "run, the Wilson interval on its test items; several seeds (or shot draws), mean ± t × SE "
+    "over seeds and test items together. `‡`: an interval from the accuracy and the test size "
+    "alone (runs recorded before per-item outcomes were kept). Reported rows: `± std` over the "
+    "paper's runs.")
+EXPLANATIONS = {"finetune": f"""\
 Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
-(mean ± std over seeds where there are several). Our rows come first, best mean first; rows
-in *italics* are numbers reported in the ViT paper. A row is a checkpoint (`@hash`: a local
-file's content) and the settings that differ from the suite's protocol; `as released`: the
-checkpoint's own head scored without training (`vitbench run --as_released`).
-`(Δ ±x)`: ours minus the reported number of the paper model the checkpoint is (Table 9, else
-Table 5, else Table 2). `(partial k/n)`: a mean over the k of n tasks recorded so far, with
-the missing tasks listed. The `#` links to the hyper-parameters of each run (the learning
-rate selected per task).""", "fewshot": """\
+(the mean over seeds where there are several). {INTERVAL_NOTE}
+Our rows come first, best mean first; rows in *italics* are numbers reported in the ViT
+paper. A row is a checkpoint (`@hash`: a local file's content) and the settings that differ
+from the suite's protocol; `as released`: the checkpoint's own head scored without training
+(`vitbench run --as_released`). `(Δ ±x)`: ours minus the reported number of the paper model
+the checkpoint is (Table 9, else Table 5, else Table 2). `(partial k/n)`: a mean over the k
+of n tasks recorded so far, with the missing tasks listed. The `#` links to the
+hyper-parameters of each run (the learning rate selected per task).""", "fewshot": f"""\
 Few-shot linear accuracy (%) on each task's test split: a ridge-regression classifier on the
-frozen checkpoint's pre-logit features of k training images per class (mean ± std over the
-run's sampling seeds where there are several runs; each run already averages its seeds). Rows
-are ranked by the mean of their cells; `(partial k/n)` marks a shot count's mean over the k of
+frozen checkpoint's pre-logit features of k training images per class (the mean over the
+run's sampling seeds, and over runs where there are several). {INTERVAL_NOTE} Rows are ranked
+by the mean of their cells; `(partial k/n)` marks a shot count's mean over the k of
 n tasks recorded so far. `†`: a class had fewer than k training images, and all of them were
 used, as big_vision does (the run's settings name the classes and how many they had). The `#`
 links to the settings of each run."""}
@@ -31,7 +37,8 @@ links to the settings of each run."""}
 def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],
          sources: dict[str, pathlib.Path], results_dir, generated: str | None = None):
     """(markdown text, numeric frame) of one board."""
-    shown, numbers, details = render.frames(board, records_by_suite, reference.load())
+    shown, numbers, details = render.frames(board, records_by_suite, reference.load(),
+                                            results_dir)
     generated = generated or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     origin = ", ".join(
         f"`{path.relative_to(results_dir) if path.is_relative_to(results_dir) else path}` "

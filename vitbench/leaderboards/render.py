@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from vitbench.leaderboards import collect as collect_lib
+from vitbench.leaderboards import intervals
 from vitbench.leaderboards import reference as reference_lib
 from vitbench.leaderboards.boards import Board, Column
 
@@ -125,15 +126,17 @@ def _display_columns(board: Board) -> list[tuple[str, Column | None, str | None]
 SHORT_MARK = "†"  # a few-shot cell where a class had fewer training images than k
 
 
-def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0,
-               short=False) -> str:
-    """A cell: mean, ± std over seeds, how many of the seeds diverged (the mean is of the
-    others), partial means, the delta to the paper; `SHORT_MARK` where a class was short."""
+def _cell_text(value, delta=None, spread=None, diverged=0, partial=None, seeds=0,
+               short=False, approximate=False) -> str:
+    """A cell: mean, ± `spread` (ours: the 95% interval's half-width, `approximate` marking
+    one from accuracy and test size alone; reported rows: the paper's std), how many of the
+    seeds diverged (the mean is of the others), partial means, the delta to the paper;
+    `SHORT_MARK` where a class was short."""
     if value is None:
         return "diverged" if diverged else MISSING
     text = _fmt(value) + (SHORT_MARK if short else "")
-    if std is not None:
-        text += f" ± {std:.2f}"
+    if spread is not None:
+        text += f" ± {spread:.2f}" + (intervals.APPROXIMATE_MARK if approximate else "")
     if diverged:
         text += f" ({diverged} of {diverged + seeds} seeds diverged)"
     if partial:
@@ -144,8 +147,10 @@ def _cell_text(value, delta=None, std=None, diverged=0, partial=None, seeds=0,
 
 
 def frames(board: Board, records_by_suite: dict[str, list[dict]],
-           reported: Sequence[reference_lib.Reported]):
-    """(display frame for markdown, numeric frame for CSV, our rows for the details)."""
+           reported: Sequence[reference_lib.Reported], results_dir=None):
+    """(display frame for markdown, numeric frame for CSV, our rows for the details). Our
+    cells' intervals read the runs' outcomes files under `results_dir` (None: from accuracy
+    and test size alone)."""
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)
     shown, numbers, details = [], [], []
     for number, (row, cells, line) in enumerate(our_lines, 1):
@@ -158,14 +163,19 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                 cell = cells.get(column.key)
                 value = line.values.get(header)
                 seeds = cell.values(column.metric) if cell else []
-                std = statistics.stdev(seeds) if len(seeds) > 1 else None
+                estimate = intervals.cell_estimate(cell.finished(column.metric), column.metric,
+                                                   results_dir) if seeds else None
+                half = None if estimate is None else 50 * (estimate.high - estimate.low)
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
-                display[header] = _cell_text(value, delta, std, cell.diverged if cell else 0,
-                                             seeds=len(seeds),
-                                             short=bool(cell and cell.short(column.metric)))
+                display[header] = _cell_text(
+                    value, delta, half, cell.diverged if cell else 0, seeds=len(seeds),
+                    short=bool(cell and cell.short(column.metric)),
+                    approximate=estimate is not None and estimate.method == intervals.APPROXIMATE)
                 numeric[header] = value
                 numeric[f"{header} seeds"] = len(seeds)
+                numeric[f"{header} low"] = None if estimate is None else 100 * estimate.low
+                numeric[f"{header} high"] = None if estimate is None else 100 * estimate.high
             else:
                 value, k, n = line.means[group]
                 reported_mean = paper_line.mean(group)
@@ -187,7 +197,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         for header, column, group in _display_columns(board):
             if column is not None:
                 value, std = table.values.get(column.key, (None, None))
-                display[header] = _cell_text(value, std=std)
+                display[header] = _cell_text(value, spread=std)
                 numeric[header] = value
             else:
                 value, k, n = line.means[group]

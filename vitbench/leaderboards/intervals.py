@@ -1,0 +1,71 @@
+"""The 95% interval of a board cell: from its runs' per-item outcomes (`evaluate.outcomes`),
+or, for records written before those were kept, from the accuracies and the test size alone
+(`APPROXIMATE`, marked on the board).
+
+One run: the Wilson interval on its test items. Several seeds (or a few-shot probe's shot
+draws, scored on the same items): mean ± t x SE with the seed and the item parts together
+(`statistics.accuracy_estimate`). Without outcomes the item part takes the binomial variance
+p(1 - p), its upper bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from vitbench.evaluate import outcomes, statistics
+
+APPROXIMATE = "from accuracy and test size"
+APPROXIMATE_MARK = "‡"
+# The metric's item count in a record's metrics.
+EXAMPLES_KEY = {"accuracy": "examples", "real_accuracy": "real_examples"}
+
+
+def _scores(record: dict, metric: str) -> list[str]:
+    """The outcomes scores a cell's metric averages in one record."""
+    if metric in EXAMPLES_KEY:
+        return ["test"] if metric == "accuracy" else []
+    return [f"{metric}/seed{seed}" for seed in range(record["config"].get("seeds", 1))]
+
+
+def _accuracies(record: dict, metric: str) -> list[float]:
+    metrics = record["metrics"]
+    return list(metrics.get("seeds", {}).get(metric) or [metrics[metric]])
+
+
+def cell_estimate(runs: list[dict], metric: str, results_dir) -> statistics.Estimate | None:
+    """The interval of a cell whose finished runs are `runs` (records), on `metric`; None
+    where the records do not say how many items were scored."""
+    try:
+        rows = []
+        for record in runs:
+            entry = record["outcomes"]
+            correct = outcomes.read_correct(results_dir, entry)
+            rows += [correct[score] for score in _scores(record, metric)]
+        if rows and len({len(row) for row in rows}) == 1:
+            return statistics.accuracy_estimate(np.stack(rows))
+    except (KeyError, outcomes.OutcomesError):
+        pass
+    return _approximate(runs, metric)
+
+
+def _approximate(runs: list[dict], metric: str) -> statistics.Estimate | None:
+    key = EXAMPLES_KEY.get(metric, "test_examples")
+    sizes = {record["metrics"].get(key) for record in runs}
+    examples = sizes.pop() if len(sizes) == 1 else None
+    if not isinstance(examples, int) or examples < 1:
+        return None
+    accuracies = [a for record in runs for a in _accuracies(record, metric)]
+    mean, seeds = float(np.mean(accuracies)), len(accuracies)
+    if seeds == 1:
+        low, high = statistics.wilson(round(mean * examples), examples)
+        return statistics.Estimate(mean, low, high, 1, examples, 0.0,
+                                   np.sqrt(mean * (1 - mean) / examples), None, APPROXIMATE)
+    seed_part = float(np.var(accuracies, ddof=1)) / seeds
+    item_part = mean * (1 - mean) / examples
+    terms = seed_part ** 2 / (seeds - 1) + item_part ** 2 / (examples - 1)
+    df = (seed_part + item_part) ** 2 / terms if terms > 0 else float("inf")
+    quantile = float(stats.t.ppf(0.5 + statistics.CONFIDENCE / 2, df))
+    half = quantile * np.sqrt(seed_part + item_part)
+    return statistics.Estimate(mean, mean - half, mean + half, seeds, examples,
+                               np.sqrt(seed_part), np.sqrt(item_part), float(df), APPROXIMATE)
