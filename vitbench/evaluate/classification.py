@@ -41,11 +41,16 @@ def top1_accuracy(model, task, split: str, batch_size: int, data_dir=None,
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict:
-    """{'accuracy', 'examples'}: the share of items whose predicted class is their label
-    (class ids) or one of their labels (multi-hot rows)."""
-    hits = labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
+    """{'accuracy', 'examples'}: the share of items `hits` counts right."""
+    return {"accuracy": float(np.mean(hits(predicted, labels))), "examples": int(len(labels))}
+
+
+def hits(predicted, labels) -> np.ndarray:
+    """Whether each item's predicted class is its label (class ids) or one of its labels
+    (multi-hot rows)."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    return labels[np.arange(len(predicted)), predicted] > 0 if labels.ndim == 2 \
         else predicted == labels
-    return {"accuracy": float(np.mean(hits)), "examples": int(len(labels))}
 
 
 def real_accuracy_of(model, task, batch_size: int, data_dir=None) -> dict:

@@ -20,6 +20,7 @@ import pathlib
 import numpy as np
 
 from vitbench import files
+from vitbench.evaluate import classification
 
 FOLDER = pathlib.Path("runs") / "outcomes"
 LABELS_KEY = "labels_sha256"
@@ -75,13 +76,10 @@ def write(results_dir, suite: str, config_hash: str, predictions: dict, labels) 
     if wrong:
         raise ValueError(f"predictions of another length than the {examples} labels: {wrong}")
     digest = labels_sha256(labels)
-    labels = np.asarray(labels)
     arrays = {LABELS_KEY: np.asarray(digest)}
     for name, predicted in predictions.items():
-        predicted = np.asarray(predicted)
-        hits = labels[np.arange(examples), predicted] > 0 if labels.ndim == 2 \
-            else predicted == labels
-        arrays.update({name: packed(predicted), name + CORRECT: np.packbits(hits)})
+        arrays.update({name: packed(predicted),
+                       name + CORRECT: np.packbits(classification.hits(predicted, labels))})
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     data = buffer.getvalue()

@@ -65,21 +65,31 @@ def accuracy_estimate(correct, confidence: float = CONFIDENCE) -> Estimate:
     """
     correct = np.atleast_2d(np.asarray(correct, np.float64))
     seeds, examples = correct.shape
-    per_seed = correct.mean(axis=1)
-    mean = float(per_seed.mean())
-    averaged = correct.mean(axis=0)
-    item_part = float(averaged.var(ddof=1)) / examples if examples > 1 else 0.0
+    item_variance = float(correct.mean(axis=0).var(ddof=1)) if examples > 1 else 0.0
     if seeds == 1:
         low, high = wilson(int(round(correct.sum())), examples, confidence)
-        return Estimate(mean, low, high, 1, examples, 0.0, np.sqrt(item_part), None, "wilson")
+        return Estimate(float(correct.mean()), low, high, 1, examples, 0.0,
+                        np.sqrt(item_variance / examples), None, "wilson")
+    return seeds_and_items(correct.mean(axis=1), item_variance, examples, "seed+item t",
+                           confidence)
+
+
+def seeds_and_items(per_seed, item_variance: float, examples: int, method: str,
+                    confidence: float = CONFIDENCE) -> Estimate:
+    """Mean ± t x SE of several seeds' accuracies `per_seed` on the same `examples` items,
+    SE^2 = s^2/k + `item_variance`/n, with Welch-Satterthwaite degrees of freedom; `method`
+    names how `item_variance` was had."""
+    per_seed = np.asarray(per_seed, np.float64)
+    seeds, mean = len(per_seed), float(per_seed.mean())
     seed_part = float(per_seed.var(ddof=1)) / seeds
-    se = np.sqrt(seed_part + item_part)
+    item_part = item_variance / examples
     terms = seed_part ** 2 / (seeds - 1) + (item_part ** 2 / (examples - 1)
                                             if examples > 1 else 0.0)
     df = (seed_part + item_part) ** 2 / terms if terms > 0 else float("inf")
+    se = np.sqrt(seed_part + item_part)
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se if se > 0 else 0.0
     return Estimate(mean, mean - half, mean + half, seeds, examples, np.sqrt(seed_part),
-                    np.sqrt(item_part), float(df), "seed+item t")
+                    np.sqrt(item_part), float(df), method)
 
 
 @dataclasses.dataclass(frozen=True)

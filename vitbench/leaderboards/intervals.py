@@ -11,7 +11,6 @@ p(1 - p), its upper bound.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from vitbench.evaluate import outcomes, statistics
 
@@ -61,11 +60,4 @@ def _approximate(runs: list[dict], metric: str) -> statistics.Estimate | None:
         low, high = statistics.wilson(round(mean * examples), examples)
         return statistics.Estimate(mean, low, high, 1, examples, 0.0,
                                    np.sqrt(mean * (1 - mean) / examples), None, APPROXIMATE)
-    seed_part = float(np.var(accuracies, ddof=1)) / seeds
-    item_part = mean * (1 - mean) / examples
-    terms = seed_part ** 2 / (seeds - 1) + item_part ** 2 / (examples - 1)
-    df = (seed_part + item_part) ** 2 / terms if terms > 0 else float("inf")
-    quantile = float(stats.t.ppf(0.5 + statistics.CONFIDENCE / 2, df))
-    half = quantile * np.sqrt(seed_part + item_part)
-    return statistics.Estimate(mean, mean - half, mean + half, seeds, examples,
-                               np.sqrt(seed_part), np.sqrt(item_part), float(df), APPROXIMATE)
+    return statistics.seeds_and_items(accuracies, mean * (1 - mean), examples, APPROXIMATE)
