@@ -23,7 +23,6 @@ from vitbench.train import execution, feed, interrupt, progress
 
 # The run's settings, optimizer and compile step, here as the fine-tuning loop's API.
 from vitbench.train.finetune_config import (  # noqa: F401
-    UPDATE_RULE,
     TrainConfig,
     compile_for_finetuning,
     make_optimizer,

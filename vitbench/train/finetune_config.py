@@ -40,11 +40,6 @@ class TrainConfig:
         return self.batch_size // self.micro_batch_size
 
 
-# The update `optimizers.SGD` applies, named in every fine-tuning run's config: runs recorded
-# before it (Keras' momentum rule, no such key) count as other runs.
-UPDATE_RULE = "optax"
-
-
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """SGD with momentum as optax applies it (the official fine-tuning update), global-norm
     clipping and the warm-up/cosine schedule."""

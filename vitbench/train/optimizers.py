@@ -16,6 +16,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+# The rules `SGD` and `AdamW` apply, named in every training run's config: runs recorded before
+# (Keras' own momentum and Adam rules: no such key) count as other runs.
+UPDATE_RULE = "optax"
+
 
 class LeanAccumulation:
     """Mixin for a Keras optimizer: on JAX, a pass that does not end a batch only accumulates;

@@ -41,9 +41,6 @@ from vitbench.train import (
 from vitbench.train.schedules import SCHEDULES
 
 CONFIG, FINAL, METRICS = PRETRAIN_CONFIG, PRETRAIN_FINAL, "metrics.jsonl"
-# The update `optimizers.AdamW` applies (optax's Adam), named in every run's config: workdirs
-# and records of Keras' Adam (no such key) are other runs.
-UPDATE_RULE = "optax"
 
 
 def records_path(results_dir) -> pathlib.Path:
@@ -95,7 +92,7 @@ def run_config(pretraining: recipes.Pretraining, total_steps: int, precision: st
     task = pretraining.task
     return {"recipe": pretraining.recipe.training_fields(), "steps": total_steps,
             "precision": precision, "loss": recipes.loss_of(pretraining),
-            "update_rule": UPDATE_RULE,
+            "update_rule": optimizers.UPDATE_RULE,
             "data": {"dataset": task.tfds_spec, "source": task.source, "splits": task.splits,
                      "num_classes": task.num_classes, "train_pp": task.pp("train"),
                      "eval_pp": task.pp("eval")}}

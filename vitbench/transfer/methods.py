@@ -14,7 +14,7 @@ from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot
-from vitbench.train import execution, finetune, stack, stacked
+from vitbench.train import execution, finetune, optimizers, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, pass_size
 
 
@@ -76,7 +76,7 @@ class FineTune(Method):
         return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
-                "update_rule": finetune.UPDATE_RULE, "momentum_dtype": p.momentum_dtype,
+                "update_rule": optimizers.UPDATE_RULE, "momentum_dtype": p.momentum_dtype,
                 "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak,
                 **({"tune_fraction": share} if share != 1 else {})}
 
