@@ -141,12 +141,6 @@ def ridge_predictions(train_x, train_y, test_x, num_classes: int, l2_reg: float)
     return np.argmax(test @ weights, axis=-1)
 
 
-def ridge_accuracy(train_x, train_y, test_x, test_y, num_classes: int, l2_reg: float) -> float:
-    """Accuracy on the test features of the ridge classifier fitted to the train features."""
-    predicted = ridge_predictions(train_x, train_y, test_x, num_classes, l2_reg)
-    return float(np.mean(predicted == np.asarray(test_y)))
-
-
 def evaluate(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              num_classes: int, shots: Sequence[int], seeds: int, l2_reg: float,
              task_name: str = "task", class_names=None, strict: bool = False,
