@@ -83,13 +83,24 @@ def seeds_and_items(per_seed, item_variance: float, examples: int, method: str,
     seeds, mean = len(per_seed), float(per_seed.mean())
     seed_part = float(per_seed.var(ddof=1)) / seeds
     item_part = item_variance / examples
-    terms = seed_part ** 2 / (seeds - 1) + (item_part ** 2 / (examples - 1)
-                                            if examples > 1 else 0.0)
-    df = (seed_part + item_part) ** 2 / terms if terms > 0 else float("inf")
-    se = np.sqrt(seed_part + item_part)
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se if se > 0 else 0.0
+    se, df = satterthwaite([(seed_part, seeds - 1), (item_part, examples - 1)])
+    half = quantile(0.5 + confidence / 2, df) * se
     return Estimate(mean, mean - half, mean + half, seeds, examples, np.sqrt(seed_part),
-                    np.sqrt(item_part), float(df), method)
+                    np.sqrt(item_part), df, method)
+
+
+def satterthwaite(parts) -> tuple[float, float]:
+    """(SE, Welch-Satterthwaite degrees of freedom) of a sum of independent variance
+    estimates `parts`, each (variance, its degrees of freedom); inf degrees of freedom where
+    every part with variance is known exactly (df inf) or none has variance."""
+    variance = sum(v for v, _ in parts)
+    terms = sum(v ** 2 / df for v, df in parts if v > 0 and 0 < df < np.inf)
+    return float(np.sqrt(variance)), float(variance ** 2 / terms) if terms > 0 else np.inf
+
+
+def quantile(level: float, df: float) -> float:
+    """The `level` quantile of Student's t with `df` degrees of freedom (normal at inf)."""
+    return float(stats.norm.ppf(level) if np.isinf(df) else stats.t.ppf(level, df))
 
 
 @dataclasses.dataclass(frozen=True)
