@@ -164,6 +164,47 @@ def test_cells_carry_the_95_percent_interval_of_their_runs_outcomes(tmp_path):
     assert csv.loc["b", "KITTI-Dist high"] == pytest.approx(100 * both.high, abs=1e-4)
 
 
+def test_means_carry_an_interval_summing_their_tasks_variances_with_the_means_weights(
+        tmp_path):
+    """Each task is trained and scored apart: the variance of a weighted mean is the sum of
+    its tasks' variances times the squared weights; both VTAB means get one."""
+    from vitbench.evaluate import outcomes, statistics
+    from vitbench.leaderboards import intervals
+
+    suite = tasks.load_suite("vtab1k")
+    rng = np.random.default_rng(1)
+    lines, estimates = [], {}
+    for task in suite.tasks:
+        examples = 200 + 50 * len(lines)
+        right = rng.uniform(size=examples) < 0.5 + 0.02 * len(lines)
+        line = record("vtab1k", task.name, float(right.mean()), ckpt="a")
+        line["metrics"]["examples"] = examples
+        line["outcomes"] = outcomes.write(tmp_path, "vtab1k", line["config_hash"],
+                                          {"test": (~right).astype(int)},
+                                          np.zeros(examples, int))
+        lines.append(line)
+        estimates[task.display_name] = statistics.accuracy_estimate(right)
+    write_records(tmp_path, "vtab1k", lines)
+    publish.write_all(tmp_path, generated=GENERATED)
+    ours = rows_by_checkpoint((tmp_path / "vtab1k.md").read_text())["a"]
+    csv = pd.read_csv(tmp_path / "vtab1k.csv").set_index("row").loc["a"]
+    groups = {}
+    for task in suite.tasks:
+        groups.setdefault(task.group, []).append(task.display_name)
+    weights = {"Mean": {t: 1 / 19 for g in groups.values() for t in g},
+               "Mean of group means": {t: 1 / (3 * len(g)) for g in groups.values() for t in g}}
+    for header, weight in weights.items():
+        mean = sum(w * estimates[t].mean for t, w in weight.items())
+        se = np.sqrt(sum(w ** 2 * estimates[t].se_item ** 2 for t, w in weight.items()))
+        half = 1.96 * se  # every task one run: the item parts, with hundreds of items each
+        assert ours[header] == f"{100 * mean:.2f} ± {100 * half:.2f}"
+        assert csv[f"{header} high"] - csv[f"{header} low"] == pytest.approx(200 * half,
+                                                                           rel=1e-3)
+    natural = intervals.mean_estimate(estimates, {t: 1 / 7 for t in groups["natural"]})
+    assert ours["Natural mean"] == (f"{100 * natural.mean:.2f} ± "
+                                    f"{50 * (natural.high - natural.low):.2f}")
+
+
 def test_records_written_in_another_order_give_the_same_table(tmp_path):
     lines = [record("demo", "demo_count", 0.5, ckpt=name) for name in ("x", "y")] + \
         [record("demo", "demo_shape", 0.5, ckpt=name) for name in ("y", "x")]
@@ -235,8 +276,12 @@ def test_vtab_board_group_means_deltas_and_reported_rows(tmp_path):
     mean = (7 * 80 + 4 * 60 + 8 * 40) / 19
     reported_mean = 1381.5 / 19  # the 19 Table 9 values of ViT-L/16 (I21k), averaged
     assert ours["Mean"] == f"{mean:.2f} (Δ {mean - reported_mean:+.2f})"
+    # the PEFT papers' mean: each group's mean weighs a third
+    reported_groups = (83.27 + 84.65 + 57.50) / 3
+    assert ours["Mean of group means"] == f"60.00 (Δ {60 - reported_groups:+.2f})"
     h14 = rows["*ViT-H/14, JFT-300M (paper Table 9)*"]
     assert (h14["Caltech101"], h14["Natural mean"], h14["Mean"]) == ("95.30", "86.69", "77.63")
+    assert h14["Mean of group means"] == "79.57"  # (86.69 + 87.00 + 65.03) / 3
     bit = rows["*BiT-L (ResNet152x4), JFT-300M (paper Table 2)*"]
     assert bit["Mean"] == "76.29"  # a reported mean is shown without a std
     assert bit["Caltech101"] == "–"

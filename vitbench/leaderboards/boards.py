@@ -19,6 +19,9 @@ from vitbench import tasks as tasks_lib
 from vitbench.leaderboards import collect as collect_lib
 
 
+MEAN_OF_GROUPS = "mean of group means"
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
     suite: str
@@ -48,6 +51,26 @@ class Board:
     @property
     def groups(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(column.group for column in self.columns))
+
+    @property
+    def means_shown(self) -> dict[str, dict[str, float]]:
+        """The board's means, each as {column title: weight}, by key: a group's name for its
+        mean (where several groups), "" for the mean over all tasks (the ViT and VTAB
+        papers' VTAB-1k number), `MEAN_OF_GROUPS` for the mean of the group means (the
+        PEFT papers' number), where the board has them."""
+        if not self.means:
+            return {}
+        several = len(self.groups) > 1
+        members = {group: [c.title for c in self.columns if c.group == group]
+                   for group in self.groups}
+        shown = {group: dict.fromkeys(titles, 1 / len(titles))
+                 for group, titles in members.items()} if several else {}
+        if self.overall_mean:
+            shown[""] = dict.fromkeys([c.title for c in self.columns], 1 / len(self.columns))
+            if several:
+                shown[MEAN_OF_GROUPS] = {title: 1 / (len(members) * len(titles))
+                                         for titles in members.values() for title in titles}
+        return shown
 
 
 UPSTREAM = Board("upstream", "Upstream fine-tuning: ImageNet, ImageNet-ReaL, CIFAR, Pets, Flowers",

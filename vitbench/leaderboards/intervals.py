@@ -6,6 +6,10 @@ One run: the Wilson interval on its test items. Several seeds (or a few-shot pro
 draws, scored on the same items): mean ± t x SE with the seed and the item parts together
 (`statistics.accuracy_estimate`). Without outcomes the item part takes the binomial variance
 p(1 - p), its upper bound.
+
+A mean over tasks (`mean_estimate`) sums its tasks' variances with the mean's weights: each
+task is trained and scored apart, so their seed and item errors are independent. Its interval
+is mean ± t x SE with Welch-Satterthwaite degrees of freedom.
 """
 
 from __future__ import annotations
@@ -61,3 +65,33 @@ def _approximate(runs: list[dict], metric: str) -> statistics.Estimate | None:
         return statistics.Estimate(mean, low, high, 1, examples, 0.0,
                                    np.sqrt(mean * (1 - mean) / examples), None, APPROXIMATE)
     return statistics.seeds_and_items(accuracies, mean * (1 - mean), examples, APPROXIMATE)
+
+
+WEIGHTED_MEAN = "weighted mean of tasks"
+
+
+def mean_estimate(estimates: dict[str, statistics.Estimate | None],
+                  weights: dict[str, float]) -> statistics.Estimate | None:
+    """The interval of a weighted mean of task cells, `weights` by column title, renormalised
+    over the tasks present in `estimates` (a partial mean); None where a present task has no
+    interval, or none is present."""
+    present = {title: weight for title, weight in weights.items() if title in estimates}
+    if not present or any(estimates[title] is None for title in present):
+        return None
+    total = sum(present.values())
+    mean, parts, seed_part, item_part = 0.0, [], 0.0, 0.0
+    for title, weight in present.items():
+        estimate, weight = estimates[title], weight / total
+        mean += weight * estimate.mean
+        parts += [((weight * estimate.se_seed) ** 2, estimate.seeds - 1),
+                  ((weight * estimate.se_item) ** 2, estimate.examples - 1)]
+        seed_part += (weight * estimate.se_seed) ** 2
+        item_part += (weight * estimate.se_item) ** 2
+    se, df = statistics.satterthwaite(parts)
+    half = statistics.quantile(0.5 + statistics.CONFIDENCE / 2, df) * se
+    approximate = any(estimates[title].method == APPROXIMATE for title in present)
+    return statistics.Estimate(mean, mean - half, mean + half,
+                               min(estimates[title].seeds for title in present),
+                               sum(estimates[title].examples for title in present),
+                               float(np.sqrt(seed_part)), float(np.sqrt(item_part)), df,
+                               APPROXIMATE if approximate else WEIGHTED_MEAN)

@@ -12,12 +12,16 @@ from vitbench.leaderboards import collect, reference, render
 INTERVAL_NOTE = (
     "Our `± x`: the half-width of a 95% interval, from the per-item outcomes of the runs: one "
     "run, the Wilson interval on its test items; several seeds (or shot draws), mean ± t × SE "
-    "over seeds and test items together. `‡`: an interval from the accuracy and the test size "
+    "over seeds and test items together; a mean over tasks, mean ± t × SE with its tasks' "
+    "variances added with the mean's weights (the tasks are trained and scored apart). `‡`: "
+    "an interval from the accuracy and the test size "
     "alone (runs recorded before per-item outcomes were kept). Reported rows: `± std` over the "
     "paper's runs.")
 EXPLANATIONS = {"finetune": f"""\
 Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
-(the mean over seeds where there are several). {INTERVAL_NOTE}
+(the mean over seeds where there are several). `Mean`: over all tasks, each weighing the
+same (the ViT and VTAB papers' VTAB-1k number); `Mean of group means`: each group's mean
+weighing the same (the number parameter-efficient fine-tuning papers report). {INTERVAL_NOTE}
 Our rows come first, best mean first; rows in *italics* are numbers reported in the ViT
 paper. A row is a checkpoint (`@hash`: a local file's content) and the settings that differ
 from the suite's protocol; `as released`: the checkpoint's own head scored without training

@@ -15,7 +15,7 @@ import pandas as pd
 from vitbench.leaderboards import collect as collect_lib
 from vitbench.leaderboards import intervals
 from vitbench.leaderboards import reference as reference_lib
-from vitbench.leaderboards.boards import Board, Column
+from vitbench.leaderboards.boards import MEAN_OF_GROUPS, Board, Column
 
 MISSING = "–"
 
@@ -35,15 +35,14 @@ class Line:
                  given_means: dict[str, float] | None = None):
         self.board, self.values = board, values
         self.means: dict[str, tuple[float | None, int, int]] = {}  # name -> (mean, k, n)
-        if board.means:
-            groups = board.groups if len(board.groups) > 1 else ()
-            for group in groups + (("",) if board.overall_mean else ()):
-                titles = [c.title for c in board.columns if not group or c.group == group]
-                present = [values[t] for t in titles if values.get(t) is not None]
-                self.means[group] = (_mean(present), len(present), len(titles))
-            for group, value in (given_means or {}).items():  # printed where tasks are not
-                if group in self.means and self.means[group][1] < self.means[group][2]:
-                    self.means[group] = (value, self.means[group][2], self.means[group][2])
+        for name, weights in board.means_shown.items():
+            present = {t: w for t, w in weights.items() if values.get(t) is not None}
+            total = sum(present.values())
+            mean = sum(w * values[t] for t, w in present.items()) / total if present else None
+            self.means[name] = (mean, len(present), len(weights))
+        for name, value in (given_means or {}).items():  # printed where tasks are not
+            if name in self.means and self.means[name][1] < self.means[name][2]:
+                self.means[name] = (value, self.means[name][2], self.means[name][2])
 
     @property
     def missing(self) -> list[str]:
@@ -69,8 +68,11 @@ def _reported_line(board: Board, found: dict) -> Line:
     return Line(board, values, {"": found[mean_key][0]} if mean_key in found else None)
 
 
-def mean_title(group: str) -> str:
-    return f"{group.capitalize()} mean" if group else "Mean"
+def mean_title(name: str) -> str:
+    """The header of a mean (`Board.means_shown`'s key)."""
+    if name == MEAN_OF_GROUPS:
+        return "Mean of group means"
+    return f"{name.capitalize()} mean" if name else "Mean"
 
 
 def board_lines(board: Board, records_by_suite: dict[str, list[dict]],
@@ -112,22 +114,27 @@ def board_lines(board: Board, records_by_suite: dict[str, list[dict]],
 def _display_columns(board: Board) -> list[tuple[str, Column | None, str | None]]:
     """(header, task column or None, group of a mean or None), tasks of a group before its
     mean."""
-    out = []
-    groups = board.groups if board.means and len(board.groups) > 1 else ()
+    out, means = [], board.means_shown
     for group in board.groups:
         out += [(c.title, c, None) for c in board.columns if c.group == group]
-        if group in groups:
+        if group in means:
             out.append((mean_title(group), None, group))
-    if board.means and board.overall_mean:
-        out.append((mean_title(""), None, ""))
-    return out
+    return out + [(mean_title(name), None, name) for name in ("", MEAN_OF_GROUPS)
+                  if name in means]
 
 
 SHORT_MARK = "†"  # a few-shot cell where a class had fewer training images than k
 
 
-def _cell_text(value, delta=None, spread=None, diverged=0, partial=None, seeds=0,
-               short=False, approximate=False) -> str:
+def _interval(estimate) -> tuple[float | None, bool]:
+    """(half-width in %, whether approximate) of a cell's or a mean's interval."""
+    if estimate is None:
+        return None, False
+    return 50 * (estimate.high - estimate.low), estimate.method == intervals.APPROXIMATE
+
+
+def _cell_text(value, delta=None, spread=None, approximate=False, diverged=0, partial=None,
+               seeds=0, short=False) -> str:
     """A cell: mean, ± `spread` (ours: the 95% interval's half-width, `approximate` marking
     one from accuracy and test size alone; reported rows: the paper's std), how many of the
     seeds diverged (the mean is of the others), partial means, the delta to the paper;
@@ -158,6 +165,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
         numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
                    "ckpt_sha256": row.sha256, "details": number}
+        estimates = {}  # column title -> the interval of its cell
         for header, column, group in _display_columns(board):
             if column is not None:
                 cell = cells.get(column.key)
@@ -165,26 +173,28 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                 seeds = cell.values(column.metric) if cell else []
                 estimate = intervals.cell_estimate(cell.finished(column.metric), column.metric,
                                                    results_dir) if seeds else None
-                half = None if estimate is None else 50 * (estimate.high - estimate.low)
+                if value is not None:
+                    estimates[header] = estimate
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
                 display[header] = _cell_text(
-                    value, delta, half, cell.diverged if cell else 0, seeds=len(seeds),
-                    short=bool(cell and cell.short(column.metric)),
-                    approximate=estimate is not None and estimate.method == intervals.APPROXIMATE)
+                    value, delta, *_interval(estimate), cell.diverged if cell else 0,
+                    seeds=len(seeds), short=bool(cell and cell.short(column.metric)))
                 numeric[header] = value
                 numeric[f"{header} seeds"] = len(seeds)
-                numeric[f"{header} low"] = None if estimate is None else 100 * estimate.low
-                numeric[f"{header} high"] = None if estimate is None else 100 * estimate.high
             else:
                 value, k, n = line.means[group]
                 reported_mean = paper_line.mean(group)
                 complete = k == n
                 delta = value - reported_mean if complete and None not in (
                     value, reported_mean) else None
-                display[header] = _cell_text(value, delta, partial=None if complete else (k, n))
+                estimate = intervals.mean_estimate(estimates, board.means_shown[group])
+                display[header] = _cell_text(value, delta, *_interval(estimate),
+                                             partial=None if complete else (k, n))
                 numeric[header] = value
                 numeric[f"{header} tasks"] = k
+            numeric[f"{header} low"] = None if estimate is None else 100 * estimate.low
+            numeric[f"{header} high"] = None if estimate is None else 100 * estimate.high
             if delta is not None:
                 numeric[f"{header} Δ"] = delta
         display["missing"] = numeric["missing"] = ", ".join(line.missing)
