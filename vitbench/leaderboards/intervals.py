@@ -40,16 +40,36 @@ def cell_estimate(runs: list[dict], metric: str, results_dir) -> statistics.Esti
     """The interval of a cell whose finished runs are `runs` (records), on `metric`; None
     where the records do not say how many items were scored."""
     try:
-        rows = []
-        for record in runs:
-            entry = record["outcomes"]
-            correct = outcomes.read_correct(results_dir, entry)
+        return statistics.accuracy_estimate(correct_rows(runs, metric, results_dir))
+    except outcomes.OutcomesError:
+        return _approximate(runs, metric)
+
+
+def correct_rows(runs: list[dict], metric: str, results_dir) -> np.ndarray:
+    """[runs x seeds, items]: whether each run (each sampling seed of a few-shot probe) got
+    each item right, from the outcomes files of `runs` (records), in their order.
+
+    Raises:
+        OutcomesError: a record keeps no outcomes (written before they were kept) or not of
+            this metric, a file is missing or altered, or the runs scored different items.
+    """
+    rows = []
+    for record in runs:
+        entry = record.get("outcomes")
+        if entry is None:
+            raise outcomes.OutcomesError(
+                f"run {record['config_hash'][:8]} keeps no per-item outcomes (recorded "
+                "before they were kept: run it again with --force)")
+        outcomes.check_same_items(runs[0]["outcomes"], entry)
+        correct = outcomes.read_correct(results_dir, entry)
+        try:
             rows += [correct[score] for score in _scores(record, metric)]
-        if rows and len({len(row) for row in rows}) == 1:
-            return statistics.accuracy_estimate(np.stack(rows))
-    except (KeyError, outcomes.OutcomesError):
-        pass
-    return _approximate(runs, metric)
+        except KeyError as missing:
+            raise outcomes.OutcomesError(f"run {record['config_hash'][:8]} kept no outcomes "
+                                         f"of {missing}") from None
+    if not rows:
+        raise outcomes.OutcomesError(f"no outcomes of {metric}")
+    return np.stack(rows)
 
 
 def _approximate(runs: list[dict], metric: str) -> statistics.Estimate | None:
