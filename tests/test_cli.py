@@ -74,7 +74,8 @@ def test_checkpoints_filtered_by_model(capsys):
 def test_unknown_command_and_flag_and_model(capsys):
     status, _, err = run(capsys, "fly")
     assert status == 2
-    assert "commands: demo, run, pretrain, leaderboard, models, checkpoints, tasks, bench" in err
+    assert ("commands: demo, run, pretrain, leaderboard, compare, models, checkpoints, tasks, "
+            "bench") in err
     status, _, err = run(capsys, "models", "--size=3")
     assert status == 2 and "Unknown command line flag 'size'" in err
     assert "`vitbench models --help` lists its flags" in err and "--image_size" not in err

@@ -456,6 +456,10 @@ def test_demo_command_pretrains_transfers_and_compares(tmp_path, demo_data_dir, 
     table = out[out.index("Test accuracy, pretrained vs from scratch"):]
     for row in ("demo_color | fine-tuned", "demo_color | 1-shot", "demo_color | 5-shot"):
         assert row in table.replace("  ", " ").replace("  ", " ")
+    assert "95% interval" in table and "exact McNemar" in table  # one run a side
+    assert "paired-seed t" in table  # few-shot draws, compared draw by draw
+    comparison = tmp_path / "compare" / "demo"
+    assert len(list(comparison.glob("*__vs__scratch_vit_mu8*.md"))) == 1
     board = (tmp_path / "demo.md").read_text()
     assert str(workdir) in board and "scratch:vit_mu8" in board
     assert str(workdir) in (tmp_path / "demo_fewshot.md").read_text()

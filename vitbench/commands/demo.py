@@ -23,27 +23,29 @@ def _define(fv):
                       flag_values=fv)
 
 
-def comparison(pretrained: list, scratch: list):
-    """A frame of test accuracies per task and method: from scratch, pretrained, the gain."""
+def gains(results):
+    """A frame of what pretraining bought per task and evaluation, from the paired comparison
+    of the pretrained (A) and scratch (B) rows (`leaderboards.compare`)."""
     import pandas as pd
 
-    def scores(records):
-        table = {}
-        for record in records:
-            config = record["config"]
-            if config["phase"] != "final" or record["status"] != "finished":
-                continue
-            for metric, value in record["metrics"].items():
-                if metric == "accuracy" or metric.endswith("shot"):
-                    shots = 0 if metric == "accuracy" else int(metric[:-4])  # 0: fine-tuned
-                    table[(config["task"], shots)] = value
-        return table
+    from vitbench.evaluate import comparison
 
-    base, ours = scores(scratch), scores(pretrained)
-    rows = [{"task": task, "evaluation": f"{shots}-shot" if shots else "fine-tuned",
-             "from scratch": base[key], "pretrained": ours[key], "gain": ours[key] - base[key]}
-            for key in sorted(base.keys() & ours.keys()) for task, shots in [key]]
-    return pd.DataFrame(rows)
+    lines = []
+    for result in results:
+        for task in result.tasks:
+            d = task.difference
+            if d is None:
+                continue
+            evaluation = (task.column.metric.replace("shot", "-shot")
+                          if result.board.method == "fewshot" else "fine-tuned")
+            lines.append({"task": task.column.task, "evaluation": evaluation,
+                          "from scratch": d.accuracy_b, "pretrained": d.accuracy_a,
+                          "gain": d.delta, "95% interval": f"[{d.low:+.3f}, {d.high:+.3f}]",
+                          "p": f"{d.p_value:.2g}", "test": d.test,
+                          "verdict": comparison.verdict(d.delta, task.adjusted).replace(
+                              "A better", "pretrained better").replace("B better",
+                                                                       "scratch better")})
+    return pd.DataFrame(lines)
 
 
 @command("demo", _define)
@@ -61,7 +63,7 @@ def demo(fv):
     Finished steps are skipped when it runs again.
     """
     from vitbench import tasks
-    from vitbench.leaderboards import publish
+    from vitbench.leaderboards import boards, collect, compare, publish
     from vitbench.train import pretrain as pretrain_lib
     from vitbench.train import recipes
     from vitbench.transfer import plan
@@ -86,9 +88,15 @@ def demo(fv):
         finished[label] = suite_runner.recorded(suite, fv.tasks, ckpt, overrides,
                                                 fv.results_dir)
     tables = [path for path in publish.write_all(fv.results_dir) if path.suffix == ".md"]
-    frame = comparison(finished["pretrained"], finished["from scratch"])
-    print("\nTest accuracy, pretrained vs from scratch:\n")
-    print(frame.to_markdown(index=False, floatfmt=".3f"))
+    rows = {label: {collect.row_of(record, boards.protocol_defaults(record))
+                    for record in records} for label, records in finished.items()}
+    results = compare.compare(fv.results_dir, "demo", rows["pretrained"], rows["from scratch"])
+    written = compare.write(fv.results_dir, "demo", results)
+    print("\nTest accuracy, pretrained vs from scratch, with the gain's 95% interval and "
+          "p-value (paired on the same test items; verdicts Holm-adjusted over each "
+          "board's tasks):\n")
+    print(gains(results).to_markdown(index=False, floatfmt=".3f"))
     print("\nleaderboards: " + ", ".join(str(path) for path in tables))
+    print(f"the comparison in full: {written[0]}")
     print(f"what the pretrained model learned: vitbench inspect --ckpt {workdir}")
     return 0

@@ -48,10 +48,12 @@ class BoardComparison:
     adjust: str
 
 
-def compare(results_dir, suite: str, a: str, b: str, adjust: str = "holm",
-            replicates: int = comparison.REPLICATES) -> list[BoardComparison]:
-    """Rows `a` and `b` (a row's label as the board prints it, or a checkpoint name that one
-    row of the board has) compared on every board of `suite` that shows both.
+def compare(results_dir, suite: str, a: str | set[collect.Row], b: str | set[collect.Row],
+            adjust: str = "holm", replicates: int = comparison.REPLICATES
+            ) -> list[BoardComparison]:
+    """Rows `a` and `b` compared on every board of `suite` that shows both. A row is named by
+    its label as the board prints it, or a checkpoint that one row of the board has; or given
+    as the set of its rows (fine-tuning and few-shot rows of one run differ in settings).
 
     Raises:
         CompareError: no records of the suite, a row on none of its boards, or an unknown
@@ -79,7 +81,7 @@ def compare(results_dir, suite: str, a: str, b: str, adjust: str = "holm",
         compared.append(_compare_board(board, row_a, rows[row_a], row_b, rows[row_b],
                                        results_dir, adjust, replicates))
     if not compared:
-        missing = [name for name in (a, b) if not any(
+        missing = [name for name in (a, b) if isinstance(name, str) and not any(
             name == label or label.startswith(name + " ") for label in labels)]
         raise CompareError(f"no board of {suite} shows both {a!r} and {b!r}"
                            + (f" ({', '.join(map(repr, missing))} not found)" if missing else "")
@@ -87,8 +89,10 @@ def compare(results_dir, suite: str, a: str, b: str, adjust: str = "holm",
     return compared
 
 
-def _find(rows: dict, wanted: str) -> collect.Row | None:
-    """The row labelled `wanted`, else the one row of checkpoint `wanted`."""
+def _find(rows: dict, wanted: str | set[collect.Row]) -> collect.Row | None:
+    """The row labelled `wanted` (or in it), else the one row of checkpoint `wanted`."""
+    if isinstance(wanted, set):
+        return next((row for row in rows if row in wanted), None)
     exact = [row for row in rows if row.label == wanted]
     by_ckpt = [row for row in rows if row.ckpt == wanted]
     if exact or len(by_ckpt) == 1:
