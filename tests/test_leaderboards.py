@@ -274,8 +274,18 @@ def test_vtab_board_group_means_deltas_and_reported_rows(tmp_path):
     assert ours["Specialized mean"] == "60.00 (Δ -24.65)"
     assert ours["Structured mean"] == "40.00 (Δ -17.50)"
     mean = (7 * 80 + 4 * 60 + 8 * 40) / 19
-    reported_mean = 1381.5 / 19  # the 19 Table 9 values of ViT-L/16 (I21k), averaged
-    assert ours["Mean"] == f"{mean:.2f} (Δ {mean - reported_mean:+.2f})"
+    # Table 2's mean ± std over 3 runs, 72.72 ± 0.21: one run of ours outside what the same
+    # pipeline gives (± 1.04) is marked ▼ (above: ▲)
+    reported_mean = 72.72
+    assert ours["Mean"] == f"{mean:.2f} (Δ {mean - reported_mean:+.2f} ▼)"
+    # within it: ≈
+    near = {"natural": 0.8, "specialized": 0.8, "structured": 0.6427}
+    write_records(tmp_path / "near", "vtab1k", [record("vtab1k", task.name, near[task.group],
+                                                       ckpt="vit_l16") for task in suite.tasks])
+    publish.write_all(tmp_path / "near", generated=GENERATED)
+    near_mean = (11 * 80 + 8 * 64.27) / 19
+    assert rows_by_checkpoint((tmp_path / "near" / "vtab1k.md").read_text())["vit_l16"][
+        "Mean"] == f"{near_mean:.2f} (Δ {near_mean - 72.72:+.2f} ≈)"
     # the PEFT papers' mean: each group's mean weighs a third
     reported_groups = (83.27 + 84.65 + 57.50) / 3
     assert ours["Mean of group means"] == f"60.00 (Δ {60 - reported_groups:+.2f})"

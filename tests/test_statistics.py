@@ -117,3 +117,19 @@ def _population_mean(samples=2_000_000):
 
 
 TRUE_MEAN = _population_mean()
+
+
+def test_the_reproduction_margin_is_the_specs_prediction_interval_and_welch_interval():
+    """Section 4.7: ViT-L/16 I21k's VTAB mean 72.72 ± 0.21 over 3 runs; one run of ours lies
+    within ± 1.04 of it; ours 72.10 ± 0.30 over 3 seeds: the Welch interval of the difference
+    is ± 0.615 (scipy's Welch test from summaries gives the same t)."""
+    assert statistics.reproduction_margin([72.10], 0.21) == pytest.approx(1.0434, abs=1e-4)
+    ours = np.array([72.10 - 0.30, 72.10, 72.10 + 0.30])  # std 0.30 (ddof 1)
+    margin = statistics.reproduction_margin(ours, 0.21)
+    assert margin == pytest.approx(0.615, abs=1e-3)
+    welch = stats.ttest_ind_from_stats(72.72, 0.21, 3, 72.10, 0.30, 3, equal_var=False)
+    assert welch.statistic == pytest.approx(2.932, abs=1e-3)
+    se = (72.72 - 72.10) / welch.statistic
+    df = se ** 4 / ((0.21 ** 2 / 3) ** 2 / 2 + (0.30 ** 2 / 3) ** 2 / 2)
+    assert df == pytest.approx(3.58, abs=0.01)
+    assert margin == pytest.approx(stats.t.ppf(0.975, df) * se, rel=1e-9)

@@ -18,6 +18,7 @@ from vitbench.checkpoints.registry import find_checkpoint
 from vitbench.tasks import SUITES_DIR
 
 REFERENCE_CSV = SUITES_DIR / "reference" / "paper.csv"
+RUNS = 3  # the runs a reported std is over (the ViT paper's Table 2: "over three runs")
 # Which table a delta is taken against, first match first: the per-task VTAB table, then
 # Table 5 (the paper's default fine-tuning protocol, as vitbench runs it), then Table 2
 # (ImageNet there was fine-tuned at 512/518 px with Polyak averaging).
@@ -60,8 +61,10 @@ def paper_model(ckpt: str) -> tuple[str, str] | None:
     return (entry.paper, entry.upstream) if entry is not None and entry.paper else None
 
 
-def reported_for(ckpt: str, reported: list[Reported]) -> dict[Key, tuple[float, str]]:
-    """key -> (value, source) of the paper model `ckpt` is, by SOURCE_ORDER; {} if none."""
+def reported_for(ckpt: str, reported: list[Reported]
+                 ) -> dict[Key, tuple[float, str, float | None]]:
+    """key -> (value, source, std over the paper's runs or None) of the paper model `ckpt`
+    is, by SOURCE_ORDER; {} if none."""
     model = paper_model(ckpt)
     if model is None:
         return {}
@@ -69,5 +72,6 @@ def reported_for(ckpt: str, reported: list[Reported]) -> dict[Key, tuple[float, 
     for source in reversed(SOURCE_ORDER):  # earlier sources overwrite later ones
         for table in reported:
             if table.source == source and (table.model, table.pretrain) == model:
-                found.update({key: (value, source) for key, (value, _) in table.values.items()})
+                found.update({key: (value, source, std)
+                              for key, (value, std) in table.values.items()})
     return found

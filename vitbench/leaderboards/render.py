@@ -7,11 +7,11 @@ marked `partial k/n`, and the missing tasks are listed.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 
 import pandas as pd
 
+from vitbench.evaluate import statistics
 from vitbench.leaderboards import collect as collect_lib
 from vitbench.leaderboards import intervals
 from vitbench.leaderboards import reference as reference_lib
@@ -21,7 +21,7 @@ MISSING = "–"
 
 
 def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+    return sum(values) / len(values) if values else None
 
 
 def _fmt(value: float | None) -> str:
@@ -133,8 +133,28 @@ def _interval(estimate) -> tuple[float | None, bool]:
     return 50 * (estimate.high - estimate.low), estimate.method == intervals.APPROXIMATE
 
 
+CONSISTENT, ABOVE, BELOW = "≈", "▲", "▼"
+
+
+def _consistent(delta, values, std) -> bool | None:
+    """Whether a delta to a reported mean ± std (over `reference.RUNS` runs) is what the same
+    pipeline could give, for our `values` (one per run); None where not known."""
+    if delta is None or std is None or not values:
+        return None
+    return abs(delta) <= statistics.reproduction_margin(values, std, reference_lib.RUNS)
+
+
+def _per_seed_mean(runs: dict[str, list[float]], weights: dict[str, float]) -> list[float]:
+    """A mean's value for each seed, where each of its tasks has the same number of runs
+    (seeds are independent across tasks, so the i-th runs of the tasks make one mean)."""
+    counts = {len(runs.get(title, [])) for title in weights}
+    if len(counts) != 1 or 0 in counts:
+        return []
+    return [sum(w * runs[title][i] for title, w in weights.items()) for i in range(counts.pop())]
+
+
 def _cell_text(value, delta=None, spread=None, approximate=False, diverged=0, partial=None,
-               seeds=0, short=False) -> str:
+               seeds=0, short=False, consistent=None) -> str:
     """A cell: mean, ± `spread` (ours: the 95% interval's half-width, `approximate` marking
     one from accuracy and test size alone; reported rows: the paper's std), how many of the
     seeds diverged (the mean is of the others), partial means, the delta to the paper;
@@ -149,7 +169,9 @@ def _cell_text(value, delta=None, spread=None, approximate=False, diverged=0, pa
     if partial:
         text += f" (partial {partial[0]}/{partial[1]})"
     if delta is not None:
-        text += f" (Δ {delta:+.2f})"
+        mark = "" if consistent is None else " " + (
+            CONSISTENT if consistent else ABOVE if delta > 0 else BELOW)
+        text += f" (Δ {delta:+.2f}{mark})"
     return text
 
 
@@ -161,11 +183,13 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)
     shown, numbers, details = [], [], []
     for number, (row, cells, line) in enumerate(our_lines, 1):
-        paper_line = _reported_line(board, reference_lib.reported_for(row.ckpt, reported))
+        found = reference_lib.reported_for(row.ckpt, reported)
+        paper_line = _reported_line(board, found)
         display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
         numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
                    "ckpt_sha256": row.sha256, "details": number}
         estimates = {}  # column title -> the interval of its cell
+        runs = {}  # column title -> its runs' values (%)
         for header, column, group in _display_columns(board):
             if column is not None:
                 cell = cells.get(column.key)
@@ -177,20 +201,28 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                     estimates[header] = estimate
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
+                runs[header] = seeds
+                std = found.get(column.key, (None, None, None))[2]
                 display[header] = _cell_text(
                     value, delta, *_interval(estimate), cell.diverged if cell else 0,
-                    seeds=len(seeds), short=bool(cell and cell.short(column.metric)))
+                    seeds=len(seeds), short=bool(cell and cell.short(column.metric)),
+                    consistent=_consistent(delta, seeds, std))
                 numeric[header] = value
                 numeric[f"{header} seeds"] = len(seeds)
             else:
                 value, k, n = line.means[group]
-                reported_mean = paper_line.mean(group)
+                reported_mean, std = paper_line.mean(group), None
+                printed = found.get((board.suites[0], "mean", "accuracy"))
+                if group == "" and printed and printed[2] is not None:
+                    reported_mean, _, std = printed  # the paper's mean ± std over its runs
                 complete = k == n
                 delta = value - reported_mean if complete and None not in (
                     value, reported_mean) else None
-                estimate = intervals.mean_estimate(estimates, board.means_shown[group])
-                display[header] = _cell_text(value, delta, *_interval(estimate),
-                                             partial=None if complete else (k, n))
+                weights = board.means_shown[group]
+                estimate = intervals.mean_estimate(estimates, weights)
+                display[header] = _cell_text(
+                    value, delta, *_interval(estimate), partial=None if complete else (k, n),
+                    consistent=_consistent(delta, _per_seed_mean(runs, weights), std))
                 numeric[header] = value
                 numeric[f"{header} tasks"] = k
             numeric[f"{header} low"] = None if estimate is None else 100 * estimate.low
