@@ -141,3 +141,26 @@ def test_few_shot_cells_compare_draw_by_draw(tmp_path):
     expected = comparison.task_difference(draws["a"], draws["b"], paired_seeds=True)
     assert shape.difference.test == comparison.PAIRED_SEEDS_T
     assert shape.difference.p_value == pytest.approx(expected.p_value)
+
+
+def test_boards_bold_the_best_cell_only_where_a_paired_test_tells_it_apart(tmp_path):
+    """Count: a (90%) and b (89%) tie, c (60%) is below: a and b in bold. Shape: three rows
+    at about the same accuracy: no bold. The footnote gives each task's noise floor."""
+    from vitbench.leaderboards import publish
+    from test_leaderboards import GENERATED, rows_by_checkpoint
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, EXAMPLES)
+    chance = {"demo_count": {"a": 0.90, "b": 0.89, "c": 0.60},
+              "demo_shape": {"a": 0.71, "b": 0.70, "c": 0.70}}
+    write_records(tmp_path, "demo", [
+        finetuned(tmp_path, task, ckpt, rng.uniform(size=EXAMPLES) < p, labels)
+        for task, rows in chance.items() for ckpt, p in rows.items()])
+    publish.write_all(tmp_path, generated=GENERATED)
+    page = (tmp_path / "demo.md").read_text()
+    rows = rows_by_checkpoint(page)
+    bold = {ckpt: {task: row[task].startswith("**") for task in ("Count", "Shape")}
+            for ckpt, row in rows.items()}
+    assert bold == {"a": {"Count": True, "Shape": False}, "b": {"Count": True, "Shape": False},
+                    "c": {"Count": False, "Shape": False}}
+    assert "Noise floor per task" in page and "Count (800 items) ± " in page

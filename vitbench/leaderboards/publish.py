@@ -16,7 +16,10 @@ INTERVAL_NOTE = (
     "variances added with the mean's weights (the tasks are trained and scored apart). `‡`: "
     "an interval from the accuracy and the test size "
     "alone (runs recorded before per-item outcomes were kept). Reported rows: `± std` over the "
-    "paper's runs.")
+    "paper's runs. **Bold**: the best cells of a task column, the top one and each that a "
+    "paired test on the same items cannot tell apart from it (Holm-adjusted over the "
+    "board's comparisons): several in bold are tied; a column has none where no row is "
+    "significantly below the top.")
 EXPLANATIONS = {"finetune": f"""\
 Top-1 accuracy (%) on each task's test split after fine-tuning with the suite's protocol
 (the mean over seeds where there are several). `Mean`: over all tasks, each weighing the
@@ -45,8 +48,8 @@ links to the settings of each run."""}
 def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],
          sources: dict[str, pathlib.Path], results_dir, generated: str | None = None):
     """(markdown text, numeric frame) of one board."""
-    shown, numbers, details = render.frames(board, records_by_suite, reference.load(),
-                                            results_dir)
+    shown, numbers, details, floor = render.frames(board, records_by_suite,
+                                                   reference.load(), results_dir)
     generated = generated or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     origin = ", ".join(
         f"`{path.relative_to(results_dir) if path.is_relative_to(results_dir) else path}` "
@@ -57,6 +60,8 @@ def page(board: boards_lib.Board, records_by_suite: dict[str, list[dict]],
             EXPLANATIONS[board.method], ""]
     text.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown)
                 else "No runs recorded yet.")
+    if floor:
+        text += ["", floor]
     if details:
         text += ["", "## Hyper-parameters of each run", "", render.details_markdown(board,
                                                                                     details)]

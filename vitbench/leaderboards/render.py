@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from vitbench.evaluate import statistics
+from vitbench.leaderboards import best
 from vitbench.leaderboards import collect as collect_lib
 from vitbench.leaderboards import intervals
 from vitbench.leaderboards import reference as reference_lib
@@ -182,6 +183,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
     and test size alone)."""
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)
     shown, numbers, details = [], [], []
+    floors = {}  # column title -> (items, accuracy %) of each of our cells
     for number, (row, cells, line) in enumerate(our_lines, 1):
         found = reference_lib.reported_for(row.ckpt, reported)
         paper_line = _reported_line(board, found)
@@ -199,6 +201,8 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                                                    results_dir) if seeds else None
                 if value is not None:
                     estimates[header] = estimate
+                    if estimate is not None:
+                        floors.setdefault(header, []).append((estimate.examples, value))
                 reported_value = paper_line.values.get(header)
                 delta = value - reported_value if None not in (value, reported_value) else None
                 runs[header] = seeds
@@ -233,6 +237,11 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         shown.append(display)
         numbers.append(numeric)
         details.append((number, row, cells))
+    if len(our_lines) > 1:
+        for header, indices in best.best_rows(board, [cells for _, cells, _ in our_lines],
+                                              results_dir).items():
+            for i in indices:
+                shown[i][header] = f"**{shown[i][header]}**"
     for table, line in reported_lines:
         display = {"#": "", "checkpoint": f"*{table.label}*"}
         numeric = {"kind": "reported", "row": table.label, "source": table.source}
@@ -249,7 +258,29 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         display["missing"] = numeric["missing"] = ""
         shown.append(display)
         numbers.append(numeric)
-    return pd.DataFrame(shown), pd.DataFrame(numbers), details
+    return pd.DataFrame(shown), pd.DataFrame(numbers), details, noise_floor(floors)
+
+
+def noise_floor(floors: dict[str, list[tuple[int, float]]]) -> str:
+    """Per task column: its test items, the 95% half-width of one run at the column's mean
+    accuracy, and the smallest difference a paired test of two runs detects (power 0.8,
+    level 0.05) where they err independently; '' where no cell says how many items."""
+    from vitbench.evaluate import comparison
+
+    parts = []
+    for title, cells in floors.items():
+        examples = max(n for n, _ in cells)
+        accuracy = sum(v for _, v in cells) / len(cells) / 100
+        low, high = statistics.wilson(round(accuracy * examples), examples)
+        mde = comparison.mcnemar_mde(examples, 2 * accuracy * (1 - accuracy))
+        parts.append(f"{title} ({examples:,} items) ± {50 * (high - low):.1f}"
+                     + ("" if mde is None else f" / {100 * mde:.1f}"))
+    if not parts:
+        return ""
+    return ("Noise floor per task, in points at the column's mean accuracy: the 95% "
+            "half-width of one run / the smallest difference a paired test of two runs "
+            "detects (power 0.8, level 0.05) where they err independently: "
+            + "; ".join(parts) + ".")
 
 
 def _finetune_details(column, cell, runs, config) -> dict:
