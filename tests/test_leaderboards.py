@@ -402,3 +402,21 @@ def test_a_later_probe_keeps_the_shortfall_of_the_shot_counts_it_does_not_replac
     assert next(iter(cell.values()))["demo_shape"].short("25shot") == {"dog": 20}
     cell = collect.collect([first, probe([25], {}, **{"25shot": 0.7})])
     assert next(iter(cell.values()))["demo_shape"].short("25shot") == {}
+
+
+def test_the_vtab_means_standard_errors_at_70_percent_are_the_specs():
+    """Section 3 of the statistics spec: one run at 70% on every VTAB-1k task, at the real
+    test sizes: SE 0.142 points for the 19-task mean (not lm-eval's pooled 0.074), 0.136 for
+    the mean of group means."""
+    from vitbench.evaluate import statistics
+    from vitbench.leaderboards import boards, intervals
+
+    sizes = [6084, 10000, 1880, 6149, 3669, 21750, 26032, 32768, 5400, 6300, 42670, 15000,
+             15000, 73728, 73728, 12150, 12150, 711, 22735]  # in the suite's order
+    board = boards.suite_board(tasks.load_suite("vtab1k"))
+    estimates = {column.title: statistics.Estimate(0.7, 0.69, 0.71, 1, n, 0.0,
+                                                   np.sqrt(0.21 / n), None, "wilson")
+                 for column, n in zip(board.columns, sizes)}
+    for name, se in (("", 0.142), (boards.MEAN_OF_GROUPS, 0.136)):
+        estimate = intervals.mean_estimate(estimates, board.means_shown[name])
+        assert 100 * np.hypot(estimate.se_seed, estimate.se_item) == pytest.approx(se, abs=1e-3)
