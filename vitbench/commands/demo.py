@@ -39,8 +39,9 @@ def gains(results):
             evaluation = (task.column.metric.replace("shot", "-shot")
                           if result.board.method == "fewshot" else "fine-tuned")
             lines.append({"task": task.column.task, "evaluation": evaluation,
-                          "from scratch": d.accuracy_b, "pretrained": d.accuracy_a,
-                          "gain": d.delta, "95% interval": f"[{d.low:+.3f}, {d.high:+.3f}]",
+                          "from scratch": f"{d.accuracy_b:.3f}",
+                          "pretrained": f"{d.accuracy_a:.3f}", "gain": f"{d.delta:+.3f}",
+                          "95% interval": f"[{d.low:+.3f}, {d.high:+.3f}]",
                           "p": f"{d.p_value:.2g}", "test": d.test,
                           "verdict": comparison.verdict(d.delta, task.adjusted).replace(
                               "A better", "pretrained better").replace("B better",
@@ -95,7 +96,7 @@ def demo(fv):
     print("\nTest accuracy, pretrained vs from scratch, with the gain's 95% interval and "
           "p-value (paired on the same test items; verdicts Holm-adjusted over each "
           "board's tasks):\n")
-    print(gains(results).to_markdown(index=False, floatfmt=".3f"))
+    print(gains(results).to_markdown(index=False, disable_numparse=True))
     print("\nleaderboards: " + ", ".join(str(path) for path in tables))
     print(f"the comparison in full: {written[0]}")
     print(f"what the pretrained model learned: vitbench inspect --ckpt {workdir}")
