@@ -157,7 +157,7 @@ def test_a_planted_effect_is_found_on_its_task_only():
 
 def test_without_an_effect_holm_flags_a_task_in_at_most_5_percent_of_comparisons():
     rng = np.random.default_rng(7)
-    flagged, draws = 0, 300
+    flagged, draws = 0, 200
     sizes = [300, 500, 700, 900]
     for _ in range(draws):
         p = []
