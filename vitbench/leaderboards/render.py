@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from vitbench.evaluate import statistics
+from vitbench.evaluate import comparison, statistics
 from vitbench.leaderboards import best
 from vitbench.leaderboards import collect as collect_lib
 from vitbench.leaderboards import intervals
@@ -265,8 +265,6 @@ def noise_floor(floors: dict[str, list[tuple[int, float]]]) -> str:
     """Per task column: its test items, the 95% half-width of one run at the column's mean
     accuracy, and the smallest difference a paired test of two runs detects (power 0.8,
     level 0.05) where they err independently; '' where no cell says how many items."""
-    from vitbench.evaluate import comparison
-
     parts = []
     for title, cells in floors.items():
         examples = max(n for n, _ in cells)
