@@ -83,7 +83,8 @@ def test_the_command_prints_and_writes_markdown_and_csv(two_rows, capsys):
     numbers = pd.read_csv(results_dir / "compare" / "demo" / "a__vs__b.csv")
     tasks = numbers[numbers["kind"] == "task"].set_index("task")
     assert tasks.loc["Shape", "verdict"] == comparison.A_BETTER
-    assert set(tasks.columns) >= {"b", "c", "p", "p BH", "MDE pp", "low pp", "high pp"}
+    assert set(tasks.columns) >= {"b", "c", "psi", "p", "mid-p", "p BH", "MDE pp", "low pp",
+                                  "high pp"}
     assert numbers[numbers["kind"] == "mean"]["mean"].tolist() == ["Mean"]
 
 

@@ -161,7 +161,7 @@ def task_frame(result: BoardComparison, numeric: bool = False) -> pd.DataFrame:
                           "seeds B": d.seeds_b, "A %": 100 * d.accuracy_a,
                           "B %": 100 * d.accuracy_b, "Δ pp": 100 * d.delta,
                           "low pp": 100 * d.low, "high pp": 100 * d.high, "b": d.b, "c": d.c,
-                          "test": d.test, "p": d.p_value, "mid-p": d.mid_p,
+                          "psi": d.psi, "test": d.test, "p": d.p_value, "mid-p": d.mid_p,
                           adjusted_name: task.adjusted,
                           "MDE pp": None if d.mde is None else 100 * d.mde,
                           "verdict": verdict})
@@ -190,7 +190,10 @@ def mean_frame(result: BoardComparison, numeric: bool = False) -> pd.DataFrame:
             lines.append({"mean": title, "tasks": compared, "of": of, "Δ pp": 100 * m.delta,
                           "low pp": 100 * m.low, "high pp": 100 * m.high, "p": m.p_value,
                           "se item pp": 100 * m.se_item, "se seed pp": 100 * m.se_seed,
-                          "MDE pp": 100 * m.mde, "method": m.method, "verdict": verdict})
+                          "MDE pp": 100 * m.mde, "method": m.method,
+                          "bootstrap": f"{comparison.REPLICATES} replicates, "
+                                       f"default_rng({comparison.BOOTSTRAP_SEED})",
+                          "verdict": verdict})
             continue
         lines.append({"mean": title, "tasks": f"{compared}/{of}", "Δ pp": _pp(m.delta),
                       "95% CI": f"[{_pp(m.low)}, {_pp(m.high)}]", "p": f"{m.p_value:.4g}",
