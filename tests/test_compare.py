@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
+from test_leaderboards import record, write_records
 
 from vitbench import cli
 from vitbench.evaluate import comparison, outcomes
 from vitbench.leaderboards import compare
-from test_leaderboards import record, write_records
 
 DEMO = ("demo_count", "demo_shape", "demo_color", "demo_position")
 EXAMPLES = 800
@@ -147,8 +147,9 @@ def test_few_shot_cells_compare_draw_by_draw(tmp_path):
 def test_boards_bold_the_best_cell_only_where_a_paired_test_tells_it_apart(tmp_path):
     """Count: a (90%) and b (89%) tie, c (60%) is below: a and b in bold. Shape: three rows
     at about the same accuracy: no bold. The footnote gives each task's noise floor."""
-    from vitbench.leaderboards import publish
     from test_leaderboards import GENERATED, rows_by_checkpoint
+
+    from vitbench.leaderboards import publish
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 4, EXAMPLES)

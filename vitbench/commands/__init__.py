@@ -35,6 +35,6 @@ def command(name: str, define_flags: Callable[[flags.FlagValues], None]):
 
 # Command modules, in the order `vitbench --help` lists them. They import heavy libraries
 # (Keras, TensorFlow) inside `run`, so the CLI starts instantly.
-for _module in ("demo", "run", "pretrain", "leaderboard", "compare", "models", "checkpoints", "tasks", "bench",
-                "inspect_checkpoint"):
+for _module in ("demo", "run", "pretrain", "leaderboard", "compare", "models", "checkpoints",
+                "tasks", "bench", "inspect_checkpoint"):
     importlib.import_module(f"vitbench.commands.{_module}")

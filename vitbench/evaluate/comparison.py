@@ -175,7 +175,8 @@ def mcnemar_mde(examples: int, psi: float) -> float | None:
     z, z_power = quantile(1 - ALPHA / 2, np.inf), quantile(POWER, np.inf)
 
     def excess(delta):
-        return np.sqrt(examples) * delta - z * np.sqrt(psi) - z_power * np.sqrt(max(psi - delta ** 2, 0.0))
+        spread = np.sqrt(max(psi - delta ** 2, 0.0))
+        return np.sqrt(examples) * delta - z * np.sqrt(psi) - z_power * spread
 
     top = np.sqrt(psi)
     return float(optimize.brentq(excess, 0.0, top)) if excess(top) > 0 else float(top)

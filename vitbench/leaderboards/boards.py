@@ -18,7 +18,6 @@ import pathlib
 from vitbench import tasks as tasks_lib
 from vitbench.leaderboards import collect as collect_lib
 
-
 MEAN_OF_GROUPS = "mean of group means"
 
 

@@ -33,8 +33,8 @@ the checkpoint is (Table 9, else Table 5, else Table 2). Where the paper gives a
 over 3 runs (Table 2's VTAB-1k means), `≈` marks a delta within what the same pipeline
 could give (one run of ours: inside the 95% prediction interval m ± t(0.975, 2) × s ×
 √(4/3); several: the Welch 95% interval of the difference holds 0), `▲`/`▼` one outside it;
-the paper does not say whether its std is over n or n − 1 (taken as n − 1). `(partial k/n)`: a mean over the k
-of n tasks recorded so far, with the missing tasks listed. The `#` links to the
+the paper does not say whether its std is over n or n − 1 (taken as n − 1). `(partial k/n)`:
+a mean over the k of n tasks recorded so far, with the missing tasks listed. The `#` links to the
 hyper-parameters of each run (the learning rate selected per task).""", "fewshot": f"""\
 Few-shot linear accuracy (%) on each task's test split: a ridge-regression classifier on the
 frozen checkpoint's pre-logit features of k training images per class (the mean over the

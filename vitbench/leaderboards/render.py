@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from vitbench.evaluate import comparison, statistics
-from vitbench.leaderboards import best
+from vitbench.leaderboards import best, intervals
 from vitbench.leaderboards import collect as collect_lib
-from vitbench.leaderboards import intervals
 from vitbench.leaderboards import reference as reference_lib
 from vitbench.leaderboards.boards import MEAN_OF_GROUPS, Board, Column
 
