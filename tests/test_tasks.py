@@ -104,8 +104,12 @@ def test_a_suites_fewshot_table_adds_probes_of_its_tasks():
     assert probes[0].protocol.method == "fewshot" and probes[0].protocol.shots == (1, 5, 10, 25)
     assert demo.task("demo_shape").protocol.method == "finetune"
     assert tasks.load_suite("vtab1k").fewshot_tasks(()) == ()
-    with pytest.raises(ValueError, match="method 'linear' is not one of"):
-        tasks.parse_suite({"protocol": {"method": "linear"}, "task": []})
+    with pytest.raises(ValueError, match="method 'ridge' is not one of"):
+        tasks.parse_suite({"protocol": {"method": "ridge"}, "task": []})
+    with pytest.raises(ValueError, match=r"\[methods.ridge\] names no method; methods: "
+                                         "finetune, fewshot, linear, knn"):
+        tasks.parse_suite({"methods": {"ridge": {}}, "task": [
+            {"name": "a", "group": "demo", "dataset": "d", "num_classes": 2, "splits": {}}]})
     with pytest.raises(ValueError, match=r"\[fewshot\]: unknown protocol field"):
         tasks.parse_suite({"fewshot": {"shot": [1]}, "task": [
             {"name": "t", "group": "custom", "dataset": "d", "num_classes": 2, "splits": {}}]})

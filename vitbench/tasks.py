@@ -19,7 +19,12 @@ from vitbench.rules import setting
 
 SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
-METHODS = ("finetune", "fewshot")  # how a suite's task is evaluated (see `Protocol.method`)
+# How a suite's task is evaluated (see `Protocol.method`); "linear" and "knn" probe frozen
+# features under the VPT protocol's rules (`vitbench.transfer.methods`).
+METHODS = ("finetune", "fewshot", "linear", "knn")
+# What `vitbench run --method` offers (few-shot probes come from a suite's `[fewshot]` table
+# or a few-shot suite; `--as_released` scores a head).
+CHOOSABLE_METHODS = ("finetune", "linear", "knn")
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
                "polyak", "momentum_dtype", "shots")
@@ -31,6 +36,9 @@ class Protocol:
     field is defined once, with its rule (suite files and flags are checked against it) and,
     for those `vitbench run` overrides (`OVERRIDABLE`), its flag's help."""
 
+    # The published protocol a suite follows: "vit" (the ViT paper's fine-tuning and
+    # few-shot probes) or "vpt" (VPT's VTAB-1k protocol); methods say which they implement.
+    name: str = setting("vit", rules.TEXT)
     resolution: int = setting(384, rules.integer(1), "Image size (default: the protocol's).")
     steps: int = setting(2500, rules.integer(1), "Training steps (default: the protocol's).")
     batch_size: int = setting(512, rules.integer(1),
@@ -76,6 +84,22 @@ class Protocol:
         "Few-shot: images per class (default: the protocol's, 1,5,10,25).")
     l2_reg: float = setting(1024.0, rules.NON_NEGATIVE)
     seeds: int = setting(3, rules.integer(1))
+    # Linear probes of frozen features (`vitbench.evaluate.linear_probe`): `lrs` x
+    # `weight_decays` trained on tune_train and scored on tune_val at the last epoch, the
+    # best retrained on fit with each of `head_seeds`, scored on test.
+    epochs: int = setting(100, rules.integer(1))
+    warmup_epochs: int = setting(10, rules.integer(0))
+    weight_decays: tuple[float, ...] = setting(
+        (0.0,), rules.list_of(rules.NON_NEGATIVE, "numbers >= 0", "[0.01, 0.001, 0.0001, 0]"))
+    head_seeds: tuple[int, ...] = setting(
+        (42, 44, 82, 100, 800), rules.list_of(rules.integer(0), "integers >= 0",
+                                              "[42, 44, 82, 100, 800]"))
+    # k-nearest-neighbour classification of frozen features (`vitbench.evaluate.knn`): k
+    # chosen on tune_val with tune_train as the memory, then fit as the memory for test.
+    neighbours: tuple[int, ...] = setting(
+        (10, 20, 100, 200), rules.list_of(rules.integer(1), "positive integers",
+                                          "[10, 20, 100, 200]"))
+    temperature: float = setting(0.07, rules.POSITIVE)
 
     @property
     def effective_warmup_steps(self) -> int:
@@ -173,6 +197,9 @@ class Suite:
     # A suite's `[fewshot]` table: protocol fields of the few-shot probes of its fine-tuning
     # tasks (None: no probes). A suite whose protocol method is "fewshot" needs none.
     fewshot: dict | None = None
+    # A suite's `[methods.<name>]` tables: protocol fields of its tasks under that method
+    # (`vitbench run --method`), over the method's own defaults.
+    methods: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
@@ -207,7 +234,7 @@ def _unknown(kind, name, valid, where=""):
     return f"unknown {kind} {name!r}{place}.{hint} Valid: {', '.join(valid)}"
 
 
-SUITE_KEYS = {"name", "description", "protocol", "task", "fewshot"}
+SUITE_KEYS = {"name", "description", "protocol", "task", "fewshot", "methods", "tasks_from"}
 
 
 def suite_names():
@@ -241,7 +268,7 @@ def parse_suite(data: dict, path: pathlib.Path | None = None) -> Suite:
                          f"{sorted(SUITE_KEYS)}")
     defaults = _protocol(data.get("protocol", {}), Protocol(), where)
     tasks = []
-    for row in data.get("task", []):
+    for row in data.get("task") or _borrowed_tasks(data.get("tasks_from"), where):
         row = dict(row)
         name = row.get("name", "?")
         protocol = _protocol(row.pop("protocol", {}), defaults, f"{where}, task {name}")
@@ -272,7 +299,28 @@ def parse_suite(data: dict, path: pathlib.Path | None = None) -> Suite:
         _protocol(data["fewshot"], Protocol(), f"{where}, [fewshot]")  # check the fields
         fewshot = {key: tuple(value) if isinstance(value, list) else value
                    for key, value in data["fewshot"].items()}
-    return Suite(name, data.get("description", ""), tuple(tasks), path, fewshot)
+    methods = {}
+    for method, values in data.get("methods", {}).items():
+        if method not in METHODS:
+            raise ValueError(f"{where}: [methods.{method}] names no method; methods: "
+                             f"{', '.join(METHODS)}")
+        _protocol(values, Protocol(), f"{where}, [methods.{method}]")  # check the fields
+        methods[method] = {key: tuple(value) if isinstance(value, list) else value
+                           for key, value in values.items()}
+    return Suite(name, data.get("description", ""), tuple(tasks), path, fewshot, methods)
+
+
+def _borrowed_tasks(suite: str | None, where: str) -> list[dict]:
+    """The `[[task]]` tables of the shipped suite `tasks_from` names, without their own
+    protocol tables: the same datasets, splits and labels under this suite's protocol."""
+    if suite is None:
+        return []
+    if suite not in suite_names():
+        raise ValueError(f"{where}: tasks_from {suite!r} is not a shipped suite; suites: "
+                         f"{', '.join(suite_names())}")
+    data = tomllib.loads((SUITES_DIR / f"{suite}.toml").read_text())
+    return [{key: value for key, value in row.items() if key != "protocol"}
+            for row in data.get("task", [])]
 
 
 # Protocol field -> what it must be: TOML values and flags are checked alike.

@@ -6,7 +6,7 @@ from absl import flags
 
 from vitbench.commands import command, options
 from vitbench.models.zoo import NORMALIZATIONS
-from vitbench.tasks import OVERRIDABLE, Protocol
+from vitbench.tasks import CHOOSABLE_METHODS, OVERRIDABLE, Protocol
 from vitbench.transfer import DEFAULT_STACK
 
 
@@ -61,6 +61,13 @@ def _define(fv):
                          "suite's) unless --resolution says otherwise; its head must have the "
                          "task's classes. No few-shot probes; training flags are refused.",
                          flag_values=fv)
+    flags.DEFINE_enum("method", None, list(CHOOSABLE_METHODS), "How the tasks are run "
+                      "(default: the suite's): finetune; linear, a linear head on frozen "
+                      "features for the suite's whole lr x weight-decay grid, the best "
+                      "retrained with each head seed (the VPT protocol's linear baseline); "
+                      "knn, DINO's weighted k-nearest neighbours on frozen features. A "
+                      "suite's [methods.<name>] table sets each method's protocol. No "
+                      "few-shot probes.", flag_values=fv)
     flags.DEFINE_boolean("strict_shots", False, "Few-shot: refuse a probe where a class has "
                          "fewer training images than k (default: use all it has, as big_vision "
                          "does, and note the shortfall in the record and on the board).",
@@ -85,7 +92,7 @@ def overrides_from(fv):
                      micro_batch_size=None if micro == options.AUTO else micro,
                      seed=fv.seed, repeats=fv.repeats, remat=fv.remat,
                      as_released=fv.as_released, strict_shots=fv.strict_shots,
-                     normalization=fv.normalization)
+                     normalization=fv.normalization, method=fv.method)
 
 
 # Flags of training and probing, which a head scored as released (--as_released) has none of.

@@ -25,9 +25,13 @@ EXAMPLES_KEY = {"accuracy": "examples", "real_accuracy": "real_examples"}
 
 
 def _scores(record: dict, metric: str) -> list[str]:
-    """The outcomes scores a cell's metric averages in one record."""
+    """The outcomes scores a cell's metric averages in one record: "test" (a linear probe:
+    "test/seed<s>" per head seed); a few-shot metric's "<k>shot/seed<s>" per shot draw."""
+    if metric == "accuracy":
+        kept = record["outcomes"].get("scores", ["test"])
+        return [name for name in kept if name == "test" or name.startswith("test/")]
     if metric in EXAMPLES_KEY:
-        return ["test"] if metric == "accuracy" else []
+        return []
     return [f"{metric}/seed{seed}" for seed in range(record["config"].get("seeds", 1))]
 
 

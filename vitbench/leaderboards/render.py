@@ -315,8 +315,29 @@ def _as_released_details(column, cell, runs, config) -> dict:
             "seeds": "-", "steps × batch": "-", "px": config["resolution"]}
 
 
+def _linear_details(column, cell, runs, config) -> dict:
+    metrics = runs[0]["metrics"]
+    return {"task": column.title,
+            "lr": f"{metrics['lr']:g} × {config['batch_size']}/256, weight decay "
+                  f"{metrics['weight_decay']:g}",
+            "validation accuracy by lr": f"best of {len(metrics['validation'])} (lr/wd) "
+                                         f"on {config['tune_splits'][1]}: "
+                                         f"{100 * max(metrics['validation'].values()):.2f}",
+            "seeds": ", ".join(str(s) for s in config["head_seeds"]),
+            "steps × batch": f"{config['epochs']} epochs × {config['batch_size']}",
+            "px": config["resolution"]}
+
+
+def _knn_details(column, cell, runs, config) -> dict:
+    metrics = runs[0]["metrics"]
+    return {"task": column.title, "lr": f"k = {metrics['k']}, T = {config['temperature']:g}",
+            "validation accuracy by lr": ", ".join(
+                f"k {k} → {100 * a:.2f}" for k, a in metrics["validation"].items()),
+            "seeds": "-", "steps × batch": "-", "px": config["resolution"]}
+
+
 DETAILS = {"finetune": _finetune_details, "fewshot": _fewshot_details,
-           "evaluate": _as_released_details}
+           "evaluate": _as_released_details, "linear": _linear_details, "knn": _knn_details}
 
 
 def details_markdown(board: Board, details) -> str:

@@ -9,13 +9,15 @@ import pathlib
 import time
 
 import keras
+import numpy as np
 
 from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
-from vitbench.evaluate import classification, fewshot
+from vitbench.evaluate import classification, fewshot, knn, linear_probe
+from vitbench.tasks import CHOOSABLE_METHODS
 from vitbench.train import execution, finetune, optimizers, stack, stacked
-from vitbench.transfer.models import load_for_features, load_for_task, pass_size
+from vitbench.transfer.models import load_for_features, load_for_task, load_frozen, pass_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,11 @@ class Method:
     name: str
     trains: bool = False  # its training images count in the suite bar and the dry run
     reads_train_split: bool = True  # a training split (fine-tuning, few-shot features)
+    # Protocol fields of a task run with this method, before a suite's `[methods.<name>]`
+    # table (`with_method`).
+    defaults: dict = {}
+    # The protocols (`Protocol.name`) it implements; None: any.
+    protocols: tuple[str, ...] | None = ("vit",)
 
     def settings(self, run, lr: float | None) -> dict:
         """The config fields of this kind, beside those every run has."""
@@ -175,29 +182,8 @@ class FewShotProbe(Method):
         return f"probing frozen features ({', '.join(map(str, p.shots))} shots, {p.seeds} seeds)"
 
     def execute(self, run, lr, context):
-        p, data_dir, model = run.task.protocol, context.data_dir, None
-        identity_fields = {
-            "ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
-            "seed": run.seed if identity.is_scratch(run.ckpt) else None,
-            "dataset": run.task.tfds_spec, "source": run.task.source,
-            "data_sha256": run.data_sha256, "pp": run.task.pp("eval"),
-            "data_dir": str(data_dir or sources.default_data_dir()),
-            **({"normalization": run.normalization} if run.normalization else {})}
-        computed = []
-
-        def features(role):
-            def compute():
-                nonlocal model
-                model = model or load_for_features(run.ckpt, run.task, run.normalization)
-                computed.append(role)
-                x, y = fewshot.extract_features(
-                    model, run.task, role, pass_size(run.micro_batch_size, model, p.batch_size),
-                    data_dir)
-                return {"features": x, "labels": y}
-
-            arrays = fewshot.cached({**identity_fields, "split": run.task.split(role)}, compute)
-            return arrays["features"], arrays["labels"]
-
+        p, data_dir = run.task.protocol, context.data_dir
+        features = FrozenFeatures(run, context, "pre_logits", load_for_features)
         start = time.perf_counter()
         train, test = features(run.train_split), features(run.eval_split)
         extracted = time.perf_counter() - start
@@ -208,8 +194,167 @@ class FewShotProbe(Method):
                                    predictions=predicted)
         return {"status": "finished", "error": None, "metrics": metrics,
                 "scored": (predicted, test[1]),
-                "features": {"computed": computed, "seconds": extracted,
-                             "dimensions": int(train[0].shape[1])}}
+                "features": features.report(extracted, train[0].shape[1])}
+
+
+class FrozenFeatures:
+    """`features(role)`: (features, labels) of a split of the run's task under the frozen
+    checkpoint, each extracted once per checkpoint, split, preprocessing and feature kind
+    (`fewshot.cached`); the model is loaded on the first split not in the cache."""
+
+    def __init__(self, run, context: RunContext, kind: str, load):
+        self.run, self.data_dir, self.load = run, context.data_dir, load
+        self.model, self.computed = None, []
+        self.identity = {
+            "ckpt": run.ckpt, "ckpt_sha256": run.ckpt_sha256, "precision": run.precision,
+            "seed": run.seed if identity.is_scratch(run.ckpt) else None,
+            "dataset": run.task.tfds_spec, "source": run.task.source,
+            "data_sha256": run.data_sha256, "pp": run.task.pp("eval"),
+            "data_dir": str(self.data_dir or sources.default_data_dir()),
+            **({"normalization": run.normalization} if run.normalization else {}),
+            **({} if kind == "pre_logits" else {"features": kind})}
+
+    def __call__(self, role: str):
+        run = self.run
+
+        def compute():
+            self.model = self.model or self.load(run.ckpt, run.task, run.normalization)
+            self.computed.append(role)
+            x, y = fewshot.extract_features(
+                self.model, run.task, role,
+                pass_size(run.micro_batch_size, self.model, run.task.protocol.batch_size),
+                self.data_dir)
+            return {"features": x, "labels": y}
+
+        arrays = fewshot.cached({**self.identity, "split": run.task.split(role)}, compute)
+        return arrays["features"], arrays["labels"]
+
+    def report(self, seconds: float, dimensions: int) -> dict:
+        """What the record keeps of the feature passes."""
+        return {"computed": self.computed, "seconds": seconds, "dimensions": int(dimensions)}
+
+
+FROZEN = "pool"  # the feature of the VPT protocol's probes: the final LayerNorm's class token
+
+
+def _frozen_splits(run, context) -> tuple[FrozenFeatures, dict, float]:
+    """The probe's features of tune_train, tune_val, fit and test, and the seconds taken. A
+    fit split that is tune_train + tune_val (VTAB-1k's train800val200) holds the same images:
+    its features are theirs joined, in that order (a TFDS read of "a+b" may interleave
+    them; only the order of the batches sees the difference), so no image is embedded
+    twice."""
+    features = FrozenFeatures(run, context, FROZEN, load_frozen)
+    start = time.perf_counter()
+    splits = {role: features(role) for role in ("tune_train", "tune_val")}
+    task = run.task
+    if task.split("fit") == f"{task.split('tune_train')}+{task.split('tune_val')}":
+        splits["fit"] = tuple(np.concatenate(parts) for parts in zip(splits["tune_train"],
+                                                                      splits["tune_val"]))
+    else:
+        splits["fit"] = features("fit")
+    splits["test"] = features("test")
+    return features, splits, time.perf_counter() - start
+
+
+def _frozen_settings(run) -> dict:
+    return {"lr": None, "protocol": run.task.protocol.name, "features": FROZEN,
+            "tune_splits": [run.task.split("tune_train"), run.task.split("tune_val")]}
+
+
+class LinearProbe(Method):
+    """The VPT protocol's linear baseline on frozen features (`evaluate.linear_probe`): the
+    whole lr x weight-decay grid trained at once on tune_train, the best on tune_val at the
+    last epoch (ties: the smaller rate, then the smaller decay), retrained on fit with each
+    head seed and scored on test. Rates are VPT's base rates, scaled by batch/256."""
+
+    name, protocols = "linear", None
+    defaults = {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
+                "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
+                "epochs": 100, "warmup_epochs": 10}
+    SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
+
+    def settings(self, run, lr):
+        p = run.task.protocol
+        return {**_frozen_settings(run), "lrs": list(p.lrs), "lr_scaling": "batch/256",
+                "weight_decays": list(p.weight_decays), "batch_size": p.batch_size,
+                "epochs": p.epochs, "warmup_epochs": p.warmup_epochs,
+                "head_seeds": list(p.head_seeds), "optimizer": "sgd(momentum=0.9)",
+                "head_init": "kaiming_normal(fan_out)", "selection": self.SELECTION}
+
+    def tag(self, run, lr):
+        return "linear probe"
+
+    def doing(self, run):
+        p = run.task.protocol
+        return (f"training {len(p.lrs) * len(p.weight_decays)} linear heads on frozen "
+                f"features, then {len(p.head_seeds)} seeds of the best")
+
+    def execute(self, run, lr, context):
+        p, classes = run.task.protocol, run.task.num_classes
+        features, splits, extracted = _frozen_splits(run, context)
+        schedule = linear_probe.Schedule(p.epochs, p.warmup_epochs, p.batch_size)
+        scale = p.batch_size / 256
+        grid = [(rate, decay) for rate in sorted(p.lrs) for decay in sorted(p.weight_decays)]
+        start = time.perf_counter()
+        heads = linear_probe.train_heads(*splits["tune_train"], classes,
+                                         [scale * rate for rate, _ in grid],
+                                         [decay for _, decay in grid], schedule,
+                                         seed=p.head_seeds[0])
+        x, y = splits["tune_val"]
+        validation = np.mean(linear_probe.predict(*heads, x) == y, axis=1)
+        rate, decay = grid[int(np.argmax(validation))]  # the first best: smallest lr, wd
+        predicted, per_seed = {}, []
+        x, y = splits["test"]
+        for seed in p.head_seeds:
+            head = linear_probe.train_heads(*splits["fit"], classes, [scale * rate], [decay],
+                                            schedule, seed=seed)
+            predicted[f"test/seed{seed}"] = linear_probe.predict(*head, x)[0]
+            per_seed.append(float(np.mean(predicted[f"test/seed{seed}"] == y)))
+        metrics = {"accuracy": float(np.mean(per_seed)), "seeds": {"accuracy": per_seed},
+                   "examples": len(y), "lr": rate, "weight_decay": decay,
+                   "validation": {f"{r:g}/{d:g}": float(a)
+                                  for (r, d), a in zip(grid, validation)}}
+        return {"status": "finished", "error": None, "metrics": metrics, "scored": (predicted, y),
+                "features": features.report(extracted, x.shape[1]),
+                "heads_seconds": time.perf_counter() - start}
+
+
+class NearestNeighbours(Method):
+    """k-nearest-neighbour classification of frozen features, as DINO evaluates
+    (`evaluate.knn`): k chosen on tune_val with tune_train as the memory (ties: the smaller
+    k), then test scored with fit as the memory; every k's test accuracy is kept."""
+
+    name, protocols = "knn", None
+
+    def settings(self, run, lr):
+        p = run.task.protocol
+        return {**_frozen_settings(run), "neighbours": list(p.neighbours),
+                "temperature": p.temperature,
+                "selection": "tune_val top-1; ties: smaller k"}
+
+    def tag(self, run, lr):
+        return "kNN"
+
+    def doing(self, run):
+        return f"kNN on frozen features (k in {', '.join(map(str, run.task.protocol.neighbours))})"
+
+    def execute(self, run, lr, context):
+        p, classes = run.task.protocol, run.task.num_classes
+        features, splits, extracted = _frozen_splits(run, context)
+        ks = sorted(p.neighbours)
+        x, y = splits["tune_val"]
+        validation = knn.predict(splits["tune_train"], x, classes, ks, p.temperature)
+        chosen = max(ks, key=lambda k: (np.mean(validation[k] == y), -k))
+        x, y = splits["test"]
+        tested = knn.predict(splits["fit"], x, classes, ks, p.temperature)
+        metrics = {"accuracy": float(np.mean(tested[chosen] == y)), "examples": len(y),
+                   "k": chosen,
+                   "by_k": {str(k): float(np.mean(tested[k] == y)) for k in ks},
+                   "validation": {str(k): float(np.mean(validation[k] == splits["tune_val"][1]))
+                                  for k in ks}}
+        predicted = {"test": tested[chosen], **{f"k{k}": tested[k] for k in ks}}
+        return {"status": "finished", "error": None, "metrics": metrics, "scored": (predicted, y),
+                "features": features.report(extracted, x.shape[1])}
 
 
 class AsReleased(Method):
@@ -236,5 +381,18 @@ class AsReleased(Method):
                 **scores(model, run, micro, context.data_dir)}
 
 
-METHODS: dict[str, Method] = {method.name: method
-                              for method in (FineTune(), FewShotProbe(), AsReleased())}
+METHODS: dict[str, Method] = {method.name: method for method in (
+    FineTune(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}
+
+
+def with_method(suite, task, name: str):
+    """`task` run with method `name`: its protocol takes the method's defaults, then the
+    suite's `[methods.<name>]` table."""
+    method = METHODS[name]
+    if method.protocols is not None and task.protocol.name not in method.protocols:
+        offered = [m.name for m in METHODS.values() if m.name in CHOOSABLE_METHODS and (
+            m.protocols is None or task.protocol.name in m.protocols)]
+        raise ValueError(f"method {name} is not implemented under the {task.protocol.name} "
+                         f"protocol of suite {suite.name}; its methods: {', '.join(offered)}")
+    changes = {**method.defaults, **suite.methods.get(name, {}), "method": name}
+    return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))

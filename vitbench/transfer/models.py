@@ -45,3 +45,10 @@ def pass_size(micro_batch_size: int | None, model, batch_size: int) -> int:
     """The micro-batch asked for, else `execution.pass_size` of the model."""
     return micro_batch_size or execution.pass_size(model.config, model.image_size, batch_size,
                                                    distribute.replicas())
+
+
+def load_frozen(ckpt: str, task: tasks_lib.Task, normalization: str | None = None):
+    """The frozen model of a linear or kNN probe under the VPT protocol: `ckpt` without its
+    head and without its pre-logits layer (the final LayerNorm's class token is the
+    feature, as VPT's code feeds its head), at the task's resolution."""
+    return _load(ckpt, task, task.num_classes, normalization, new_head=True)

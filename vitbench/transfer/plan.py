@@ -12,7 +12,7 @@ from vitbench.checkpoints import identity
 from vitbench.data import sources
 from vitbench.models.zoo import NORMALIZATIONS
 from vitbench.train import distribute, execution
-from vitbench.transfer.methods import METHODS
+from vitbench.transfer.methods import METHODS, with_method
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
 # (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published. Its tune
@@ -43,8 +43,17 @@ class Overrides:
     # The checkpoint's input normalisation (a zoo.NORMALIZATIONS name) instead of the one its
     # file says (or [-1, 1] where it says none).
     normalization: str | None = None
+    method: str | None = None  # `--method`: how the tasks are run (None: the suite's)
 
     def __post_init__(self):
+        if self.method is not None and self.method not in tasks_lib.CHOOSABLE_METHODS:
+            raise ValueError(f"--method {self.method!r} is not one of "
+                             f"{', '.join(tasks_lib.CHOOSABLE_METHODS)}"
+                             " (few-shot probes come from a suite's [fewshot] table or "
+                             "--suite fewshot; --as_released scores a checkpoint's head)")
+        if self.method not in (None, "finetune") and self.as_released:
+            raise ValueError(f"--as_released scores the checkpoint's own head; it does not "
+                             f"combine with --method {self.method}")
         if self.normalization is not None and self.normalization not in NORMALIZATIONS:
             raise ValueError(f"--normalization {self.normalization!r} is not one of "
                              f"{', '.join(NORMALIZATIONS)}")
@@ -150,9 +159,16 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     for task in suite.select(task_names):
         if task.protocol.method == "fewshot":
             continue
+        task = with_method(suite, task, overrides.method or task.protocol.method)
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
         micro = overrides.micro_batch_size
+        if task.protocol.method in FROZEN_PROBES:  # one run: its grid and seeds inside
+            runs += [Run(suite.name, task, ckpt, "final", None, micro, seed,
+                         PROBE_PRECISION, ckpt_sha256, data_sha256=sources.fingerprint(task),
+                         defaults=defaults, normalization=overrides.normalization)
+                     for seed in _probe_seeds(ckpt, overrides)]
+            continue
         check_batches([task], micro)
         if task.protocol.method == "evaluate":
             runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
@@ -174,16 +190,15 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             runs += [Run(phase="final", lr=None, seed=seed, **common) for seed in seeds]
         else:
             runs += [Run(phase="final", lr=grid[0], seed=seed, **common) for seed in seeds]
-    if overrides.as_released:  # heads only: no probes
+    if overrides.as_released or overrides.method:  # heads only, or one method: no probes
         if not runs:
-            raise ValueError(f"--as_released scores fine-tuning tasks' test splits; the chosen "
-                             f"tasks of suite {suite.name} are few-shot probes")
+            raise ValueError(f"{'--as_released' if overrides.as_released else '--method'} "
+                             f"runs fine-tuning tasks; the chosen tasks of suite {suite.name} "
+                             "are few-shot probes")
         return runs
     probes = suite.fewshot_tasks(task_names) if fewshot else tuple(
         task for task in suite.select(task_names) if task.protocol.method == "fewshot")
-    # A probe's shot draws have seeds of their own (protocol.seeds); the run's seed only draws
-    # a scratch model's weights, so another seed of a checkpoint is the same probe.
-    probe_seeds = overrides.seeds if identity.is_scratch(ckpt) else [0]
+    probe_seeds = _probe_seeds(ckpt, overrides)
     for task in probes:
         probe = overrides.apply(task)
         check_batches([probe], overrides.micro_batch_size)
@@ -196,6 +211,16 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                      normalization=overrides.normalization)
                  for seed in probe_seeds]
     return runs
+
+
+# Methods that probe frozen features in one run per task (`transfer.methods`).
+FROZEN_PROBES = ("linear", "knn")
+
+
+def _probe_seeds(ckpt: str, overrides: Overrides):
+    """A probe's seeds: its own randomness is inside the run (shot draws, head seeds); the
+    run's seed only draws a scratch model's weights."""
+    return overrides.seeds if identity.is_scratch(ckpt) else [0]
 
 
 def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defaults,

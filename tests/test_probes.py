@@ -1,0 +1,98 @@
+"""Linear and kNN probes of frozen features: the VPT protocol's suite as the spec gives it,
+and both methods end to end on the demo data, recorded, resumed and on one board."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vitbench import cli, records, tasks
+
+# ../shared/spec/peft_protocols.md, section 1: VPT's protocol (KMnP/vpt `tune_vtab.py`).
+VPT_LINEAR_LRS = (50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05)
+VPT_WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0)
+VPT_SEEDS = (42, 44, 82, 100, 800)
+
+
+def test_the_vpt_suite_is_vtab1k_under_the_vpt_protocol():
+    from vitbench.transfer import methods
+
+    vpt, vtab = tasks.load_suite("vtab1k_vpt"), tasks.load_suite("vtab1k")
+    data = ("name", "group", "dataset", "version", "num_classes", "splits", "label",
+            "image_ops")
+    assert [[getattr(t, f) for f in data] for t in vpt.tasks] == \
+        [[getattr(t, f) for f in data] for t in vtab.tasks]
+    for task in vpt.tasks:
+        p = methods.with_method(vpt, task, "linear").protocol
+        assert (p.name, p.resolution, p.epochs, p.warmup_epochs) == ("vpt", 224, 100, 10)
+        assert p.train_pp == p.eval_pp == "resize({resolution})|value_range(-1, 1)"
+        assert (task.split("tune_train"), task.split("tune_val")) == (
+            task.splits["train800"], task.splits["val200"])
+        assert task.split("fit") == task.splits["train800val200"]
+        assert (p.lrs, p.weight_decays, p.head_seeds, p.batch_size) == (
+            VPT_LINEAR_LRS, VPT_WEIGHT_DECAYS, VPT_SEEDS, 1024)
+        k = methods.with_method(vpt, task, "knn").protocol
+        assert (k.neighbours, k.temperature) == ((10, 20, 100, 200), 0.07)
+
+
+def test_a_method_the_protocol_does_not_implement_is_refused(capsys):
+    assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=vit_b16", "--method=finetune",
+                     "--dry_run"]) == 1
+    assert "method finetune is not implemented under the vpt protocol of suite vtab1k_vpt; " \
+           "its methods: linear, knn" in capsys.readouterr().err
+    assert cli.main(["run", "--method=knn", "--as_released"]) == 1
+    assert "does not combine with --method knn" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_linear_and_knn_probes_run_on_the_demo_data_and_share_one_board(tmp_path,
+                                                                         demo_data_dir, capsys):
+    from vitbench.evaluate import outcomes
+
+    flags = ["run", f"--results_dir={tmp_path}", f"--data_dir={demo_data_dir}",
+             "--tasks=demo_shape", "--resolution=16"]
+    assert cli.main(flags + ["--method=linear"]) == 0
+    assert cli.main(flags + ["--method=knn"]) == 0
+    out = capsys.readouterr().out
+    assert "training 40 linear heads on frozen features, then 5 seeds of the best" in out
+    linear, knn = records.read(records.records_path(tmp_path, "demo"))
+    assert (linear["config"]["method"], knn["config"]["method"]) == ("linear", "knn")
+    assert linear["config"]["features"] == knn["config"]["features"] == "pool"
+    assert linear["config"]["head_seeds"] == list(VPT_SEEDS)
+    # The kNN probe reads the features the linear probe extracted: no forward pass. Neither
+    # embeds the fit split (train+validation): it is the tune splits joined.
+    assert linear["features"]["computed"] == ["tune_train", "tune_val", "test"]
+    assert knn["features"]["computed"] == []
+    # Each head seed's test predictions are kept and give its accuracy.
+    predicted = outcomes.read(tmp_path, linear["outcomes"])
+    labels_hash = linear["outcomes"]["labels_sha256"]
+    assert sorted(predicted) == sorted(f"test/seed{s}" for s in VPT_SEEDS)
+    accuracies = linear["metrics"]["seeds"]["accuracy"]
+    assert np.mean(accuracies) == pytest.approx(linear["metrics"]["accuracy"])
+    correct = outcomes.read_correct(tmp_path, linear["outcomes"])
+    assert [np.mean(correct[f"test/seed{s}"]) for s in VPT_SEEDS] == pytest.approx(accuracies)
+    assert knn["outcomes"]["labels_sha256"] == labels_hash
+    assert knn["metrics"]["k"] in (10, 20, 100, 200)
+    assert knn["metrics"]["by_k"][str(knn["metrics"]["k"])] == knn["metrics"]["accuracy"]
+    board = (tmp_path / "demo.md").read_text()
+    assert "scratch:vit_mu8 (linear probe" in board and "scratch:vit_mu8 (kNN" in board
+    # Recorded runs are not redone.
+    assert cli.main(flags + ["--method=linear"]) == 0
+    assert "0 runs finished" in capsys.readouterr().out
+
+
+def test_probe_configs_hold_what_decides_their_number():
+    from vitbench.transfer import plan
+
+    vpt = tasks.load_suite("vtab1k_vpt")
+    [run] = plan.plan(vpt, ["dtd"], "vit_b16", plan.Overrides(normalization="imagenet"))
+    config = run.config()
+    assert (config["method"], config["protocol"], config["normalization"]) == (
+        "linear", "vpt", "imagenet")
+    assert config["tune_splits"] == ["train[:800]", "validation[:200]"]
+    assert config["train_split"] == "train[:800]+validation[:200]"
+    [knn] = plan.plan(vpt, ["dtd"], "vit_b16", plan.Overrides(method="knn"))
+    assert knn.config()["neighbours"] == [10, 20, 100, 200]
+    again = dataclasses.replace(run, task=dataclasses.replace(
+        run.task, protocol=dataclasses.replace(run.task.protocol, weight_decays=(0.0,))))
+    assert records.config_hash(again.config()) != records.config_hash(config)
