@@ -96,3 +96,48 @@ def test_probe_configs_hold_what_decides_their_number():
     again = dataclasses.replace(run, task=dataclasses.replace(
         run.task, protocol=dataclasses.replace(run.task.protocol, weight_decays=(0.0,))))
     assert records.config_hash(again.config()) != records.config_hash(config)
+
+
+def test_the_vpt_board_shows_the_published_rows_of_its_protocol_only(tmp_path):
+    """A linear probe of vit_b16 (the paper's ViT-B/16 on ImageNet-21k) on vtab1k_vpt gets its
+    delta to VPT's linear row; the published VPT-protocol rows are on that board, labelled
+    with their method and source, and on no other."""
+    import json
+
+    from test_leaderboards import GENERATED, rows_by_checkpoint
+
+    from vitbench.leaderboards import publish
+    from vitbench.transfer import plan
+
+    vpt = tasks.load_suite("vtab1k_vpt")
+    lines = []
+    for run in plan.plan(vpt, [], "vit_b16", plan.Overrides()):
+        config = run.config()
+        lines.append({"config_hash": records.config_hash(config), "config": config,
+                      "status": "finished", "metrics": {"accuracy": 0.5, "lr": 1.0,
+                                                        "weight_decay": 0.0,
+                                                        "validation": {"1/0": 0.5}}})
+    path = records.records_path(tmp_path, "vtab1k_vpt")
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
+    ours = rows["vit_b16 (linear probe)"]
+    assert ours["CIFAR-100"] == "50.00 (Δ -13.40)"  # VPT's linear CIFAR-100: 63.4
+    assert ours["Mean"] == f"50.00 (Δ {50 - 52.94:+.2f})"  # its 19-task mean, 52.94 (spec 3b)
+    assert ours["Mean of group means"] == f"50.00 (Δ {50 - 57.64:+.2f})"
+    linear = rows["*ViT-B/16, ImageNet-21k, linear probe (VPT paper Table 13)*"]
+    assert (linear["CIFAR-100"], linear["Mean"]) == ("63.40", "52.94")
+    deep = rows["*ViT-B/16, ImageNet-21k, VPT-deep (VPT paper Table 13)*"]
+    assert (deep["Mean"], deep["Mean of group means"]) == ("69.43", "71.97")
+    mae = rows["*ViT-B/16, MAE in1k (mae_pretrain_vit_base.pth), linear probe (VPT paper "
+               "Table 4)*"]
+    assert mae["Caltech101"] == "–" and mae["Natural mean"] != "–"  # printed means only
+    assert not any("NOAH" in label or "VTAB paper" in label for label in rows)
+    from test_leaderboards import record, write_records
+
+    write_records(tmp_path / "vit", "vtab1k", [record("vtab1k", "dtd", 0.5, ckpt="vit_b16")])
+    publish.write_all(tmp_path / "vit", generated=GENERATED)
+    vit_rows = rows_by_checkpoint((tmp_path / "vit" / "vtab1k.md").read_text())
+    assert not any("VPT" in label for label in vit_rows)  # the ViT protocol's board
+    assert "*ViT-H/14, JFT-300M (paper Table 9)*" in vit_rows

@@ -60,12 +60,22 @@ class Line:
         return value or 0.0
 
 
+# The task name under which a reported file prints a mean (`Board.means_shown`'s key ->).
+PRINTED_MEANS = {"": "mean", MEAN_OF_GROUPS: MEAN_OF_GROUPS}
+
+
+def _printed_means(board: Board, found: dict) -> dict[str, float]:
+    """The board's means that a reported row prints (mean name -> value)."""
+    keys = {name: (board.suites[0], PRINTED_MEANS.get(name, name), "accuracy")
+            for name in board.means_shown}
+    return {name: found[key][0] for name, key in keys.items() if key in found}
+
+
 def _reported_line(board: Board, found: dict) -> Line:
-    """A row of reported numbers (`found`: key -> (value, ...)); a printed suite mean stands
-    where the per-task numbers are missing."""
+    """A row of reported numbers (`found`: key -> (value, ...)); a printed mean stands where
+    the per-task numbers are missing."""
     values = {c.title: found[c.key][0] for c in board.columns if c.key in found}
-    mean_key = (board.suites[0], "mean", "accuracy")
-    return Line(board, values, {"": found[mean_key][0]} if mean_key in found else None)
+    return Line(board, values, _printed_means(board, found) or None)
 
 
 def mean_title(name: str) -> str:
@@ -100,11 +110,11 @@ def board_lines(board: Board, records_by_suite: dict[str, list[dict]],
     # Reported rows: those with numbers in this board's columns, and the mean-only rows (Table
     # 2's VTAB means) of models no per-task row shows.
     reported_lines, shown_models = [], set()
-    mean_key = (board.suites[0], "mean", "accuracy")
     for table in sorted(reported, key=lambda t: reference_lib.SOURCE_ORDER.index(t.source)):
         line = _reported_line(board, table.values)
-        model = (table.model, table.pretrain)
-        if not line.values and (mean_key not in table.values or model in shown_models):
+        model = (table.model, table.pretrain, table.method)
+        if not line.values and (not _printed_means(board, table.values)
+                                or model in shown_models):
             continue
         shown_models.add(model)
         reported_lines.append((table, line))
@@ -184,7 +194,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
     shown, numbers, details = [], [], []
     floors = {}  # column title -> (items, accuracy %) of each of our cells
     for number, (row, cells, line) in enumerate(our_lines, 1):
-        found = reference_lib.reported_for(row.ckpt, reported)
+        found = reference_lib.reported_for(row.ckpt, reported, row.method)
         paper_line = _reported_line(board, found)
         display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
         numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
