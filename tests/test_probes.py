@@ -141,3 +141,13 @@ def test_the_vpt_board_shows_the_published_rows_of_its_protocol_only(tmp_path):
     vit_rows = rows_by_checkpoint((tmp_path / "vit" / "vtab1k.md").read_text())
     assert not any("VPT" in label for label in vit_rows)  # the ViT protocol's board
     assert "*ViT-H/14, JFT-300M (paper Table 9)*" in vit_rows
+
+
+def test_the_dry_run_says_what_each_probe_does(capsys):
+    assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=scratch:vit_ti16", "--dry_run",
+                     "--tasks=dtd"]) == 0
+    out = capsys.readouterr().out
+    assert "40 heads x 100 epochs, 5 seeds" in out and "1 probe(s) of frozen features" in out
+    assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=scratch:vit_ti16", "--dry_run",
+                     "--tasks=dtd", "--method=knn"]) == 0
+    assert "k 10,20,100,200" in capsys.readouterr().out

@@ -60,6 +60,10 @@ class Method:
         """Trains or probes, and scores: the record's outcome (status, error, metrics, ...)."""
         raise NotImplementedError
 
+    def work(self, run) -> str:
+        """What a probe of frozen features does after its feature passes, for the dry run."""
+        return ""
+
 
 def scores(model, run, micro: int, data_dir) -> dict:
     """Top-1 on the run's eval split, and ImageNet-ReaL's for a final run of a task that has
@@ -284,6 +288,11 @@ class LinearProbe(Method):
     def tag(self, run, lr):
         return "linear probe"
 
+    def work(self, run):
+        p = run.task.protocol
+        return (f"{len(p.lrs) * len(p.weight_decays)} heads x {p.epochs} epochs, "
+                f"{len(p.head_seeds)} seeds")
+
     def doing(self, run):
         p = run.task.protocol
         return (f"training {len(p.lrs) * len(p.weight_decays)} linear heads on frozen "
@@ -334,6 +343,9 @@ class NearestNeighbours(Method):
 
     def tag(self, run, lr):
         return "kNN"
+
+    def work(self, run):
+        return "k " + ",".join(map(str, run.task.protocol.neighbours))
 
     def doing(self, run):
         return f"kNN on frozen features (k in {', '.join(map(str, run.task.protocol.neighbours))})"

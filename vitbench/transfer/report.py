@@ -43,6 +43,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                                                                               suite.name)))
     rows, todo_images = [], 0
     any_fewshot = any(run.method == "fewshot" for run in runs)
+    any_probe = any(METHODS[run.method].work(run) for run in runs)
     finished = {id(run) for run in runs if is_done(run, done)}
     stacks = [[run for run in group if id(run) not in finished]
               for group in stacking.groups(runs, stack)]
@@ -65,6 +66,7 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                      "batch": protocol.batch_size if trains else "",
                      **({"shots": "" if trains else ",".join(map(str, protocol.shots))}
                         if any_fewshot else {}),
+                     **({"probe": METHODS[run.method].work(run)} if any_probe else {}),
                      "res": protocol.resolution,
                      **({"stack": stack_of.get(id(run), "")} if stacks else {}),
                      "status": "done" if run_done else "to do"})
@@ -72,6 +74,11 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     summary = f"\n{sum(r['status'] == 'done' for r in rows)} of {len(rows)} runs done; " \
               f"{todo_images:,} training images to go"
     summary += _sweep_cost(runs)
+    probes = [run for run in runs if METHODS[run.method].work(run) and id(run) not in finished]
+    if probes:
+        summary += (f"; {len(probes)} probe(s) of frozen features to do: each split embedded "
+                    "once per checkpoint (cached), then the heads or neighbours in seconds "
+                    "(benchmarks/linear_grid_cost.py)")
     if stacks:
         summary += (f"; {sum(map(len, stacks))} of them train in {len(stacks)} stack(s) of "
                     f"up to {max(map(len, stacks))} runs")
