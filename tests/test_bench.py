@@ -279,3 +279,21 @@ def test_sweep_cost_script_scales_vtab1k_down_with_its_splits_and_tune_fraction(
     assert [task.split(role) for role in ("tune_train", "tune_val", "fit", "test")] == \
         ["train[:800]", "train[800:]", "train", "test"]
     assert sum(sweep_cost.IMAGES.values()) == 1200
+
+
+def test_defaults_finish_in_minutes_on_a_cpu_and_a_bar_shows_the_time_left(capsys):
+    """Tried as a new user would: no --batch_size, --batches or --warmup on this CPU gives
+    the CPU's small defaults, and each measurement draws a bar on stderr (not in the JSON
+    lines on stdout)."""
+    import json
+
+    from vitbench.commands import bench as bench_command
+
+    assert cli.main(["bench", "--mode=infer", "--model=vit_mu8", "--resolution=16"]) == 0
+    captured = capsys.readouterr()
+    line = json.loads(captured.out.strip().splitlines()[-1])
+    cpu = bench_command.CPU_DEFAULTS
+    assert (line["batch_size"], line["steps"], line["warmup"]) == (
+        cpu["batch_size"], cpu["batches"], cpu["warmup"])
+    assert "vit_mu8 infer" in captured.err and "batch" in captured.err
+    assert all(text.startswith("{") for text in captured.out.strip().splitlines())

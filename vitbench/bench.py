@@ -15,7 +15,7 @@ import time
 from vitbench.evaluate import prediction
 from vitbench.models import zoo
 from vitbench.models.vit import create_model
-from vitbench.train import distribute, execution, interrupt, optimizers, stack
+from vitbench.train import distribute, execution, interrupt, optimizers, progress, stack
 from vitbench.train.finetune_config import TrainConfig, compile_for_finetuning
 
 
@@ -30,13 +30,22 @@ class Measurement:
         return self.images / self.seconds
 
 
+def _bar(description: str, batches: int):
+    """A bar counting the batches (warm-up ones included) of one measurement, with the time
+    left, on stderr beside the JSON lines."""
+    return progress.bar(description, batches, unit="batch")
+
+
 def _time(name, batches, warmup, count, size_of) -> Measurement:
     iterator = iter(batches)
-    for _ in range(warmup):  # fill caches, prefetch buffers and thread pools first
-        next(iterator)
-    start, images = time.perf_counter(), 0
-    for batch in itertools.islice(iterator, count):
-        images += size_of(batch)
+    with _bar(name, warmup + count) as bar:
+        for _ in range(warmup):  # fill caches, prefetch buffers and thread pools first
+            next(iterator)
+            bar.update()
+        start, images = time.perf_counter(), 0
+        for batch in itertools.islice(iterator, count):
+            images += size_of(batch)
+            bar.update()
     return Measurement(name, images, time.perf_counter() - start)
 
 
@@ -299,20 +308,26 @@ def _time_model(model, mode: str, batch_size: int, resolution: int,
             steps_per_execution=updates_per_call * passes)
         timer = epoch_timer()
         feed = (batch for batch in itertools.repeat((images, labels)))  # as the loops feed
-        with interrupt.deferred() as stop_on_ctrl_c:
+        with interrupt.deferred() as stop_on_ctrl_c, \
+                _bar(f"{model.name} train", warmup + steps) as bar:
+            advance = keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: bar.update(updates_per_call))
             model.fit(feed, epochs=warmup_calls + timed_calls,
                       steps_per_epoch=updates_per_call * passes, shuffle=False, verbose=0,
-                      callbacks=[keras.callbacks.TerminateOnNaN(), timer, stop_on_ctrl_c])
+                      callbacks=[keras.callbacks.TerminateOnNaN(), timer, stop_on_ctrl_c,
+                                 advance])
         return micro, timer.ends[-1] - timer.ends[warmup_calls - 1], warmup, steps
     warmup = max(warmup, 1)  # the first call compiles
     batches = itertools.repeat({"image": images}, (warmup + steps) * passes)
     outputs = prediction.predict_batches(model.predict_on_batch, batches, micro)
-    for _ in itertools.islice(outputs, warmup * passes):
-        pass
-    start = time.perf_counter()
-    for _ in outputs:  # numpy outputs: each one waited for the device
-        pass
-    return micro, time.perf_counter() - start, warmup, steps
+    with _bar(f"{model.name} infer", (warmup + steps) * passes) as bar:
+        for _ in itertools.islice(outputs, warmup * passes):
+            bar.update()
+        start = time.perf_counter()
+        for _ in outputs:  # numpy outputs: each one waited for the device
+            bar.update()
+        seconds = time.perf_counter() - start
+    return micro, seconds, warmup, steps
 
 
 def sweep_throughput(model_name: str, members: int, batch_size: int, resolution: int,
@@ -375,13 +390,15 @@ def _time_stack(models, configs, warmup: int, steps: int) -> float:
         models[0].image_dtype)
     labels = rng.integers(0, models[0].num_classes, config.micro_batch_size)
     stacked = stack.Stack(models, configs, (images, labels))
-    with interrupt.deferred() as stop_on_ctrl_c:
+    with interrupt.deferred() as stop_on_ctrl_c, \
+            _bar(f"stack of {len(models)}", warmup + steps) as bar:
         for update in range(warmup + steps):
             if update == warmup:
                 start = time.perf_counter()
             for _ in range(config.accumulation):
                 logs = stacked.step((images, labels))
             np.asarray(logs["loss"])  # the update done on the device
+            bar.update()
             if stop_on_ctrl_c.pending:
                 raise KeyboardInterrupt
     return time.perf_counter() - start

@@ -5,6 +5,20 @@ from __future__ import annotations
 from vitbench.commands import command, options
 
 MODES = ("pipeline", "train", "infer", "sweep")
+# Defaults that finish in minutes: on an accelerator, and on a CPU (where a ViT-B/16 trains
+# about one image a second).
+ACCELERATOR_DEFAULTS = {"batch_size": 64, "batches": 20, "warmup": 3}
+CPU_DEFAULTS = {"batch_size": 16, "batches": 3, "warmup": 1}
+
+
+def resolve_defaults(fv) -> None:
+    """Fills the flags left unset with the defaults of the device the command runs on."""
+    from vitbench import bench
+
+    defaults = CPU_DEFAULTS if bench.device_kind() == "cpu" else ACCELERATOR_DEFAULTS
+    for name, value in defaults.items():
+        if fv[name].value is None:
+            fv[name].value = value
 
 
 def _define(fv):
@@ -39,15 +53,19 @@ def _define(fv):
                        lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("resolution", None, "Image size (pipeline: default the protocol's; "
                          "train / infer / sweep: default 224).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "Batch size (default: 64 on an accelerator, "
+                         f"{CPU_DEFAULTS['batch_size']} on a CPU).", lower_bound=1,
+                         flag_values=fv)
     options.define_micro_batch_size(fv, "train / infer / sweep: ")
     flags.DEFINE_integer("devices", None, "train / infer: data parallel over the first N "
                          "local devices, the batch and micro-batch split over them (default: "
                          "all of them, as `vitbench run` trains; JAX only, TensorFlow runs on "
                          "one).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("batches", 20, "Batches timed per stage, after the warm-up ones.",
-                         lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("warmup", 3, "Batches run before timing (compilation, caches).",
+    flags.DEFINE_integer("batches", None, "Batches timed per stage, after the warm-up ones "
+                         f"(default: 20 on an accelerator, {CPU_DEFAULTS['batches']} on a "
+                         "CPU).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("warmup", None, "Batches run before timing (compilation, caches; "
+                         f"default: 3 on an accelerator, {CPU_DEFAULTS['warmup']} on a CPU).",
                          lower_bound=0, flag_values=fv)
     options.define_data_dir(fv, ", for --mode pipeline")
 
@@ -92,7 +110,9 @@ RUNNERS = {"pipeline": _pipeline, "train": _model, "infer": _model, "sweep": _sw
 def run(fv):
     """Measure throughput (see --mode), reported so that runs can be compared.
 
-    Every measurement is printed as one JSON line.
+    Every measurement is printed as one JSON line; a progress bar on stderr shows each
+    measurement's batches and the time left. Unset --batch_size, --batches and --warmup take
+    defaults that finish in minutes on the device found (smaller on a CPU).
     `--mode pipeline` times reading and decoding a task's data, its eval pipeline and
     its train pipeline (augmentation included) at the protocol's resolution: images/s,
     images/s per CPU core and each stage's ratio to that read.
@@ -110,6 +130,7 @@ def run(fv):
     """
     import json
 
+    resolve_defaults(fv)
     for record in RUNNERS[fv.mode](fv):
         print(json.dumps(record))
     return 0

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 
 def bar(description: str, total_images: int, done_images: int = 0, position: int = 0,
-        leave: bool = True, enabled: bool = True):
-    """A progress bar counting images, on stderr.
+        leave: bool = True, enabled: bool = True, unit: str = "img"):
+    """A progress bar counting images (or other `unit`s, unscaled), on stderr.
 
     Args:
         description: the bar's label.
@@ -29,8 +29,8 @@ def bar(description: str, total_images: int, done_images: int = 0, position: int
     Returns:
         A `tqdm` bar (a context manager).
     """
-    return tqdm(total=total_images, initial=done_images, desc=description, unit="img",
-                unit_scale=True, dynamic_ncols=True, position=position, leave=leave,
+    return tqdm(total=total_images, initial=done_images, desc=description, unit=unit,
+                unit_scale=unit == "img", dynamic_ncols=True, position=position, leave=leave,
                 disable=not enabled, file=sys.stderr, smoothing=0.1)
 
 
