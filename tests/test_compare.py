@@ -100,6 +100,7 @@ def test_unknown_rows_list_the_boards_rows_and_old_records_are_not_compared(two_
     write_records(results_dir / "old", "demo", [old, record("demo", "demo_count", 0.6, ckpt="a")])
     [result] = compare.compare(results_dir / "old", "demo", "a", "b")
     assert "keeps no per-item outcomes" in result.tasks[0].reason
+    assert "nan" not in compare.markdown([result])
     assert result.tasks[1].reason == "not run by A and B" and not result.means
 
 
@@ -142,6 +143,7 @@ def test_few_shot_cells_compare_draw_by_draw(tmp_path):
     expected = comparison.task_difference(draws["a"], draws["b"], paired_seeds=True)
     assert shape.difference.test == comparison.PAIRED_SEEDS_T
     assert shape.difference.p_value == pytest.approx(expected.p_value)
+    assert "nan" not in compare.markdown([result])  # the cells not run show dashes
 
 
 def test_boards_bold_the_best_cell_only_where_a_paired_test_tells_it_apart(tmp_path):

@@ -174,7 +174,8 @@ def task_frame(result: BoardComparison, numeric: bool = False) -> pd.DataFrame:
                       adjusted_name: f"{task.adjusted:.4g}",
                       "MDE pp": "–" if d.mde is None else f"{100 * d.mde:.2f}",
                       "verdict": verdict})
-    return pd.DataFrame(lines)
+    frame = pd.DataFrame(lines)
+    return frame if numeric else frame.fillna("–")
 
 
 def _count(value: float) -> str:
