@@ -43,6 +43,9 @@ class Method:
     defaults: dict = {}
     # The protocols (`Protocol.name`) it implements; None: any.
     protocols: tuple[str, ...] | None = ("vit",)
+    # One run does the whole task: its selection on tune_val and its seeds (the probes of
+    # frozen features); else a task is planned as tune runs and a final run per seed.
+    whole_task: bool = False
 
     def settings(self, run, lr: float | None) -> dict:
         """The config fields of this kind, beside those every run has."""
@@ -271,7 +274,7 @@ class LinearProbe(Method):
     last epoch (ties: the smaller rate, then the smaller decay), retrained on fit with each
     head seed and scored on test. Rates are VPT's base rates, scaled by batch/256."""
 
-    name, protocols = "linear", None
+    name, protocols, whole_task = "linear", None, True
     defaults = {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
                 "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
                 "epochs": 100, "warmup_epochs": 10}
@@ -333,7 +336,7 @@ class NearestNeighbours(Method):
     (`evaluate.knn`): k chosen on tune_val with tune_train as the memory (ties: the smaller
     k), then test scored with fit as the memory; every k's test accuracy is kept."""
 
-    name, protocols = "knn", None
+    name, protocols, whole_task = "knn", None, True
 
     def settings(self, run, lr):
         p = run.task.protocol

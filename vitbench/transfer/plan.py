@@ -145,12 +145,15 @@ class Run:
 def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides: Overrides,
          sweep: bool = False, fewshot: bool = True) -> list[Run]:
     """All runs of the chosen tasks, in order: per fine-tuning task the tune runs of each seed
-    (`overrides.seeds`), then each seed's final run (each seed selects its own rate); then the
-    few-shot probes (the suite's few-shot tasks, and with `fewshot` the probes its
-    `[fewshot]` table adds to its fine-tuning tasks).
+    (`overrides.seeds`), then each seed's final run (each seed selects its own rate); per task
+    of a method that selects and seeds inside one run (`Method.whole_task`: linear, kNN),
+    that run; then the few-shot probes (the suite's few-shot tasks, and with `fewshot` the
+    probes its `[fewshot]` table adds to its fine-tuning tasks), unless one method is asked
+    for (`overrides.method`) or heads are scored as released.
 
     Raises:
-        ValueError: a batch that does not split as asked, or `--as_released` with only probes.
+        ValueError: a batch that does not split as asked, `--as_released` or `--method` with
+            only probes, or a method the task's protocol does not implement.
         KeyError: an unknown task name.
     """
     runs = []
@@ -163,7 +166,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
         micro = overrides.micro_batch_size
-        if task.protocol.method in FROZEN_PROBES:  # one run: its grid and seeds inside
+        if METHODS[task.protocol.method].whole_task:  # one run: its grid and seeds inside
             runs += [Run(suite.name, task, ckpt, "final", None, micro, seed,
                          PROBE_PRECISION, ckpt_sha256, data_sha256=sources.fingerprint(task),
                          defaults=defaults, normalization=overrides.normalization)
@@ -211,10 +214,6 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
                      normalization=overrides.normalization)
                  for seed in probe_seeds]
     return runs
-
-
-# Methods that probe frozen features in one run per task (`transfer.methods`).
-FROZEN_PROBES = ("linear", "knn")
 
 
 def _probe_seeds(ckpt: str, overrides: Overrides):
