@@ -259,8 +259,12 @@ def test_run_fine_tunes_and_probes_a_timm_folder_and_records_its_input(tmp_path,
         assert cli.main(["run", f"--ckpt={folder}", f"--results_dir={results}", "--steps=2",
                          "--batch_size=8", "--micro_batch_size=4", "--resolution=16",
                          "--tasks=demo_color"]) == 0
+        for method in ("linear", "knn"):  # the probes of frozen features load it alike
+            assert cli.main(["run", f"--ckpt={folder}", f"--results_dir={results}",
+                             "--resolution=16", "--tasks=demo_color",
+                             f"--method={method}"]) == 0
     saved = records.read(records.records_path(results, "demo"))
-    assert {r["config"]["method"] for r in saved} == {"finetune", "fewshot"}
+    assert {r["config"]["method"] for r in saved} == {"finetune", "fewshot", "linear", "knn"}
     for record in saved:
         assert record["checkpoint"]["input"] == {"format": "timm", "normalization": "imagenet",
                                                  "resolution": 32}

@@ -225,6 +225,11 @@ def test_probes_read_the_pre_logits_layer_of_a_checkpoint_that_has_one(tmp_path,
         resolution=16, shots=(1,))) if run.method == "fewshot"]
     record = running.execute(probe, None, tmp_path, demo_data_dir)
     assert record["features"]["dimensions"] == 24  # the tanh pre-logits, not the 64-wide pool
+    # The VPT protocol's probes read the final LayerNorm's class token, as VPT's code does.
+    linear, = plan.plan(suite, ["demo_color"], ckpt, plan.Overrides(resolution=16,
+                                                                    method="linear"))
+    record = running.execute(linear, None, tmp_path, demo_data_dir)
+    assert record["features"]["dimensions"] == 64 and record["status"] == "finished"
 
 
 @pytest.mark.slow
