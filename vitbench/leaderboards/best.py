@@ -56,8 +56,7 @@ def _p_value(runs_top, runs_other, metric, results_dir, paired_seeds) -> float |
     if results_dir is None:
         return None
     try:
-        return comparison.task_difference(
-            intervals.correct_rows(runs_top, metric, results_dir),
-            intervals.correct_rows(runs_other, metric, results_dir), paired_seeds).p_value
+        return intervals.cell_difference(runs_top, runs_other, metric, results_dir,
+                                         paired_seeds).p_value
     except (outcomes.OutcomesError, ValueError):
         return None

@@ -116,10 +116,8 @@ def _compare_board(board, row_a, cells_a, row_b, cells_b, results_dir, adjust,
                 side for side, runs in (("A", runs_a), ("B", runs_b)) if not runs)))
             continue
         try:
-            correct_a = intervals.correct_rows(runs_a, column.metric, results_dir)
-            correct_b = intervals.correct_rows(runs_b, column.metric, results_dir)
-            outcomes.check_same_items(runs_a[0]["outcomes"], runs_b[0]["outcomes"])
-            difference = comparison.task_difference(correct_a, correct_b, paired_seeds)
+            difference = intervals.cell_difference(runs_a, runs_b, column.metric, results_dir,
+                                                   paired_seeds)
         except (outcomes.OutcomesError, ValueError) as error:
             results.append(TaskResult(column, None, str(error)))
             continue

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitbench.evaluate import outcomes, statistics
+from vitbench.evaluate import comparison, outcomes, statistics
 
 APPROXIMATE = "from accuracy and test size"
 APPROXIMATE_MARK = "‡"
@@ -47,6 +47,21 @@ def cell_estimate(runs: list[dict], metric: str, results_dir) -> statistics.Esti
         return statistics.accuracy_estimate(correct_rows(runs, metric, results_dir))
     except outcomes.OutcomesError:
         return _approximate(runs, metric)
+
+
+def cell_difference(runs_a: list[dict], runs_b: list[dict], metric: str, results_dir,
+                    paired_seeds: bool) -> comparison.TaskDifference:
+    """Two cells' runs compared on the same items (`comparison.task_difference`), from their
+    outcomes files.
+
+    Raises:
+        OutcomesError: a run keeps no outcomes of the metric, or the cells scored other items.
+        ValueError: paired seeds that differ in number.
+    """
+    correct_a = correct_rows(runs_a, metric, results_dir)
+    correct_b = correct_rows(runs_b, metric, results_dir)
+    outcomes.check_same_items(runs_a[0]["outcomes"], runs_b[0]["outcomes"])
+    return comparison.task_difference(correct_a, correct_b, paired_seeds)
 
 
 def correct_rows(runs: list[dict], metric: str, results_dir) -> np.ndarray:
