@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from vitbench.records import best_lr
 from vitbench.tasks import Protocol
 
-# How a row's label names the probes of frozen features.
-METHOD_NOTES = {"linear": "linear probe", "knn": "kNN"}
+# How a row's label names the runs of another method than fine-tuning (few-shot rows are on
+# boards of their own): the checkpoint's own head scored without training, the probes of
+# frozen features.
+METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN"}
 # Protocol fields that make a different row when they differ from the suite's defaults.
 SETTING_FIELDS = tuple(Protocol().settings())
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",
@@ -30,20 +32,18 @@ class Row:
     ckpt: str
     sha256: str | None = None
     setting: tuple[tuple[str, object], ...] = ()
-    as_released: bool = False  # the checkpoint's own head, not trained (method "evaluate")
     # Its input normalisation where not the official [-1, 1] ("inception"): the record's
     # checkpoint input (`identity.checkpoint_input`).
     normalization: str | None = None
     # Fine-tuned with Keras' momentum rule: recorded before vitbench took the official update
     # (their configs name no `update_rule`); never mixed with the runs of the official one.
     keras_momentum: bool = False
-    method: str = "finetune"  # a probe of frozen features ("linear", "knn") is a row apart
+    method: str = "finetune"  # another method ("evaluate", "linear", "knn") is a row apart
 
     @property
     def label(self) -> str:
         label = self.ckpt + (f" @{self.sha256[:8]}" if self.sha256 else "")
-        notes = (["as released"] if self.as_released else []) + (
-            [METHOD_NOTES[self.method]] if self.method in METHOD_NOTES else []) + (
+        notes = ([METHOD_NOTES[self.method]] if self.method in METHOD_NOTES else []) + (
             ["Keras momentum rule, before 2026-12"] if self.keras_momentum else []) + (
             [f"input {self.normalization}"] if self.normalization else []) + [
             f"{SETTING_NAMES[k]} {v}" for k, v in self.setting]
@@ -123,7 +123,6 @@ def row_of(record: dict, defaults: dict | None = None) -> Row:
         defaults is None or (key in defaults and config[key] != defaults[key])))
     normalization = ((record.get("checkpoint") or {}).get("input") or {}).get("normalization")
     return Row(config["ckpt"], config.get("ckpt_sha256"), setting,
-               method_of(record) == "evaluate",
                normalization if normalization not in (None, "inception") else None,
                method_of(record) == "finetune" and "update_rule" not in config,
                method_of(record))
