@@ -15,15 +15,13 @@ VPT_SEEDS = (42, 44, 82, 100, 800)
 
 
 def test_the_vpt_suite_is_vtab1k_under_the_vpt_protocol():
-    from vitbench.transfer import methods
-
     vpt, vtab = tasks.load_suite("vtab1k_vpt"), tasks.load_suite("vtab1k")
     data = ("name", "group", "dataset", "version", "num_classes", "splits", "label",
             "image_ops")
     assert [[getattr(t, f) for f in data] for t in vpt.tasks] == \
         [[getattr(t, f) for f in data] for t in vtab.tasks]
     for task in vpt.tasks:
-        p = methods.with_method(vpt, task, "linear").protocol
+        p = vpt.with_method(task, "linear").protocol
         assert (p.name, p.resolution, p.epochs, p.warmup_epochs) == ("vpt", 224, 100, 10)
         assert p.train_pp == p.eval_pp == "resize({resolution})|value_range(-1, 1)"
         assert (task.split("tune_train"), task.split("tune_val")) == (
@@ -31,7 +29,7 @@ def test_the_vpt_suite_is_vtab1k_under_the_vpt_protocol():
         assert task.split("fit") == task.splits["train800val200"]
         assert (p.lrs, p.weight_decays, p.head_seeds, p.batch_size) == (
             VPT_LINEAR_LRS, VPT_WEIGHT_DECAYS, VPT_SEEDS, 1024)
-        k = methods.with_method(vpt, task, "knn").protocol
+        k = vpt.with_method(task, "knn").protocol
         assert (k.neighbours, k.temperature) == ((10, 20, 100, 200), 0.07)
 
 

@@ -25,6 +25,13 @@ METHODS = ("finetune", "fewshot", "linear", "knn")
 # What `vitbench run --method` offers (few-shot probes come from a suite's `[fewshot]` table
 # or a few-shot suite; `--as_released` scores a head).
 CHOOSABLE_METHODS = ("finetune", "linear", "knn")
+# Protocol fields of a task run with a method, before a suite's `[methods.<name>]` table
+# (`Suite.with_method`): VPT's linear baseline (KMnP/vpt `tune_vtab.py`).
+METHOD_DEFAULTS = {"linear": {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
+                              "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
+                              "epochs": 100, "warmup_epochs": 10}}
+# The protocols (`Protocol.name`) a method implements; a method not named: any.
+METHOD_PROTOCOLS = {"finetune": ("vit",), "fewshot": ("vit",), "evaluate": ("vit",)}
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
                "polyak", "momentum_dtype", "shots")
@@ -218,6 +225,24 @@ class Suite:
                 probes.append(dataclasses.replace(task, protocol=dataclasses.replace(
                     task.protocol, **{**self.fewshot, "method": "fewshot"})))
         return tuple(probes)
+
+    def with_method(self, task: Task, name: str) -> Task:
+        """`task` run with method `name`: its protocol takes the method's defaults
+        (`METHOD_DEFAULTS`), then this suite's `[methods.<name>]` table.
+
+        Raises:
+            ValueError: the method does not implement the task's protocol.
+        """
+        protocols = METHOD_PROTOCOLS.get(name)
+        if protocols is not None and task.protocol.name not in protocols:
+            offered = [m for m in CHOOSABLE_METHODS if task.protocol.name in
+                       METHOD_PROTOCOLS.get(m, (task.protocol.name,))]
+            raise ValueError(f"method {name} is not implemented under the "
+                             f"{task.protocol.name} protocol of suite {self.name}; its "
+                             f"methods: {', '.join(offered)}")
+        changes = {**METHOD_DEFAULTS.get(name, {}), **self.methods.get(name, {}),
+                   "method": name}
+        return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
 
     def select(self, names) -> tuple[Task, ...]:
         """The named tasks (when `names` is empty: those with `default`), in the suite's order."""

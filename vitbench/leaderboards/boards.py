@@ -17,7 +17,6 @@ import pathlib
 
 from vitbench import tasks as tasks_lib
 from vitbench.leaderboards import collect as collect_lib
-from vitbench.transfer.methods import METHODS, with_method
 
 MEAN_OF_GROUPS = "mean of group means"
 
@@ -171,9 +170,9 @@ def protocol_defaults(record: dict) -> dict | None:
     if known is None:
         return record.get("protocol")
     method = config.get("method", "finetune")
-    own_protocol = method in METHODS and (METHODS[method].defaults or method in known.methods)
+    own_protocol = method in tasks_lib.METHOD_DEFAULTS or method in known.methods
     candidates = known.fewshot_tasks([t.name for t in known.tasks]) if method == "fewshot" \
-        else [with_method(known, task, method) for task in known.tasks] if own_protocol \
+        else [known.with_method(task, method) for task in known.tasks] if own_protocol \
         else known.tasks
     protocol = next((t.protocol for t in candidates if t.name == config["task"]), None)
     return protocol.settings() if protocol else record.get("protocol")

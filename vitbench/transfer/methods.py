@@ -15,7 +15,6 @@ from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot, knn, linear_probe
-from vitbench.tasks import CHOOSABLE_METHODS
 from vitbench.train import execution, finetune, optimizers, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, load_frozen, pass_size
 
@@ -38,11 +37,6 @@ class Method:
     name: str
     trains: bool = False  # its training images count in the suite bar and the dry run
     reads_train_split: bool = True  # a training split (fine-tuning, few-shot features)
-    # Protocol fields of a task run with this method, before a suite's `[methods.<name>]`
-    # table (`with_method`).
-    defaults: dict = {}
-    # The protocols (`Protocol.name`) it implements; None: any.
-    protocols: tuple[str, ...] | None = ("vit",)
     # One run does the whole task: its selection on tune_val and its seeds (the probes of
     # frozen features); else a task is planned as tune runs and a final run per seed.
     whole_task: bool = False
@@ -274,10 +268,7 @@ class LinearProbe(Method):
     last epoch (ties: the smaller rate, then the smaller decay), retrained on fit with each
     head seed and scored on test. Rates are VPT's base rates, scaled by batch/256."""
 
-    name, protocols, whole_task = "linear", None, True
-    defaults = {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
-                "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
-                "epochs": 100, "warmup_epochs": 10}
+    name, whole_task = "linear", True
     SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
 
     def settings(self, run, lr):
@@ -336,7 +327,7 @@ class NearestNeighbours(Method):
     (`evaluate.knn`): k chosen on tune_val with tune_train as the memory (ties: the smaller
     k), then test scored with fit as the memory; every k's test accuracy is kept."""
 
-    name, protocols, whole_task = "knn", None, True
+    name, whole_task = "knn", True
 
     def settings(self, run, lr):
         p = run.task.protocol
@@ -398,16 +389,3 @@ class AsReleased(Method):
 
 METHODS: dict[str, Method] = {method.name: method for method in (
     FineTune(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}
-
-
-def with_method(suite, task, name: str):
-    """`task` run with method `name`: its protocol takes the method's defaults, then the
-    suite's `[methods.<name>]` table."""
-    method = METHODS[name]
-    if method.protocols is not None and task.protocol.name not in method.protocols:
-        offered = [m.name for m in METHODS.values() if m.name in CHOOSABLE_METHODS and (
-            m.protocols is None or task.protocol.name in m.protocols)]
-        raise ValueError(f"method {name} is not implemented under the {task.protocol.name} "
-                         f"protocol of suite {suite.name}; its methods: {', '.join(offered)}")
-    changes = {**method.defaults, **suite.methods.get(name, {}), "method": name}
-    return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))

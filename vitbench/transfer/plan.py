@@ -12,7 +12,7 @@ from vitbench.checkpoints import identity
 from vitbench.data import sources
 from vitbench.models.zoo import NORMALIZATIONS
 from vitbench.train import distribute, execution
-from vitbench.transfer.methods import METHODS, with_method
+from vitbench.transfer.methods import METHODS
 
 # `--sweep` grid for suites that fix one learning rate (VTAB-1k): the paper's fine-tuning grid
 # (Table 4). The paper's own VTAB sweep (two rates, two schedules) is not published. Its tune
@@ -162,7 +162,7 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     for task in suite.select(task_names):
         if task.protocol.method == "fewshot":
             continue
-        task = with_method(suite, task, overrides.method or task.protocol.method)
+        task = suite.with_method(task, overrides.method or task.protocol.method)
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
         micro = overrides.micro_batch_size
