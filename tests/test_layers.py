@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "vitbench"
 
 LAYERS = (
     ("vitbench.files", "vitbench.rules", "vitbench.offline", "vitbench.records",
-     "vitbench.environment"),
+     "vitbench.environment", "vitbench.protocols"),
     ("vitbench.models",),
     ("vitbench.checkpoints",),
     ("vitbench.data",),

@@ -27,17 +27,18 @@ def test_the_vpt_suite_is_vtab1k_under_the_vpt_protocol():
         assert (task.split("tune_train"), task.split("tune_val")) == (
             task.splits["train800"], task.splits["val200"])
         assert task.split("fit") == task.splits["train800val200"]
-        assert (p.lrs, p.weight_decays, p.head_seeds, p.batch_size) == (
+        assert (p.lrs, p.weight_decays, p.final_seeds, p.batch_size) == (
             VPT_LINEAR_LRS, VPT_WEIGHT_DECAYS, VPT_SEEDS, 1024)
         k = vpt.with_method(task, "knn").protocol
         assert (k.neighbours, k.temperature) == ((10, 20, 100, 200), 0.07)
 
 
 def test_a_method_the_protocol_does_not_implement_is_refused(capsys):
+    """Heads scored as released are the ViT protocol's (VPT's code trains every head)."""
     assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=vit_b16", "--method=finetune",
-                     "--dry_run"]) == 1
-    assert "method finetune is not implemented under the vpt protocol of suite vtab1k_vpt; " \
-           "its methods: linear, knn" in capsys.readouterr().err
+                     "--as_released", "--dry_run"]) == 1
+    assert "method evaluate is not implemented under the vpt protocol of suite vtab1k_vpt; " \
+           "its methods: finetune, linear, knn" in capsys.readouterr().err
     assert cli.main(["run", "--method=knn", "--as_released"]) == 1
     assert "does not combine with --method knn" in capsys.readouterr().err
 

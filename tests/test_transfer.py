@@ -81,7 +81,7 @@ def test_a_final_run_finds_the_rate_its_shortened_tune_runs_chose():
                               sweep=True)
     done = {records.config_hash(t.config()): {"metrics": {"accuracy": a}}
             for t, a in zip(tunes, (0.2, 0.6, 0.4, 0.1))}
-    assert plan.choose_lr(final, done) == 0.003
+    assert plan.resolve(final, done).lr == 0.003
     assert plan.is_done(tunes[0], done) and not plan.is_done(final, done)
 
 
@@ -123,7 +123,7 @@ def test_repeats_run_the_whole_protocol_once_per_seed():
         plan.Overrides(repeats=0)
 
 
-def test_choose_lr_picks_the_best_validation_score():
+def test_resolve_picks_the_best_validation_score():
     """Ties go to the smaller rate whatever the grid's order, as the leaderboards choose."""
     from vitbench.leaderboards import collect
 
@@ -133,9 +133,9 @@ def test_choose_lr_picks_the_best_validation_score():
     for lr, accuracy in scores.items():
         tune = dataclasses.replace(run, phase="tune", lr=lr)
         done[records.config_hash(tune.config())] = {"metrics": {"accuracy": accuracy}}
-    assert plan.choose_lr(run, done) == 0.003 == collect.best_lr(scores)
+    assert plan.resolve(run, done).lr == 0.003 == collect.best_setting(scores)
     del done[next(iter(done))]
-    assert plan.choose_lr(run, done) is None
+    assert plan.resolve(run, done) is None
 
 
 def test_plan_identifies_local_checkpoints_by_content_and_records_precision(tmp_path):

@@ -117,16 +117,30 @@ def by_hash(records: Iterable[dict]) -> dict[str, dict]:
     return {record["config_hash"]: record for record in records if "config_hash" in record}
 
 
-def best_lr(scores: dict[float, float | None]) -> float | None:
-    """The rate with the best validation accuracy (a diverged run's None never wins; ties: the
-    smaller rate), as the sweep chooses it (`transfer.plan.choose_lr`) and the boards do.
+def setting_of(config: dict):
+    """What a tune grid varies in a run config: its rate, or (rate, weight decay) where the
+    grid varies the decay too (the VPT protocol's fine-tuning)."""
+    return (config["lr"], config["weight_decay"]) if "weight_decay" in config else config["lr"]
+
+
+def best_setting(scores: dict) -> float | tuple | None:
+    """The setting with the best validation accuracy (a diverged run's None never wins; ties:
+    the smaller rate, then the smaller decay), as the sweep chooses it
+    (`transfer.plan.resolve`) and the boards do.
 
     Args:
-        scores: learning rate -> validation accuracy, None for a diverged run.
+        scores: setting (`setting_of`: a rate, or (rate, weight decay)) -> validation
+            accuracy, None for a diverged run.
 
     Returns:
-        The chosen rate; None for no scores.
+        The chosen setting; None for no scores.
     """
     if not scores:
         return None
-    return max(scores, key=lambda lr: (-1.0 if scores[lr] is None else scores[lr], -lr))
+
+    def rank(setting):
+        values = setting if isinstance(setting, tuple) else (setting,)
+        return (-1.0 if scores[setting] is None else scores[setting],
+                tuple(-value for value in values if value is not None))
+
+    return max(scores, key=rank)

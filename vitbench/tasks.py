@@ -14,7 +14,7 @@ import pathlib
 
 import tomllib
 
-from vitbench import rules
+from vitbench import protocols, rules
 from vitbench.rules import setting
 
 SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
@@ -31,10 +31,10 @@ METHOD_DEFAULTS = {"linear": {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25
                               "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
                               "epochs": 100, "warmup_epochs": 10}}
 # The protocols (`Protocol.name`) a method implements; a method not named: any.
-METHOD_PROTOCOLS = {"finetune": ("vit",), "fewshot": ("vit",), "evaluate": ("vit",)}
+METHOD_PROTOCOLS = {"finetune": ("vit", "vpt"), "fewshot": ("vit",), "evaluate": ("vit",)}
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
-               "polyak", "momentum_dtype", "shots")
+               "polyak", "momentum_dtype", "shots", "epochs", "warmup_epochs", "weight_decays")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,9 @@ class Protocol:
     for those `vitbench run` overrides (`OVERRIDABLE`), its flag's help."""
 
     # The published protocol a suite follows: "vit" (the ViT paper's fine-tuning and
-    # few-shot probes) or "vpt" (VPT's VTAB-1k protocol); methods say which they implement.
-    name: str = setting("vit", rules.TEXT)
+    # few-shot probes) or "vpt" (VPT's VTAB-1k protocol); methods say which they implement,
+    # and `protocols.FINE_TUNING` how fine-tuning trains under each.
+    name: str = setting("vit", rules.one_of(*protocols.FINE_TUNING))
     resolution: int = setting(384, rules.integer(1), "Image size (default: the protocol's).")
     steps: int = setting(2500, rules.integer(1), "Training steps (default: the protocol's).")
     batch_size: int = setting(512, rules.integer(1),
@@ -91,14 +92,19 @@ class Protocol:
         "Few-shot: images per class (default: the protocol's, 1,5,10,25).")
     l2_reg: float = setting(1024.0, rules.NON_NEGATIVE)
     seeds: int = setting(3, rules.integer(1))
-    # Linear probes of frozen features (`vitbench.evaluate.linear_probe`): `lrs` x
-    # `weight_decays` trained on tune_train and scored on tune_val at the last epoch, the
-    # best retrained on fit with each of `head_seeds`, scored on test.
-    epochs: int = setting(100, rules.integer(1))
-    warmup_epochs: int = setting(10, rules.integer(0))
+    # The VPT protocol (`protocols.FINE_TUNING["vpt"]`) and the linear probes of frozen
+    # features (`vitbench.evaluate.linear_probe`): `lrs` x `weight_decays` trained for
+    # `epochs` on tune_train and scored on tune_val at the last epoch, the best retrained on
+    # fit with each of `final_seeds` (a probe's head seeds), scored on test.
+    epochs: int = setting(100, rules.integer(1), "Epochs, under a protocol that counts them "
+                          "(vpt) and of linear probes (default: the protocol's).")
+    warmup_epochs: int = setting(10, rules.integer(0), "Epochs of linear warm-up from 0, under "
+                                 "a protocol that counts epochs (default: the protocol's).")
     weight_decays: tuple[float, ...] = setting(
-        (0.0,), rules.list_of(rules.NON_NEGATIVE, "numbers >= 0", "[0.01, 0.001, 0.0001, 0]"))
-    head_seeds: tuple[int, ...] = setting(
+        (0.0,), rules.list_of(rules.NON_NEGATIVE, "numbers >= 0", "[0.01, 0.001, 0.0001, 0]"),
+        "Weight decays swept with --lrs under the vpt protocol and by linear probes (default: "
+        "the protocol's).")
+    final_seeds: tuple[int, ...] = setting(
         (42, 44, 82, 100, 800), rules.list_of(rules.integer(0), "integers >= 0",
                                               "[42, 44, 82, 100, 800]"))
     # k-nearest-neighbour classification of frozen features (`vitbench.evaluate.knn`): k
@@ -128,11 +134,16 @@ class Protocol:
 
     def settings(self) -> dict:
         """The fields that set a run apart on a leaderboard (`vitbench.leaderboards.collect`):
-        a run whose values differ from its suite's gets a row of its own."""
-        return {"steps": self.steps, "batch_size": self.batch_size,
-                "warmup_steps": self.effective_warmup_steps,
-                "resolution": self.resolution, "polyak": self.polyak,
-                "momentum_dtype": self.momentum_dtype, "l2_reg": self.l2_reg}
+        a run whose values differ from its suite's gets a row of its own. A protocol counted
+        in epochs has epochs where the others have steps."""
+        length = ({"epochs": self.epochs, "batch_size": self.batch_size,
+                   "warmup_epochs": self.warmup_epochs}
+                  if protocols.fine_tuning(self).per_epoch else
+                  {"steps": self.steps, "batch_size": self.batch_size,
+                   "warmup_steps": self.effective_warmup_steps})
+        return {**length, "resolution": self.resolution,
+                "polyak": self.polyak, "momentum_dtype": self.momentum_dtype,
+                "l2_reg": self.l2_reg}
 
     def pp(self, phase: str) -> str:
         """The train or eval preprocessing spec with `{resolution}` filled in, and
@@ -233,16 +244,22 @@ class Suite:
         Raises:
             ValueError: the method does not implement the task's protocol.
         """
-        protocols = METHOD_PROTOCOLS.get(name)
-        if protocols is not None and task.protocol.name not in protocols:
-            offered = [m for m in CHOOSABLE_METHODS if task.protocol.name in
-                       METHOD_PROTOCOLS.get(m, (task.protocol.name,))]
-            raise ValueError(f"method {name} is not implemented under the "
-                             f"{task.protocol.name} protocol of suite {self.name}; its "
-                             f"methods: {', '.join(offered)}")
+        self.check_method(dataclasses.replace(task, protocol=dataclasses.replace(
+            task.protocol, method=name)))
         changes = {**METHOD_DEFAULTS.get(name, {}), **self.methods.get(name, {}),
                    "method": name}
         return dataclasses.replace(task, protocol=dataclasses.replace(task.protocol, **changes))
+
+    def check_method(self, task: Task) -> None:
+        """Raises ValueError unless the task's method implements its protocol
+        (`METHOD_PROTOCOLS`), naming the methods that do."""
+        name, protocol = task.protocol.method, task.protocol.name
+        if protocol not in METHOD_PROTOCOLS.get(name, (protocol,)):
+            offered = [m for m in CHOOSABLE_METHODS if protocol in
+                       METHOD_PROTOCOLS.get(m, (protocol,))]
+            raise ValueError(f"method {name} is not implemented under the {protocol} "
+                             f"protocol of suite {self.name}; its methods: "
+                             f"{', '.join(offered)}")
 
     def select(self, names) -> tuple[Task, ...]:
         """The named tasks (when `names` is empty: those with `default`), in the suite's order."""

@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 
+from vitbench.train.schedules import epoch_factor
+
 MOMENTUM = 0.9
 
 
@@ -30,10 +32,7 @@ class Schedule:
 
     def rate(self, epoch: int) -> float:
         """The factor of the base learning rate in `epoch` (0-based)."""
-        if epoch < self.warmup_epochs:
-            return epoch / self.warmup_epochs
-        progress = (epoch - self.warmup_epochs) / max(1, self.epochs - self.warmup_epochs)
-        return max(0.0, 0.5 * (1 + np.cos(np.pi * progress)))
+        return epoch_factor(epoch, self.epochs, self.warmup_epochs)
 
 
 def initial_heads(heads: int, dimensions: int, classes: int, seed: int

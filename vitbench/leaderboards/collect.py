@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from vitbench.records import best_lr
+from vitbench.records import best_setting, setting_of
 from vitbench.tasks import Protocol
 
 # How a row's label names the runs of another method than fine-tuning (few-shot rows are on
@@ -19,8 +19,9 @@ from vitbench.tasks import Protocol
 # frozen features.
 METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN"}
 # Protocol fields that make a different row when they differ from the suite's defaults.
-SETTING_FIELDS = tuple(Protocol().settings())
+SETTING_FIELDS = tuple(dict.fromkeys([*Protocol().settings(), *Protocol(name="vpt").settings()]))
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",
+                 "epochs": "epochs", "warmup_epochs": "warm-up epochs",
                  "resolution": "px", "polyak": "polyak", "momentum_dtype": "momentum",
                  "l2_reg": "l2"}
 
@@ -55,7 +56,9 @@ class Cell:
     """The selected final run of each seed of one task in one row."""
 
     runs: dict[int, dict] = dataclasses.field(default_factory=dict)  # seed -> final record
-    tune: dict[int, dict[float, float | None]] = dataclasses.field(default_factory=dict)
+    # seed of tune runs -> setting (`records.setting_of`: the rate, or (rate, weight decay))
+    # -> tune_val accuracy: each seed's own, or one seed's for all (VPT's)
+    tune: dict[int, dict] = dataclasses.field(default_factory=dict)
     # seed -> the fraction of the steps its tune runs trained (`Protocol.tune_fraction`)
     tune_fraction: dict[int, float] = dataclasses.field(default_factory=dict)
 
@@ -150,31 +153,35 @@ def collect(records: Iterable[dict], defaults_of=lambda record: None
     Returns:
         Row -> task name -> `Cell`.
     """
-    finals: dict[tuple, dict[float, dict]] = {}
-    tunes: dict[tuple, dict[float, float | None]] = {}
+    finals: dict[tuple, dict[object, dict]] = {}
+    tunes: dict[tuple, dict[object, float | None]] = {}
     fractions: dict[tuple, float] = {}
+    tune_seeds: dict[tuple, int] = {}
     for record in latest_per_config(records):
         config = record["config"]
         row = row_of(record, defaults_of(record))
-        key = (row, config["task"], config["seed"])
+        key, setting = (row, config["task"], config["seed"]), setting_of(config)
         if config["phase"] == "tune":
-            tunes.setdefault(key, {})[config["lr"]] = record["metrics"].get("accuracy")
+            tunes.setdefault(key, {})[setting] = record["metrics"].get("accuracy")
             fractions[key] = config.get("tune_fraction", 1.0)
         else:
+            # a final run whose setting the tune runs of another seed chose (VPT's)
+            tune_seeds[key] = config.get("tune_seed", config["seed"])
             runs = finals.setdefault(key, {})
-            earlier = runs.pop(config["lr"], None)  # keep the order of writing: the last is last
+            earlier = runs.pop(setting, None)  # keep the order of writing: the last is last
             if earlier is not None and method_of(record) == "fewshot":
                 record = _merged_probes(earlier, record)
-            runs[config["lr"]] = record
+            runs[setting] = record
     table: dict[Row, dict[str, Cell]] = {}
     for (row, task, seed), runs in finals.items():
-        scores = tunes.get((row, task, seed), {})
-        best = best_lr(scores)
+        tuned = (row, task, tune_seeds[(row, task, seed)])
+        scores = tunes.get(tuned, {})
+        best = best_setting(scores)
         chosen = runs[best] if best in runs else list(runs.values())[-1]
         cell = table.setdefault(row, {}).setdefault(task, Cell())
         cell.runs[seed] = chosen
         if scores:
-            cell.tune[seed], cell.tune_fraction[seed] = scores, fractions[(row, task, seed)]
+            cell.tune[tuned[2]], cell.tune_fraction[tuned[2]] = scores, fractions[tuned]
     return table
 
 

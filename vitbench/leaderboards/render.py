@@ -291,16 +291,27 @@ def noise_floor(floors: dict[str, list[tuple[int, float]]]) -> str:
 
 
 def _finetune_details(column, cell, runs, config) -> dict:
+    decays = "weight_decay" in config  # a grid of rate x decay (VPT's)
     tune = "; ".join(
         f"seed {seed}{_shortened(cell.tune_fraction.get(seed, 1))}: " + ", ".join(
-            f"{lr:g} → {_fmt(None if acc is None else 100 * acc)}"
-            for lr, acc in sorted(scores.items()))
+            f"{_setting(setting)} → {_fmt(None if acc is None else 100 * acc)}"
+            for setting, acc in sorted(scores.items()))
         for seed, scores in sorted(cell.tune.items()))
-    return {"task": column.title, "lr": ", ".join(f"{lr:g}" for lr in cell.lrs),
-            "validation accuracy by lr": tune or "(fixed lr, no sweep)",
+    length = (f"{config['epochs']} epochs ({config['steps']} steps) × {config['batch_size']}"
+              if "epochs" in config else f"{config['steps']} × {config['batch_size']}")
+    return {"task": column.title,
+            "lr": ", ".join(_setting(collect_lib.setting_of(r["config"])) for r in runs),
+            f"validation accuracy by {'lr, wd' if decays else 'lr'}":
+                tune or "(fixed lr, no sweep)",
             "seeds": ", ".join(str(s) for s in sorted(cell.runs)),
-            "steps × batch": f"{config['steps']} × {config['batch_size']}",
-            "px": config["resolution"]}
+            "steps × batch": length, "px": config["resolution"]}
+
+
+def _setting(setting) -> str:
+    """A tune grid's setting (`records.setting_of`) as the details write it."""
+    if isinstance(setting, tuple):
+        return f"{setting[0]:g} (wd {setting[1]:g})"
+    return f"{setting:g}"
 
 
 def _shortened(fraction: float) -> str:

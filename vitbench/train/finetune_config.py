@@ -8,7 +8,7 @@ import dataclasses
 import keras
 
 from vitbench.train import optimizers
-from vitbench.train.schedules import WarmupCosine
+from vitbench.train.schedules import EpochWarmupCosine, WarmupCosine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,28 +26,59 @@ class TrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     momentum: float = 0.9
-    grad_clip_norm: float = 1.0
+    grad_clip_norm: float | None = 1.0  # global norm; None: no clipping
     polyak: float = 0.0  # decay of the weights' moving average; 0: no averaging
     momentum_dtype: str = "float32"  # of the SGD trace (the official code: bfloat16)
+    optimizer: str = "sgd"  # an `OPTIMIZERS` name
+    weight_decay: float = 0.0  # AdamW's decoupled decay (biases and LayerNorms exempt)
+    epsilon: float = 1e-6  # AdamW's
+    # Updates per epoch where the rate is stepped once per epoch (`EpochWarmupCosine`: steps
+    # and warm-up steps are then whole epochs of them); 0: per update (`WarmupCosine`).
+    steps_per_epoch: int = 0
 
     def __post_init__(self):
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch size {self.batch_size} is not a multiple of the micro-batch "
                              f"size {self.micro_batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of "
+                             f"{', '.join(OPTIMIZERS)}")
 
     @property
     def accumulation(self) -> int:
         return self.batch_size // self.micro_batch_size
 
 
+def schedule_of(config: TrainConfig):
+    """The run's learning-rate schedule: warm-up and cosine, per update or per epoch."""
+    if config.steps_per_epoch:
+        return EpochWarmupCosine(config.lr, config.steps // config.steps_per_epoch,
+                                 config.warmup_steps // config.steps_per_epoch,
+                                 config.steps_per_epoch, config.accumulation)
+    return WarmupCosine(config.lr, config.steps, min(config.warmup_steps, config.steps),
+                        config.accumulation)
+
+
+def _sgd(config: TrainConfig, **common) -> keras.optimizers.Optimizer:
+    """SGD with momentum as optax applies it (the official fine-tuning update)."""
+    return optimizers.SGD(momentum=config.momentum, momentum_dtype=config.momentum_dtype,
+                          **common)
+
+
+def _adamw(config: TrainConfig, **common) -> keras.optimizers.Optimizer:
+    """AdamW (beta 0.9, 0.999) with decoupled weight decay, biases and LayerNorms exempt."""
+    return optimizers.AdamW(weight_decay=config.weight_decay, epsilon=config.epsilon,
+                            beta_1=0.9, beta_2=0.999, decay_vectors=False, **common)
+
+
+OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """SGD with momentum as optax applies it (the official fine-tuning update), global-norm
-    clipping and the warm-up/cosine schedule."""
-    schedule = WarmupCosine(config.lr, config.steps, min(config.warmup_steps, config.steps),
-                            config.accumulation)
-    return optimizers.SGD(
-        learning_rate=schedule, momentum=config.momentum, momentum_dtype=config.momentum_dtype,
-        global_clipnorm=config.grad_clip_norm,
+    """The run's optimizer (`OPTIMIZERS`), with its schedule, its global-norm clipping, its
+    gradient accumulation and Polyak averaging."""
+    return OPTIMIZERS[config.optimizer](
+        config, learning_rate=schedule_of(config), global_clipnorm=config.grad_clip_norm,
         gradient_accumulation_steps=config.accumulation if config.accumulation > 1 else None,
         use_ema=config.polyak > 0, ema_momentum=config.polyak or 0.99)
 

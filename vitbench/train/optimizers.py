@@ -119,13 +119,26 @@ class AdamW(LeanAccumulation, keras.optimizers.AdamW):
     beta_2 = 0.999, still 1.26x at update 1000. The decay uses the weights before the update
     (Keras' `_apply_weight_decay`, as optax's `add_decayed_weights`).
 
-    Takes the arguments of `keras.optimizers.AdamW` but `amsgrad`.
+    With `decay_vectors=False`, variables of one axis or none (biases, LayerNorm scales and
+    offsets) are not decayed, as the fine-tuning recipes of timm and the PEFT literature
+    exempt them; kept in the optimizer's config, so a resumed run decays what it decayed.
+
+    Takes the arguments of `keras.optimizers.AdamW` but `amsgrad`, and `decay_vectors`.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, decay_vectors: bool = True, **kwargs):
         if kwargs.get("amsgrad"):
             raise ValueError("vitbench's AdamW has no AMSGrad variant")
         super().__init__(*args, **kwargs)
+        self.decay_vectors = decay_vectors
+
+    def _use_weight_decay(self, variable):
+        if not self.decay_vectors and len(variable.shape) <= 1:
+            return False
+        return super()._use_weight_decay(variable)
+
+    def get_config(self):
+        return {**super().get_config(), "decay_vectors": self.decay_vectors}
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype

@@ -3,6 +3,8 @@
 Both are linear warm-up to the base rate followed by a decay to 0 at the last step, as vit_jax
 and big_vision define them: `cosine` (fine-tuning, ImageNet-1k pretraining) and `linear`
 (ImageNet-21k and JFT pretraining, paper Table 3). `SCHEDULES` maps those names to classes.
+`EpochWarmupCosine` is the VPT protocol's: the same shape, stepped once per epoch
+(`epoch_factor`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,16 @@ import math
 
 import keras
 from keras import ops
+
+
+def epoch_factor(epoch: int, epochs: int, warmup_epochs: int) -> float:
+    """The VPT protocol's factor of the base rate in `epoch` (0-based; KMnP/vpt
+    `WarmupCosineSchedule`, stepped per epoch): `epoch / warmup_epochs` during the warm-up
+    (epoch 0 trains at rate 0), then a cosine from 1 to 0 over the remaining epochs."""
+    if epoch < warmup_epochs:
+        return epoch / warmup_epochs
+    progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+    return max(0.0, 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -63,3 +75,28 @@ class WarmupLinear(WarmupDecay):
 
 
 SCHEDULES = {"cosine": WarmupCosine, "linear": WarmupLinear}
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class EpochWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """`base_lr` times `epoch_factor` of the update's epoch, `steps_per_epoch` updates an
+    epoch (the rate holds for a whole epoch, as VPT's scheduler steps once per epoch); exact
+    under gradient accumulation, as `WarmupDecay`."""
+
+    def __init__(self, base_lr, epochs, warmup_epochs, steps_per_epoch, accumulation=1):
+        self.base_lr, self.epochs, self.warmup_epochs = float(base_lr), int(epochs), \
+            int(warmup_epochs)
+        self.steps_per_epoch, self.accumulation = int(steps_per_epoch), int(accumulation)
+        self.factors = [epoch_factor(e, self.epochs, self.warmup_epochs)
+                        for e in range(self.epochs)]
+
+    def __call__(self, micro_step):
+        step = ops.floor_divide(micro_step, self.accumulation)
+        epoch = ops.minimum(ops.floor_divide(step, self.steps_per_epoch), self.epochs - 1)
+        return self.base_lr * ops.take(ops.convert_to_tensor(self.factors, "float32"),
+                                       ops.cast(epoch, "int32"))
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "epochs": self.epochs,
+                "warmup_epochs": self.warmup_epochs, "steps_per_epoch": self.steps_per_epoch,
+                "accumulation": self.accumulation}

@@ -75,27 +75,52 @@ def scores(model, run, micro: int, data_dir) -> dict:
 
 
 class FineTune(Method):
-    """Fine-tunes from the checkpoint with a zero head, then scores the eval split."""
+    """Fine-tunes from the checkpoint with a new head, then scores the eval split, as the
+    run's protocol trains (`protocols.FINE_TUNING`: the ViT paper's or VPT's)."""
 
     name, trains = "finetune", True
+    # VPT's selection of the lr x weight-decay grid (KMnP/vpt tune_vtab.py find_best_lrwd)
+    SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
 
     def settings(self, run, lr):
         p, share = run.task.protocol, run.task.protocol.share(run.phase)
-        return {"lr": lr if lr is not None else run.lr, "steps": p.steps,
+        lr = lr if lr is not None else run.lr
+        if run.recipe.per_epoch:
+            return self._epoch_settings(run, lr)
+        return {"lr": lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
                 "update_rule": optimizers.UPDATE_RULE, "momentum_dtype": p.momentum_dtype,
                 "grad_clip_norm": 1.0, "schedule": "warmup_cosine", "polyak": p.polyak,
                 **({"tune_fraction": share} if share != 1 else {})}
 
+    @classmethod
+    def _epoch_settings(cls, run, lr) -> dict:
+        """The config fields of fine-tuning under a protocol counted in epochs (VPT's)."""
+        p, recipe = run.task.protocol, run.recipe
+        return {"protocol": p.name, "lr": lr, "lr_scaling": f"batch/{recipe.lr_per_images}",
+                "weight_decay": run.weight_decay, "epochs": p.epochs,
+                "warmup_epochs": p.warmup_epochs, "steps_per_epoch": run.steps_per_epoch,
+                "steps": run.schedule[0], "batch_size": p.batch_size,
+                "train_pp": run.task.pp("train"), "optimizer": recipe.optimizer_name(),
+                "weight_decay_on": "weights of 2+ axes (not biases, LayerNorms)",
+                "update_rule": optimizers.UPDATE_RULE, "grad_clip_norm": recipe.grad_clip_norm,
+                "schedule": "epoch_warmup_cosine", "dropout": recipe.dropout,
+                "head_init": recipe.head_init, "polyak": p.polyak,
+                "tune_seed": run.tune_seed, "selection": cls.SELECTION}
+
     def tag(self, run, lr):
-        return f"{run.phase} lr={lr}"
+        decay = "" if run.weight_decay is None else f" wd={run.weight_decay}"
+        seed = f" seed={run.seed}" if run.recipe.fixed_seeds else ""
+        return f"{run.phase} lr={lr}{decay}{seed}"
 
     def doing(self, run):
-        return f"training {run.schedule[0]} steps of {run.task.protocol.batch_size}"
+        steps, p = run.schedule[0], run.task.protocol
+        epochs = f" ({p.epochs} epochs)" if run.steps_per_epoch else ""
+        return f"training {steps} steps of {p.batch_size}{epochs}"
 
     def execute(self, run, lr, context):
-        model = load_for_task(run.ckpt, run.task, run.remat, run.normalization)
+        model = self._model(run)
         micro = pass_size(run.micro_batch_size, model, run.task.protocol.batch_size)
         config = self.train_config(run, lr, micro)
         try:
@@ -135,21 +160,41 @@ class FineTune(Method):
                 for run, config, result, context in zip(runs, configs, results, contexts)]
 
     @staticmethod
-    def _load_members(runs) -> list:
+    def _model(run):
+        """The run's model: the checkpoint with a new head started as the protocol starts it
+        (drawn from the run's seed), its dropout where the protocol sets it."""
+        recipe = run.recipe
+        model = load_for_task(run.ckpt, run.task, run.remat, run.normalization,
+                              dropout=recipe.dropout)
+        if recipe.head_init == "kaiming_normal(fan_out)":
+            head = model.get_layer("head")
+            kernel, _ = linear_probe.initial_heads(1, head.kernel.shape[0],
+                                                   run.task.num_classes, run.seed)
+            head.kernel.assign(kernel[0].astype(np.float32))
+        return model
+
+    @classmethod
+    def _load_members(cls, runs) -> list:
         """The runs' models, each with the random state its separate run would give it."""
         models = []
         for run in runs:
             keras.utils.set_random_seed(run.seed)
-            models.append(load_for_task(run.ckpt, run.task, run.remat, run.normalization))
+            models.append(cls._model(run))
         return models
 
     @staticmethod
     def train_config(run, lr, micro: int) -> finetune.TrainConfig:
-        p, (steps, warmup) = run.task.protocol, run.schedule
-        return finetune.TrainConfig(lr=lr, steps=steps, batch_size=p.batch_size,
+        p, (steps, warmup), recipe = run.task.protocol, run.schedule, run.recipe
+        scale = p.batch_size / recipe.lr_per_images if recipe.lr_per_images else 1
+        return finetune.TrainConfig(lr=lr * scale, steps=steps, batch_size=p.batch_size,
                                     micro_batch_size=micro, warmup_steps=warmup,
                                     seed=run.seed, polyak=p.polyak,
-                                    momentum_dtype=p.momentum_dtype)
+                                    momentum_dtype=p.momentum_dtype,
+                                    grad_clip_norm=recipe.grad_clip_norm,
+                                    optimizer=recipe.optimizer,
+                                    weight_decay=run.weight_decay or 0.0,
+                                    epsilon=recipe.epsilon,
+                                    steps_per_epoch=run.steps_per_epoch)
 
     @staticmethod
     def outcome(run, config: finetune.TrainConfig, result, context) -> dict:
@@ -276,7 +321,7 @@ class LinearProbe(Method):
         return {**_frozen_settings(run), "lrs": list(p.lrs), "lr_scaling": "batch/256",
                 "weight_decays": list(p.weight_decays), "batch_size": p.batch_size,
                 "epochs": p.epochs, "warmup_epochs": p.warmup_epochs,
-                "head_seeds": list(p.head_seeds), "optimizer": "sgd(momentum=0.9)",
+                "head_seeds": list(p.final_seeds), "optimizer": "sgd(momentum=0.9)",
                 "head_init": "kaiming_normal(fan_out)", "selection": self.SELECTION}
 
     def tag(self, run, lr):
@@ -285,12 +330,12 @@ class LinearProbe(Method):
     def work(self, run):
         p = run.task.protocol
         return (f"{len(p.lrs) * len(p.weight_decays)} heads x {p.epochs} epochs, "
-                f"{len(p.head_seeds)} seeds")
+                f"{len(p.final_seeds)} seeds")
 
     def doing(self, run):
         p = run.task.protocol
         return (f"training {len(p.lrs) * len(p.weight_decays)} linear heads on frozen "
-                f"features, then {len(p.head_seeds)} seeds of the best")
+                f"features, then {len(p.final_seeds)} seeds of the best")
 
     def execute(self, run, lr, context):
         p, classes = run.task.protocol, run.task.num_classes
@@ -302,13 +347,13 @@ class LinearProbe(Method):
         heads = linear_probe.train_heads(*splits["tune_train"], classes,
                                          [scale * rate for rate, _ in grid],
                                          [decay for _, decay in grid], schedule,
-                                         seed=p.head_seeds[0])
+                                         seed=p.final_seeds[0])
         x, y = splits["tune_val"]
         validation = np.mean(linear_probe.predict(*heads, x) == y, axis=1)
         rate, decay = grid[int(np.argmax(validation))]  # the first best: smallest lr, wd
         predicted, per_seed = {}, []
         x, y = splits["test"]
-        for seed in p.head_seeds:
+        for seed in p.final_seeds:
             head = linear_probe.train_heads(*splits["fit"], classes, [scale * rate], [decay],
                                             schedule, seed=seed)
             predicted[f"test/seed{seed}"] = linear_probe.predict(*head, x)[0]

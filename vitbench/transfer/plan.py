@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from vitbench import environment, records, rules
+from vitbench import environment, protocols, records, rules
 from vitbench import tasks as tasks_lib
 from vitbench.checkpoints import identity
 from vitbench.data import sources
@@ -35,6 +35,9 @@ class Overrides:
     polyak: float | None = None
     momentum_dtype: str | None = None
     shots: tuple[int, ...] | None = None
+    epochs: int | None = None
+    warmup_epochs: int | None = None
+    weight_decays: tuple[float, ...] | None = None
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
@@ -100,10 +103,20 @@ class Run:
     # the leaderboards: the row of a run whose settings differ (not in config).
     defaults: tuple[tuple[str, object], ...] = ()
     normalization: str | None = None  # overrides the checkpoint's (in config where set)
+    # A fine-tuning run whose grid varies the weight decay too (`FineTuning.
+    # sweeps_weight_decay`): its decay; None for a final run until its tune runs choose.
+    weight_decay: float | None = None
+    # Images of its training split, where its protocol counts steps in epochs of it.
+    train_examples: int | None = None
 
     @property
     def method(self) -> str:
         return self.task.protocol.method
+
+    @property
+    def recipe(self) -> protocols.FineTuning:
+        """How fine-tuning trains under the run's protocol."""
+        return protocols.fine_tuning(self.task.protocol)
 
     @property
     def needs_lr(self) -> bool:
@@ -111,9 +124,36 @@ class Run:
         return self.method == "finetune" and self.lr is None
 
     @property
+    def steps_per_epoch(self) -> int:
+        """Updates per epoch where the protocol counts epochs (each epoch's last batch is
+        filled from the next pass over the split, so every update is a whole batch); else 0."""
+        if not (self.method == "finetune" and self.recipe.per_epoch):
+            return 0
+        return -(-self.train_examples // self.task.protocol.batch_size)
+
+    @property
     def schedule(self) -> tuple[int, int]:
-        """Steps and warm-up steps it trains (`Protocol.schedule`: a tune run may be shorter)."""
+        """Steps and warm-up steps it trains: whole epochs where the protocol counts epochs,
+        else `Protocol.schedule` (a tune run may be shorter)."""
+        if self.steps_per_epoch:
+            p = self.task.protocol
+            return p.epochs * self.steps_per_epoch, p.warmup_epochs * self.steps_per_epoch
         return self.task.protocol.schedule(self.phase)
+
+    @property
+    def tune_seed(self) -> int:
+        """The seed of the tune runs that choose this run's setting: its own, or the
+        protocol's first final seed where the protocol fixes its seeds (VPT's)."""
+        if self.method == "finetune" and self.recipe.fixed_seeds:
+            return self.task.protocol.final_seeds[0]
+        return self.seed
+
+    def grid(self) -> list[tuple[float, float | None]]:
+        """The (rate, weight decay) settings its tune runs try (decay None where the
+        protocol does not vary it)."""
+        p = self.task.protocol
+        decays = p.weight_decays if self.recipe.sweeps_weight_decay else (None,)
+        return [(lr, decay) for lr in p.lrs for decay in decays]
 
     @property
     def train_split(self) -> str:
@@ -165,6 +205,11 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
         task = suite.with_method(task, overrides.method or task.protocol.method)
         defaults = tuple(task.protocol.settings().items())
         task = overrides.apply(task)
+        if overrides.as_released and task.protocol.method != "evaluate":
+            raise ValueError(f"--as_released scores a checkpoint's head on fine-tuning tasks; "
+                             f"suite {suite.name} runs {task.name} with method "
+                             f"{task.protocol.method}")
+        suite.check_method(task)
         micro = overrides.micro_batch_size
         if METHODS[task.protocol.method].whole_task:  # one run: its grid and seeds inside
             runs += [Run(suite.name, task, ckpt, "final", None, micro, seed,
@@ -177,22 +222,14 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
             runs.append(_as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256,
                                          defaults, released))
             continue
-        grid = task.protocol.lrs
-        if sweep and len(grid) == 1 and overrides.lrs is None:
-            grid = DEFAULT_SWEEP
+        if sweep and len(task.protocol.lrs) == 1 and overrides.lrs is None:
             task = dataclasses.replace(task, protocol=dataclasses.replace(task.protocol,
-                                                                          lrs=grid))
+                                                                          lrs=DEFAULT_SWEEP))
         common = dict(suite=suite.name, task=task, ckpt=ckpt, micro_batch_size=micro,
                       precision=precision, ckpt_sha256=ckpt_sha256, remat=overrides.remat,
                       defaults=defaults, data_sha256=sources.fingerprint(task),
                       normalization=overrides.normalization)
-        seeds = overrides.seeds
-        if len(grid) > 1:  # every seed's tune runs, then every seed's final run (they stack)
-            runs += [Run(phase="tune", lr=lr, seed=seed, **common) for seed in seeds
-                     for lr in grid]
-            runs += [Run(phase="final", lr=None, seed=seed, **common) for seed in seeds]
-        else:
-            runs += [Run(phase="final", lr=grid[0], seed=seed, **common) for seed in seeds]
+        runs += _fine_tuning_runs(Run(phase="final", lr=None, seed=0, **common), overrides)
     if overrides.as_released or overrides.method:  # heads only, or one method: no probes
         if not runs:
             raise ValueError(f"{'--as_released' if overrides.as_released else '--method'} "
@@ -216,6 +253,44 @@ def plan(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str, overrides
     return runs
 
 
+def _fine_tuning_runs(template: Run, overrides: Overrides) -> list[Run]:
+    """A fine-tuning task's runs: where its grid has several settings, each seed's tune
+    runs (the protocol's first seed's only, where it fixes its seeds), then each seed's
+    final run, whose setting they choose (every seed's tune runs come first: they stack);
+    else each seed's final run at the one setting.
+
+    Raises:
+        ValueError: `--seed` or `--repeats` under a protocol that fixes its seeds.
+    """
+    recipe, p = template.recipe, template.task.protocol
+    by_steps = [f"--{name}" for name in ("steps", "warmup_steps", "tune_fraction")
+                if getattr(overrides, name) is not None]
+    if recipe.per_epoch and by_steps:
+        raise ValueError(f"the {p.name} protocol counts epochs: {', '.join(by_steps)} do not "
+                         "apply (--epochs, --warmup_epochs)")
+    if recipe.fixed_seeds:
+        if overrides.seed != 0 or overrides.repeats != 1:
+            raise ValueError(f"the {p.name} protocol fixes its seeds (final_seeds "
+                             f"{', '.join(map(str, p.final_seeds))}); --seed and --repeats "
+                             "do not apply")
+        seeds = list(p.final_seeds)
+    else:
+        seeds = list(overrides.seeds)
+    task, tune_seeds = template.task, seeds[:1] if recipe.fixed_seeds else seeds
+    examples = {role: _examples(task, role) if recipe.per_epoch else None
+                for role in ("tune_train", "fit")}
+    final = dataclasses.replace(template, train_examples=examples["fit"])
+    grid = template.grid()
+    if len(grid) == 1:
+        (lr, decay), = grid
+        return [dataclasses.replace(final, lr=lr, weight_decay=decay, seed=seed)
+                for seed in seeds]
+    tune = dataclasses.replace(template, phase="tune", train_examples=examples["tune_train"])
+    return ([dataclasses.replace(tune, lr=lr, weight_decay=decay, seed=seed)
+             for seed in tune_seeds for lr, decay in grid]
+            + [dataclasses.replace(final, seed=seed) for seed in seeds])
+
+
 def _probe_seeds(ckpt: str, overrides: Overrides):
     """A probe's seeds: its own randomness is inside the run (shot draws, head seeds); the
     run's seed only draws a scratch model's weights."""
@@ -236,25 +311,42 @@ def _as_released_run(suite, task, ckpt, overrides, precision, ckpt_sha256, defau
                normalization=overrides.normalization)
 
 
-def choose_lr(run: Run, done: dict) -> float | None:
-    """The run's rate, or for a final run after tune runs the grid's best rate on tune_val from
-    the records (None while tune runs are missing)."""
+def resolve(run: Run, done: dict) -> Run | None:
+    """The run as it trains: itself, or for a final run after tune runs the run with the
+    grid's best setting on tune_val from the records (None while tune runs are missing)."""
     if not run.needs_lr:
-        return run.lr
-    scores = {}
-    for lr in run.task.protocol.lrs:
-        tune = dataclasses.replace(run, phase="tune", lr=lr)
+        return run
+    scores, examples = {}, _examples(run.task, "tune_train") if run.train_examples else None
+    for lr, decay in run.grid():
+        tune = dataclasses.replace(run, phase="tune", lr=lr, weight_decay=decay,
+                                   seed=run.tune_seed, train_examples=examples)
         record = done.get(records.config_hash(tune.config()))
         if record is None:
             return None
-        scores[lr] = record["metrics"]["accuracy"]
-    return records.best_lr(scores)  # as the leaderboards choose
+        scores[(lr, decay)] = record["metrics"]["accuracy"]
+    lr, decay = records.best_setting(scores)  # as the leaderboards choose
+    return dataclasses.replace(run, lr=lr, weight_decay=decay)
 
 
 def is_done(run: Run, done: dict) -> bool:
     """Recorded already (a final run whose rate is not chosen yet counts as not done)."""
-    lr = choose_lr(run, done)
-    return not (run.needs_lr and lr is None) and records.config_hash(run.config(lr)) in done
+    chosen = resolve(run, done)
+    return chosen is not None and records.config_hash(chosen.config()) in done
+
+
+def _examples(task: tasks_lib.Task, role: str) -> int:
+    """Images of a split role, for a protocol that counts epochs (`sources.split_size`).
+
+    Raises:
+        ValueError: the size is not known before the data is ready.
+    """
+    size = sources.split_size(task, task.split(role))
+    if size is None:
+        raise ValueError(f"{task.name}: the {task.protocol.name} protocol counts epochs of "
+                         f"split {task.split(role)!r}, whose size is not known: give it "
+                         "absolute slices (e.g. train[:800]) or prepare the data first "
+                         "(vitbench tasks --download)")
+    return size
 
 
 def check_batches(task_list: Sequence[tasks_lib.Task],

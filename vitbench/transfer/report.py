@@ -10,7 +10,14 @@ from vitbench import records
 from vitbench.data import sources
 from vitbench.transfer import stacking
 from vitbench.transfer.methods import METHODS
-from vitbench.transfer.plan import check_checkpoint, choose_lr, data_needed, images, is_done, plan
+from vitbench.transfer.plan import (
+    check_checkpoint,
+    data_needed,
+    images,
+    is_done,
+    plan,
+    resolve,
+)
 
 
 def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
@@ -49,15 +56,20 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
               for group in stacking.groups(runs, stack)]
     stacks = [group for group in stacks if len(group) > 1]
     stack_of = {id(run): number for number, group in enumerate(stacks, 1) for run in group}
+    several_seeds = len({run.seed for run in runs}) > 1
+    decays = any(run.method == "finetune" and run.recipe.sweeps_weight_decay for run in runs)
     for run in runs:
-        lr = choose_lr(run, done)
+        chosen = resolve(run, done)
+        lr, decay = (None, None) if chosen is None else (chosen.lr, chosen.weight_decay)
         run_done = id(run) in finished
         todo_images += 0 if run_done else images(run)
         protocol, trains = run.task.protocol, METHODS[run.method].trains
         rows.append({"task": run.task.name, "phase": run.phase,
-                     **({"seed": run.seed} if overrides.repeats > 1 else {}),
+                     **({"seed": run.seed} if several_seeds else {}),
                      "method": run.method,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
+                     **({"wd": "best of tune" if run.needs_lr and lr is None else decay}
+                        if decays else {}),
                      "train": run.task.split(run.train_split)
                      if METHODS[run.method].reads_train_split else "",
                      "eval": run.task.split(run.eval_split),

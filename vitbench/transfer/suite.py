@@ -25,11 +25,11 @@ from vitbench.transfer.plan import (
     Overrides,
     Run,
     check_checkpoint,
-    choose_lr,
     data_needed,
     images,
     is_done,
     plan,
+    resolve,
 )
 
 
@@ -187,9 +187,10 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
     ckpt_info, finished, failures = None, [], []
     numbers = {id(run): number for number, run in enumerate(runs, 1)}
 
-    def label_of(run, lr):
+    def label_of(run, chosen):
+        """The log's name of planned `run`, as it trains (`chosen`, with its setting)."""
         return (f"[{numbers[id(run)]}/{len(runs)}] {run.task.name} "
-                f"{METHODS[run.method].tag(run, lr)}"
+                f"{METHODS[run.method].tag(chosen, chosen.lr)}"
                 + (f" seed={run.seed}" if overrides.repeats > 1 else ""))
 
     def to_run(run):
@@ -197,16 +198,16 @@ def run_suite(suite: tasks_lib.Suite, task_names: Sequence[str], ckpt: str,
         nonlocal done
         if not force:  # runs that other processes on this results dir have finished
             done = records.by_hash(records.read(path))
-        lr = choose_lr(run, {**done, **{r["config_hash"]: r for r in finished}})
-        digest, label = records.config_hash(run.config(lr)), label_of(run, lr)
+        chosen = resolve(run, {**done, **{r["config_hash"]: r for r in finished}})
+        if chosen is None:
+            log(f"{label_of(run, run)}: its tune runs are not recorded (training in another "
+                "process, or failed there), skipped")
+            return None
+        digest, label = records.config_hash(chosen.config()), label_of(run, chosen)
         if digest in done:
             log(f"{label}: done ({describe_result(done[digest])}), skipped")
-        elif run.needs_lr and lr is None:
-            log(f"{label}: its tune runs are not recorded (training in another process, or "
-                "failed there), skipped")
-        else:
-            return run, lr, digest, label
-        return None
+            return None
+        return chosen, chosen.lr, digest, label
 
     def finish(record, run, label):
         finished.append(record)
@@ -325,7 +326,7 @@ def recorded(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     found = []
     for run in plan(suite, task_names, ckpt, overrides, sweep, fewshot):
         if is_done(run, done):
-            found.append(done[records.config_hash(run.config(choose_lr(run, done)))])
+            found.append(done[records.config_hash(resolve(run, done).config())])
     return found
 
 

@@ -9,6 +9,7 @@ split expression (`train[:800]+validation[:200]`), for folders too.
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from vitbench.data import registry
 from vitbench.data.sources.base import (  # noqa: F401  (the package's API)
@@ -89,6 +90,30 @@ def _preprocessing_problem(task, features) -> str | None:
 def num_examples(task, split, data_dir=None) -> int | None:
     """Number of examples of a split expression, or None where the metadata does not say."""
     return get_source(task.source).num_examples(task, split, data_dir)
+
+
+def split_size(task, split, data_dir=None) -> int | None:
+    """Examples of a split expression, never downloading: from the expression where its
+    slices are absolute (`train[:800]+train[2754:2954]` is 1,000 images, known before any
+    download), else from the data's metadata where the data is ready (image files, or a
+    prepared TFDS dataset); None otherwise."""
+    if task.source == "tfds":
+        size = _absolute_size(tfds.core.ReadInstruction.from_spec(split))
+        if size is not None or status(task, data_dir).state != READY:
+            return size
+    return num_examples(task, split, data_dir)
+
+
+def _absolute_size(instruction) -> int | None:
+    """The examples a parsed TFDS split expression names where every slice is absolute and
+    bounded (`[a:b]`, `[:b]` with a, b >= 0), else None."""
+    if hasattr(instruction, "left"):  # a sum of splits
+        parts = [_absolute_size(instruction.left), _absolute_size(instruction.right)]
+        return None if None in parts else sum(parts)
+    start, stop = instruction.from_ or 0, instruction.to
+    if instruction.unit != "abs" or stop is None or start < 0 or stop < start:
+        return None
+    return stop - start
 
 
 def fingerprint(task) -> str | None:
