@@ -44,17 +44,17 @@ def test_a_method_the_protocol_does_not_implement_is_refused(capsys):
 
 
 @pytest.mark.slow
-def test_linear_and_knn_probes_run_on_the_demo_data_and_share_one_board(tmp_path,
+def test_linear_and_knn_probes_run_on_the_demo_data_under_vpt_and_share_one_board(tmp_path,
                                                                          demo_data_dir, capsys):
     from vitbench.evaluate import outcomes
 
-    flags = ["run", f"--results_dir={tmp_path}", f"--data_dir={demo_data_dir}",
-             "--tasks=demo_shape", "--resolution=16"]
+    flags = ["run", "--suite=demo_vpt", f"--results_dir={tmp_path}",
+             f"--data_dir={demo_data_dir}", "--tasks=demo_shape", "--resolution=16"]
     assert cli.main(flags + ["--method=linear"]) == 0
     assert cli.main(flags + ["--method=knn"]) == 0
     out = capsys.readouterr().out
     assert "training 40 linear heads on frozen features, then 5 seeds of the best" in out
-    linear, knn = records.read(records.records_path(tmp_path, "demo"))
+    linear, knn = records.read(records.records_path(tmp_path, "demo_vpt"))
     assert (linear["config"]["method"], knn["config"]["method"]) == ("linear", "knn")
     assert linear["config"]["features"] == knn["config"]["features"] == "pool"
     assert linear["config"]["head_seeds"] == list(VPT_SEEDS)
@@ -73,7 +73,7 @@ def test_linear_and_knn_probes_run_on_the_demo_data_and_share_one_board(tmp_path
     assert knn["outcomes"]["labels_sha256"] == labels_hash
     assert knn["metrics"]["k"] in (10, 20, 100, 200)
     assert knn["metrics"]["by_k"][str(knn["metrics"]["k"])] == knn["metrics"]["accuracy"]
-    board = (tmp_path / "demo.md").read_text()
+    board = (tmp_path / "demo_vpt.md").read_text()
     assert "scratch:vit_mu8 (linear probe" in board and "scratch:vit_mu8 (kNN" in board
     # Recorded runs are not redone.
     assert cli.main(flags + ["--method=linear"]) == 0

@@ -92,12 +92,22 @@ def test_polyak_averaging_evaluates_the_moving_average_of_the_weights():
         np.testing.assert_allclose(a, b, atol=1e-5 * moved)
 
 
+# With Polyak averaging, so that the average's state is also saved and restored. The VPT
+# protocol's update (AdamW, biases and LayerNorms not decayed, the rate stepped per epoch)
+# must come back from the save as it was.
+RESUMED_CONFIGS = {
+    "vit": finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
+                                warmup_steps=1, polyak=0.5),
+    "vpt": finetune.TrainConfig(lr=0.01, steps=4, batch_size=4, micro_batch_size=2,
+                                polyak=0.5, optimizer="adamw", weight_decay=0.1,
+                                grad_clip_norm=None, steps_per_epoch=2)}
+
+
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("protocol", list(RESUMED_CONFIGS))
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, protocol):
     task = demo_task()
-    # With Polyak averaging, so that the average's state is also saved and restored.
-    config = finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
-                                  warmup_steps=1, polyak=0.5)
+    config = RESUMED_CONFIGS[protocol]
     with mock_tfds(num_examples=12):
         straight, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
         assert summary["resumed_from_step"] == 0 and summary["train_loss"] > 0
