@@ -20,18 +20,20 @@ from vitbench.rules import setting
 SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 # How a suite's task is evaluated (see `Protocol.method`); "linear" and "knn" probe frozen
-# features under the VPT protocol's rules (`vitbench.transfer.methods`).
-METHODS = ("finetune", "fewshot", "linear", "knn")
+# features under the VPT protocol's rules, "bitfit" fine-tunes the biases only
+# (`vitbench.transfer.methods`).
+METHODS = ("finetune", "fewshot", "linear", "knn", "bitfit")
 # What `vitbench run --method` offers (few-shot probes come from a suite's `[fewshot]` table
 # or a few-shot suite; `--as_released` scores a head).
-CHOOSABLE_METHODS = ("finetune", "linear", "knn")
+CHOOSABLE_METHODS = ("finetune", "linear", "knn", "bitfit")
 # Protocol fields of a task run with a method, before a suite's `[methods.<name>]` table
 # (`Suite.with_method`): VPT's linear baseline (KMnP/vpt `tune_vtab.py`).
 METHOD_DEFAULTS = {"linear": {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
                               "weight_decays": (0.01, 0.001, 0.0001, 0.0), "batch_size": 1024,
                               "epochs": 100, "warmup_epochs": 10}}
 # The protocols (`Protocol.name`) a method implements; a method not named: any.
-METHOD_PROTOCOLS = {"finetune": ("vit", "vpt"), "fewshot": ("vit",), "evaluate": ("vit",)}
+METHOD_PROTOCOLS = {"finetune": ("vit", "vpt"), "fewshot": ("vit",), "evaluate": ("vit",),
+                    "bitfit": ("vpt",)}
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
                "polyak", "momentum_dtype", "shots", "epochs", "warmup_epochs", "weight_decays")

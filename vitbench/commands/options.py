@@ -87,7 +87,10 @@ def setting_values(fv, cls, names=None) -> dict:
     for field in documented_settings(cls, names):
         value = fv[field.name].value
         if isinstance(value, list):  # an empty list: not given
-            parse = positive_floats if field.type == "tuple[float, ...]" else positive_integers
+            parse = positive_integers
+            if field.type == "tuple[float, ...]":  # >= 0 where the rule takes 0 (decays)
+                rule = field.metadata["rule"]
+                parse = non_negative_floats if rule.test((0.0,)) else positive_floats
             value = parse(f"--{field.name}", value) if value else None
         values[field.name] = value
     return values
@@ -100,6 +103,16 @@ def positive_floats(flag, values) -> tuple[float, ...]:
         numbers = ()
     if len(numbers) != len(values) or not all(number > 0 for number in numbers):
         raise ValueError(f"{flag} takes positive numbers, e.g. 0.003,0.01; got {','.join(values)}")
+    return numbers
+
+
+def non_negative_floats(flag, values) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if len(numbers) != len(values) or not all(number >= 0 for number in numbers):
+        raise ValueError(f"{flag} takes numbers >= 0, e.g. 0.01,0; got {','.join(values)}")
     return numbers
 
 

@@ -65,8 +65,9 @@ def _define(fv):
                       "(default: the suite's): finetune; linear, a linear head on frozen "
                       "features for the suite's whole lr x weight-decay grid, the best "
                       "retrained with each head seed (the VPT protocol's linear baseline); "
-                      "knn, DINO's weighted k-nearest neighbours on frozen features. A "
-                      "suite's [methods.<name>] table sets each method's protocol. No "
+                      "knn, DINO's weighted k-nearest neighbours on frozen features; "
+                      "bitfit (vpt protocol), fine-tuning of the biases and LayerNorm offsets "
+                      "only. A suite's [methods.<name>] table sets each method's protocol. No "
                       "few-shot probes.", flag_values=fv)
     flags.DEFINE_boolean("strict_shots", False, "Few-shot: refuse a probe where a class has "
                          "fewer training images than k (default: use all it has, as big_vision "

@@ -17,7 +17,8 @@ from vitbench.tasks import Protocol
 # How a row's label names the runs of another method than fine-tuning (few-shot rows are on
 # boards of their own): the checkpoint's own head scored without training, the probes of
 # frozen features.
-METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN"}
+METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN",
+                "bitfit": "BitFit"}
 # Protocol fields that make a different row when they differ from the suite's defaults.
 SETTING_FIELDS = tuple(dict.fromkeys([*Protocol().settings(), *Protocol(name="vpt").settings()]))
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",

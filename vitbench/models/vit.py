@@ -15,7 +15,7 @@ from keras import layers, ops
 from vitbench.models.attention import MultiHeadDotProductAttention
 from vitbench.models.dropout import Dropout, random_dropout
 from vitbench.models.gradient_fence import fence_gradient
-from vitbench.models.zoo import ImageSize, ViTConfig, as_hw
+from vitbench.models.zoo import TRAINABLE, ImageSize, ViTConfig, as_hw
 
 LAYER_NORM_EPSILON = 1e-6
 
@@ -329,6 +329,10 @@ class VisionTransformer(keras.Model):
         super().__init__(inputs=images, outputs=x, **kwargs)
         self.config, self.num_classes, self.image_size = config, num_classes, (height, width)
         self._stem, self._blocks, self._head = stem, blocks, head
+        trains = TRAINABLE[config.trainable]
+        for variable in self.trainable_variables:
+            if not (variable.path.startswith("head/") or trains(variable.path)):
+                variable.trainable = False
 
     @property
     def image_dtype(self) -> str:

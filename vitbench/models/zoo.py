@@ -31,6 +31,11 @@ OFFICIAL_DROPOUT = {"vit_l16": 0.1, "vit_h14": 0.1}
 CLASSIFIERS = ("token", "gap")
 GELU_FORMS = ("tanh", "exact", "quick")
 FINAL_NORMS = ("tokens", "pooled")
+# Which variables train (`ViTConfig.trainable`), by their path; the classifier head always
+# does. "biases": BitFit (Zaken et al. 2022; VPT's `tinytl-bias`), every bias and every
+# LayerNorm offset (`beta`: Keras' name for a LayerNorm's bias), no kernel, scale or token.
+TRAINABLE = {"all": lambda path: True,
+             "biases": lambda path: path.rsplit("/", 1)[-1] in ("bias", "beta")}
 # Input normalisations by name: (mean, std) per RGB channel of [0, 1] pixels. The official ViT
 # weights take [-1, 1] ("inception", the default, stored as None); timm's DeiT/DINO/MAE and
 # Hugging Face's DINOv2 take "imagenet"; CLIP towers "clip".
@@ -74,6 +79,10 @@ class ViTConfig:
     # The pixels the weights expect: a NORMALIZATIONS name or (mean, std) per channel of [0, 1]
     # pixels; None is [-1, 1]. Applied inside the model, so pipelines always feed [-1, 1].
     normalization: str | Normalization | None = None
+    # The variables that train (a TRAINABLE name): the others are frozen, with no gradients
+    # and no optimizer state. Part of the config, so a model restored from a save freezes
+    # the same ones.
+    trainable: str = "all"
 
     def __post_init__(self):
         for field in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
@@ -89,6 +98,9 @@ class ViTConfig:
             raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
         if self.gelu not in GELU_FORMS:
             raise ValueError(f"gelu {self.gelu!r} is not one of {GELU_FORMS}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable {self.trainable!r} is not one of "
+                             f"{', '.join(TRAINABLE)}")
         if self.final_norm not in FINAL_NORMS:
             raise ValueError(f"final_norm {self.final_norm!r} is not one of {FINAL_NORMS}")
         if self.classifier == "token" and self.class_token is False:

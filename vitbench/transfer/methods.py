@@ -40,6 +40,9 @@ class Method:
     # One run does the whole task: its selection on tune_val and its seeds (the probes of
     # frozen features); else a task is planned as tune runs and a final run per seed.
     whole_task: bool = False
+    # It trains the network as its protocol's fine-tuning recipe does (`protocols.py`): its
+    # grid is tuned by tune runs, and a final run's setting chosen from them.
+    fine_tunes: bool = False
 
     def settings(self, run, lr: float | None) -> dict:
         """The config fields of this kind, beside those every run has."""
@@ -78,7 +81,11 @@ class FineTune(Method):
     """Fine-tunes from the checkpoint with a new head, then scores the eval split, as the
     run's protocol trains (`protocols.FINE_TUNING`: the ViT paper's or VPT's)."""
 
-    name, trains = "finetune", True
+    name, trains, fine_tunes = "finetune", True, True
+    # The variables that train (`models.zoo.TRAINABLE`; the head always does): all of them
+    # here; a parameter-efficient method freezes the others, and runs them in inference
+    # mode (no dropout), as VPT's code runs a frozen encoder.
+    trainable = "all"
     # VPT's selection of the lr x weight-decay grid (KMnP/vpt tune_vtab.py find_best_lrwd)
     SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
 
@@ -86,7 +93,8 @@ class FineTune(Method):
         p, share = run.task.protocol, run.task.protocol.share(run.phase)
         lr = lr if lr is not None else run.lr
         if run.recipe.per_epoch:
-            return self._epoch_settings(run, lr)
+            return {**self._epoch_settings(run, lr),
+                    **({} if self.trainable == "all" else {"trainable": self.trainable})}
         return {"lr": lr, "steps": p.steps,
                 "batch_size": p.batch_size, "warmup_steps": p.effective_warmup_steps,
                 "train_pp": run.task.pp("train"), "optimizer": "sgd(momentum=0.9)",
@@ -105,7 +113,7 @@ class FineTune(Method):
                 "train_pp": run.task.pp("train"), "optimizer": recipe.optimizer_name(),
                 "weight_decay_on": "weights of 2+ axes (not biases, LayerNorms)",
                 "update_rule": optimizers.UPDATE_RULE, "grad_clip_norm": recipe.grad_clip_norm,
-                "schedule": "epoch_warmup_cosine", "dropout": recipe.dropout,
+                "schedule": "epoch_warmup_cosine", "dropout": cls._dropout(run),
                 "head_init": recipe.head_init, "polyak": p.polyak,
                 "tune_seed": run.tune_seed, "selection": cls.SELECTION}
 
@@ -121,6 +129,7 @@ class FineTune(Method):
 
     def execute(self, run, lr, context):
         model = self._model(run)
+        counts = trainable_parameters(model)
         micro = pass_size(run.micro_batch_size, model, run.task.protocol.batch_size)
         config = self.train_config(run, lr, micro)
         try:
@@ -131,7 +140,7 @@ class FineTune(Method):
                 device_data=context.device_data)
         except finetune.DivergedError as diverged:
             result = diverged
-        return self.outcome(run, config, result, context)
+        return {**self.outcome(run, config, result, context), "trainable_parameters": counts}
 
     def execute_stacked(self, runs, lrs, contexts) -> list[dict]:
         """Trains `runs` (configs alike but for rate and seed, `stacking.stack_key`) together
@@ -159,13 +168,20 @@ class FineTune(Method):
         return [self.outcome(run, config, result, context)
                 for run, config, result, context in zip(runs, configs, results, contexts)]
 
-    @staticmethod
-    def _model(run):
+    @classmethod
+    def _dropout(cls, run) -> float | None:
+        """The ViT's dropout while training: the protocol's for full fine-tuning, none where
+        the backbone is frozen."""
+        return run.recipe.dropout if cls.trainable == "all" else 0.0
+
+    @classmethod
+    def _model(cls, run):
         """The run's model: the checkpoint with a new head started as the protocol starts it
-        (drawn from the run's seed), its dropout where the protocol sets it."""
+        (drawn from the run's seed), its dropout where the protocol sets it, only the
+        method's variables trainable."""
         recipe = run.recipe
         model = load_for_task(run.ckpt, run.task, run.remat, run.normalization,
-                              dropout=recipe.dropout)
+                              dropout=cls._dropout(run), trainable=cls.trainable)
         if recipe.head_init == "kaiming_normal(fan_out)":
             head = model.get_layer("head")
             kernel, _ = linear_probe.initial_heads(1, head.kernel.shape[0],
@@ -208,6 +224,22 @@ class FineTune(Method):
                     "metrics": {"accuracy": None}}
         model, outcome["train"] = result
         return {**outcome, **scores(model, run, config.micro_batch_size, context.data_dir)}
+
+
+class BitFit(FineTune):
+    """BitFit (VPT's `tinytl-bias`): only the biases and LayerNorm offsets train, and the
+    head (102,912 + head parameters on ViT-B/16); the rest is frozen, in inference mode."""
+
+    name, trainable = "bitfit", "biases"
+
+
+def trainable_parameters(model) -> dict:
+    """What a record keeps of the model's trainable parameters: all of them, and the head's
+    (PEFT papers count the backbone's: total - head)."""
+    head = sum(int(np.prod(v.shape)) for v in model.trainable_variables
+               if v.path.startswith("head/"))
+    total = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return {"total": total, "head": head}
 
 
 class FewShotProbe(Method):
@@ -433,4 +465,4 @@ class AsReleased(Method):
 
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    FineTune(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}
+    FineTune(), BitFit(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}

@@ -121,13 +121,13 @@ class Run:
     @property
     def needs_lr(self) -> bool:
         """A final fine-tuning run whose rate the tune runs choose."""
-        return self.method == "finetune" and self.lr is None
+        return METHODS[self.method].fine_tunes and self.lr is None
 
     @property
     def steps_per_epoch(self) -> int:
         """Updates per epoch where the protocol counts epochs (each epoch's last batch is
         filled from the next pass over the split, so every update is a whole batch); else 0."""
-        if not (self.method == "finetune" and self.recipe.per_epoch):
+        if not (METHODS[self.method].fine_tunes and self.recipe.per_epoch):
             return 0
         return -(-self.train_examples // self.task.protocol.batch_size)
 
@@ -144,7 +144,7 @@ class Run:
     def tune_seed(self) -> int:
         """The seed of the tune runs that choose this run's setting: its own, or the
         protocol's first final seed where the protocol fixes its seeds (VPT's)."""
-        if self.method == "finetune" and self.recipe.fixed_seeds:
+        if METHODS[self.method].fine_tunes and self.recipe.fixed_seeds:
             return self.task.protocol.final_seeds[0]
         return self.seed
 

@@ -57,7 +57,8 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     stacks = [group for group in stacks if len(group) > 1]
     stack_of = {id(run): number for number, group in enumerate(stacks, 1) for run in group}
     several_seeds = len({run.seed for run in runs}) > 1
-    decays = any(run.method == "finetune" and run.recipe.sweeps_weight_decay for run in runs)
+    decays = any(METHODS[run.method].fine_tunes and run.recipe.sweeps_weight_decay
+                 for run in runs)
     for run in runs:
         chosen = resolve(run, done)
         lr, decay = (None, None) if chosen is None else (chosen.lr, chosen.weight_decay)

@@ -30,7 +30,7 @@ def stack_key(run: Run) -> tuple | None:
     """What runs that train together share: their configs but for the rate and the seed (a
     final run's rate, which its tune runs choose, is known by the time it trains). None for
     a run that never stacks (not fine-tuning)."""
-    if run.method != "finetune" or run.recipe.optimizer != "sgd":  # stacks train SGD
+    if run.method != "finetune" or run.recipe.optimizer != "sgd":  # stacks train all, by SGD
         return None
     config = run.config()
     del config["lr"], config["seed"]
