@@ -75,4 +75,6 @@ def test_bitfit_runs_on_the_demo_data_and_records_its_trainable_parameters(
     model = create_model("vit_mu8", num_classes=3, image_size=16, trainable="biases")
     assert [r["trainable_parameters"] for r in written] == [trainable_parameters(model)] * 2
     board = (tmp_path / "demo_vpt.md").read_text()
-    assert "scratch:vit_mu8 (BitFit" in board
+    row = next(line for line in board.splitlines() if "scratch:vit_mu8 (BitFit" in line)
+    backbone = trainable_parameters(model)["total"] - trainable_parameters(model)["head"]
+    assert f"| {backbone / 1e6:.2f} " in row and "| Params (M) |" in board

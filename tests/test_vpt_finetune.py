@@ -213,14 +213,17 @@ def test_vpt_fine_tuning_rows_get_their_delta_to_vpts_full_row(tmp_path):
                          plan.Overrides(method="finetune", lrs=(0.001,),
                                         weight_decays=(0.0,))):
         config = run.config()
+        head = 769 * run.task.num_classes  # ViT-B/16's backbone: 85,798,656 (spec 2.6)
         lines.append({"config_hash": records.config_hash(config), "config": config,
-                      "status": "finished", "metrics": {"accuracy": 0.5}})
+                      "status": "finished", "metrics": {"accuracy": 0.5},
+                      "trainable_parameters": {"total": 85_798_656 + head, "head": head}})
     path = records.records_path(tmp_path, "vtab1k_vpt")
     path.parent.mkdir(parents=True)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
     ours = rows["vit_b16"]
+    assert ours["Params (M)"] == "85.80"
     assert ours["CIFAR-100"].startswith("50.00") and "(Δ -18.90)" in ours["CIFAR-100"]
     assert f"(Δ {50 - 65.57:+.2f})" in ours["Mean"]  # Full's 19-task mean (spec 3b)
     assert f"(Δ {50 - 68.97:+.2f})" in ours["Mean of group means"]

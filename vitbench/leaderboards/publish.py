@@ -28,9 +28,12 @@ weighing the same (the number parameter-efficient fine-tuning papers report). {I
 Our rows come first, best mean first; rows in *italics* are numbers reported in the ViT
 paper. A row is a checkpoint (`@hash`: a local file's content) and the settings that differ
 from the suite's protocol; `as released`: the checkpoint's own head scored without training
-(`vitbench run --as_released`). `(Δ ±x)`: ours minus the reported number of the paper model
-the checkpoint is (Table 9, else Table 5, else Table 2). Where the paper gives a mean ± std
-over 3 runs (Table 2's VTAB-1k means), `≈` marks a delta within what the same pipeline
+(`vitbench run --as_released`). `Params (M)` (where runs recorded it): the parameters a row
+trains besides its task heads, in millions, as parameter-efficient fine-tuning papers count
+them (a linear probe 0; a kNN probe none, blank). `(Δ ±x)`: ours minus the reported number
+of the paper model the checkpoint is (Table 9, else Table 5, else Table 2). Where the paper
+gives a mean ± std over 3 runs (Table 2's VTAB-1k means), `≈` marks a delta within what the
+same pipeline
 could give (one run of ours: inside the 95% prediction interval m ± t(0.975, 2) × s ×
 √(4/3); several: the Welch 95% interval of the difference holds 0), `▲`/`▼` one outside it;
 the paper does not say whether its std is over n or n − 1 (taken as n − 1). `(partial k/n)`:

@@ -191,6 +191,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
     cells' intervals read the runs' outcomes files under `results_dir` (None: from accuracy
     and test size alone)."""
     our_lines, reported_lines = board_lines(board, records_by_suite, reported)
+    any_counted = any(backbone_parameters(cells) is not None for _, cells, _ in our_lines)
     shown, numbers, details = [], [], []
     floors = {}  # column title -> (items, accuracy %) of each of our cells
     for number, (row, cells, line) in enumerate(our_lines, 1):
@@ -199,6 +200,10 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         display = {"#": f"[{number}](#run-{number})", "checkpoint": row.label}
         numeric = {"kind": "ours", "row": row.label, "checkpoint": row.ckpt,
                    "ckpt_sha256": row.sha256, "details": number}
+        if any_counted:
+            trained = backbone_parameters(cells)
+            display[PARAMS] = "" if trained is None else f"{trained / 1e6:.2f}"
+            numeric[PARAMS] = trained
         estimates = {}  # column title -> the interval of its cell
         runs = {}  # column title -> its runs' values (%)
         for header, column, group in _display_columns(board):
@@ -252,7 +257,8 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
             for i in indices:
                 shown[i][header] = f"**{shown[i][header]}**"
     for table, line in reported_lines:
-        display = {"#": "", "checkpoint": f"*{table.label}*"}
+        display = {"#": "", "checkpoint": f"*{table.label}*",
+                   **({PARAMS: ""} if any_counted else {})}
         numeric = {"kind": "reported", "row": table.label, "source": table.source}
         for header, column, group in _display_columns(board):
             if column is not None:
@@ -268,6 +274,21 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
         shown.append(display)
         numbers.append(numeric)
     return pd.DataFrame(shown), pd.DataFrame(numbers), details, noise_floor(floors)
+
+
+# The column of the parameters a row trains besides its heads, in millions (the "Params (M)"
+# of the parameter-efficient fine-tuning papers), on boards where runs recorded them.
+PARAMS = "Params (M)"
+
+
+def backbone_parameters(cells) -> int | None:
+    """The parameters a row's runs trained besides the head (`trainable_parameters` of their
+    records: the same on every task of a model), the largest where they differ; None where
+    no run recorded them (a kNN probe trains none; runs before 2026-12-08 kept no count)."""
+    counts = [r["trainable_parameters"]["total"] - r["trainable_parameters"]["head"]
+              for cell in cells.values() for r in cell.runs.values()
+              if "trainable_parameters" in r]
+    return max(counts) if counts else None
 
 
 def noise_floor(floors: dict[str, list[tuple[int, float]]]) -> str:

@@ -396,7 +396,9 @@ class LinearProbe(Method):
                                   for (r, d), a in zip(grid, validation)}}
         return {"status": "finished", "error": None, "metrics": metrics, "scored": (predicted, y),
                 "features": features.report(extracted, x.shape[1]),
-                "heads_seconds": time.perf_counter() - start}
+                "heads_seconds": time.perf_counter() - start,
+                "trainable_parameters": {"total": (x.shape[1] + 1) * classes,
+                                         "head": (x.shape[1] + 1) * classes}}
 
 
 class NearestNeighbours(Method):
