@@ -62,19 +62,174 @@ def test_bitfit_is_planned_as_vpts_fine_tuning_with_its_backbone_in_inference_mo
     assert METHODS["bitfit"].fine_tunes
 
 
+PEFT_METHODS = {"bitfit": ("biases", {}, "BitFit"),
+                "lora": ("lora", {"lora_rank": 8, "lora_alpha": 8}, "LoRA")}
+
+
 @pytest.mark.slow
-def test_bitfit_runs_on_the_demo_data_and_records_its_trainable_parameters(
-        tmp_path, demo_data_dir, capsys):
-    flags = ["run", "--suite=demo_vpt", "--method=bitfit", f"--results_dir={tmp_path}",
+@pytest.mark.parametrize("method", list(PEFT_METHODS))
+def test_peft_methods_run_on_the_demo_data_and_record_their_trainable_parameters(
+        tmp_path, demo_data_dir, capsys, method):
+    trainable, options, note = PEFT_METHODS[method]
+    flags = ["run", "--suite=demo_vpt", f"--method={method}", f"--results_dir={tmp_path}",
              f"--data_dir={demo_data_dir}", "--tasks=demo_shape", "--resolution=16",
              "--epochs=1", "--warmup_epochs=0", "--lrs=0.01", "--weight_decays=0"]
     assert cli.main(flags) == 0
     written = records.read(records.records_path(tmp_path, "demo_vpt"))
     assert [r["config"]["seed"] for r in written] == [42, 44]
     keras.utils.set_random_seed(0)
-    model = create_model("vit_mu8", num_classes=3, image_size=16, trainable="biases")
+    model = create_model("vit_mu8", num_classes=3, image_size=16, trainable=trainable,
+                         **options)
     assert [r["trainable_parameters"] for r in written] == [trainable_parameters(model)] * 2
     board = (tmp_path / "demo_vpt.md").read_text()
-    row = next(line for line in board.splitlines() if "scratch:vit_mu8 (BitFit" in line)
+    row = next(line for line in board.splitlines() if f"scratch:vit_mu8 ({note}" in line)
     backbone = trainable_parameters(model)["total"] - trainable_parameters(model)["head"]
-    assert f"| {backbone / 1e6:.2f} " in row and "| Params (M) |" in board
+    assert f"| {backbone / 1e6:.2f} " in row and "| Params (M) " in board
+
+
+# ../shared/spec/peft_protocols.md 2.3: LoRA r = 8 on ViT-B/16's query and value.
+LORA_B16 = 294_912
+
+
+def test_lora_trains_the_query_and_value_updates_only():
+    model = create_model("vit_b16", num_classes=10, image_size=32, trainable="lora",
+                         lora_rank=8, lora_alpha=8)
+    counts = trainable_parameters(model)
+    assert counts["total"] - counts["head"] == LORA_B16
+    names = {v.path.split("/")[-2:][0] for v in model.trainable_variables
+             if not v.path.startswith("head/")}
+    assert names == {"query_lora", "value_lora"}  # biases frozen, key and output untouched
+
+
+def test_a_saved_lora_model_comes_back_with_its_updates_and_frozen_weights(tmp_path):
+    """What a resumed run loads: the same outputs, the same trainable variables."""
+    from vitbench.models import lora
+
+    model = create_model("vit_mu8", num_classes=4, image_size=16, trainable="lora",
+                         lora_rank=2, lora_alpha=4)
+    lora.initialize(model, 3)
+    for variable in model.trainable_variables:
+        variable.assign(np.full(variable.shape, 0.05, "float32"))
+    model.save(tmp_path / "model.keras")
+    again = keras.saving.load_model(tmp_path / "model.keras")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+    assert [v.path for v in again.trainable_variables] == \
+        [v.path for v in model.trainable_variables]
+
+
+class TestAgainstPeft:
+    """Hugging Face peft's LoRA (`target_modules=["query", "value"]`) on transformers' ViT
+    built from the same weights, fed the same [-1, 1] pixels."""
+
+    RANK, ALPHA = 4, 8
+
+    @pytest.fixture
+    def pair(self, tmp_path):
+        torch = pytest.importorskip("torch")
+        transformers = pytest.importorskip("transformers")
+        peft = pytest.importorskip("peft")
+        from vitbench.checkpoints.loader import load_model
+
+        config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=64,
+                                        image_size=32, patch_size=8, num_labels=5)
+        torch.manual_seed(0)
+        reference = transformers.ViTForImageClassification(config)
+        with torch.no_grad():
+            for parameter in reference.parameters():
+                parameter.normal_(0, 0.1)
+        reference.save_pretrained(tmp_path)
+        # transformers 5 names ViT's query and value projections q_proj and v_proj
+        names = {name.rsplit(".", 1)[-1] for name, _ in reference.named_modules()}
+        targets = ["query", "value"] if "query" in names else ["q_proj", "v_proj"]
+        lora_config = peft.LoraConfig(r=self.RANK, lora_alpha=self.ALPHA,
+                                      target_modules=targets, lora_dropout=0.0,
+                                      bias="none", modules_to_save=["classifier"])
+        theirs = peft.get_peft_model(reference, lora_config).eval()
+        ours = load_model(tmp_path, trainable="lora", lora_rank=self.RANK,
+                          lora_alpha=self.ALPHA)
+        return torch, theirs, ours
+
+    @staticmethod
+    def inputs():
+        from conftest import images
+
+        return images(batch=3, height=32, width=32, seed=5)
+
+    def logits(self, torch, theirs, x):
+        pixels = torch.from_numpy(x).permute(0, 3, 1, 2)
+        return theirs(pixel_values=pixels).logits
+
+    @staticmethod
+    def lora_pairs(theirs, ours):
+        """(our variable, their A or B parameter, as ours is laid out) for every update."""
+        import re
+
+        theirs_by_key = {}  # (layer, "q" or "v", "A" or "B") -> parameter
+        for name, module in theirs.named_modules():
+            found = re.search(r"layers?\.(\d+)\..*\.(q|v)[a-z_]*\.lora_(A|B)\.default$", name)
+            if found:
+                theirs_by_key[(int(found[1]), found[2], found[3])] = module.weight
+        pairs = []
+        for variable in ours.trainable_variables:
+            parts = variable.path.split("/")
+            if parts[-1] not in ("lora_a", "lora_b"):
+                continue
+            layer, projection = int(parts[0].split("_")[-1]), parts[-2][0]
+            if parts[-1] == "lora_a":  # peft's A: (rank, D) -> ours (D, rank)
+                pairs.append((variable, theirs_by_key[(layer, projection, "A")],
+                              lambda w: w.T))
+            else:  # peft's B: (heads x head size, rank) -> ours (rank, heads, head size)
+                pairs.append((variable, theirs_by_key[(layer, projection, "B")],
+                              lambda w, v=variable: w.T.reshape(v.shape)))
+        return pairs
+
+    def test_the_trainable_count_is_peft_s(self, pair):
+        _, theirs, ours = pair
+        counted = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+        assert trainable_parameters(ours)["total"] == counted
+        assert counted == 2 * 2 * (32 * self.RANK + self.RANK * 32) + 33 * 5
+
+    def test_at_the_start_it_is_the_frozen_model(self, pair):
+        torch, theirs, ours = pair
+        x = self.inputs()
+        with torch.no_grad(), theirs.disable_adapter():
+            frozen = self.logits(torch, theirs, x).numpy()
+        with torch.no_grad():
+            np.testing.assert_allclose(self.logits(torch, theirs, x).numpy(), frozen)
+        np.testing.assert_allclose(np.asarray(ours(x)), frozen, atol=1e-4, rtol=1e-4)
+
+    def test_with_the_same_updates_the_logits_and_gradients_agree(self, pair):
+        """Random non-zero A and B in both: the same logits, and the same gradients of every
+        A and B for a cross-entropy loss on one batch (float32, 1e-4)."""
+        import jax
+
+        torch, theirs, ours = pair
+        rng = np.random.default_rng(1)
+        pairs = self.lora_pairs(theirs, ours)
+        assert len(pairs) == 2 * 2 * 2
+        with torch.no_grad():
+            for variable, parameter, layout in pairs:
+                parameter.copy_(torch.from_numpy(
+                    rng.normal(0, 0.2, tuple(parameter.shape)).astype("float32")))
+                variable.assign(layout(parameter.detach().numpy()))
+        x, labels = self.inputs(), np.array([0, 3, 4])
+        logits = self.logits(torch, theirs, x)
+        np.testing.assert_allclose(np.asarray(ours(x)), logits.detach().numpy(), atol=1e-4,
+                                   rtol=1e-4)
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
+
+        trainable = [v.value for v in ours.trainable_variables]
+        frozen = [v.value for v in ours.non_trainable_variables]
+
+        def loss(trainable):
+            out, _ = ours.stateless_call(trainable, frozen, x, training=False)
+            return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+                labels, out, from_logits=True))
+
+        gradients = dict(zip([v.path for v in ours.trainable_variables],
+                             jax.grad(loss)(trainable)))
+        for variable, parameter, layout in pairs:
+            np.testing.assert_allclose(np.asarray(gradients[variable.path]),
+                                       layout(parameter.grad.numpy()), atol=1e-4, rtol=1e-4)

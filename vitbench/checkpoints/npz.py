@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 
 from vitbench import files
+from vitbench.models.lora import ADAPTER_WEIGHTS
 from vitbench.models.zoo import ViTConfig, find_name
 
 _OFFICIAL = ViTConfig("official", 1, 1, 1, 1, 1)
@@ -59,6 +60,8 @@ def model_variables(model) -> dict[str, object]:
     variables = {}
     for layer in model.layers:
         for variable in layer.weights:
+            if variable.path.rsplit("/", 1)[-1] in ADAPTER_WEIGHTS:  # not a checkpoint's
+                continue
             # Keep the path from this top-level layer on, whatever scope built the model.
             path = variable.path[variable.path.rfind(layer.name + "/"):]
             variables[official_key(path)] = variable

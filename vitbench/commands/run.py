@@ -67,8 +67,9 @@ def _define(fv):
                       "retrained with each head seed (the VPT protocol's linear baseline); "
                       "knn, DINO's weighted k-nearest neighbours on frozen features; "
                       "bitfit (vpt protocol), fine-tuning of the biases and LayerNorm offsets "
-                      "only. A suite's [methods.<name>] table sets each method's protocol. No "
-                      "few-shot probes.", flag_values=fv)
+                      "only; lora (vpt protocol), a low-rank update of the attention's query "
+                      "and value projections. A suite's [methods.<name>] table sets each "
+                      "method's protocol. No few-shot probes.", flag_values=fv)
     flags.DEFINE_boolean("strict_shots", False, "Few-shot: refuse a probe where a class has "
                          "fewer training images than k (default: use all it has, as big_vision "
                          "does, and note the shortfall in the record and on the board).",

@@ -18,7 +18,7 @@ from vitbench.tasks import Protocol
 # boards of their own): the checkpoint's own head scored without training, the probes of
 # frozen features.
 METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN",
-                "bitfit": "BitFit"}
+                "bitfit": "BitFit", "lora": "LoRA"}
 # Protocol fields that make a different row when they differ from the suite's defaults.
 SETTING_FIELDS = tuple(dict.fromkeys([*Protocol().settings(), *Protocol(name="vpt").settings()]))
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",

@@ -378,7 +378,8 @@ def _knn_details(column, cell, runs, config) -> dict:
             "seeds": "-", "steps × batch": "-", "px": config["resolution"]}
 
 
-DETAILS = {"finetune": _finetune_details, "bitfit": _finetune_details, "fewshot": _fewshot_details,
+DETAILS = {"finetune": _finetune_details, "bitfit": _finetune_details,
+           "lora": _finetune_details, "fewshot": _fewshot_details,
            "evaluate": _as_released_details, "linear": _linear_details, "knn": _knn_details}
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from vitbench.models import lora
+
 FUSED_SEQUENCE_MULTIPLE = 64
 FUSED_DTYPES = ("bfloat16", "float16")
 
@@ -74,7 +76,26 @@ def late_normalised_attention(query, key, value, scale):
 @keras.saving.register_keras_serializable(package="vitbench")
 class MultiHeadDotProductAttention(layers.MultiHeadAttention):
     """Keras' multi-head attention, padded for the fused kernel where it applies and
-    normalised late on a CPU and for queries shorter than the keys."""
+    normalised late on a CPU and for queries shorter than the keys. With `lora_rank`, the
+    query and value projections get a low-rank update (`lora.LowRankUpdate`)."""
+
+    def __init__(self, *args, lora_rank: int = 0, lora_alpha: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        if self.lora_rank:
+            alpha = self.lora_rank if self.lora_alpha is None else self.lora_alpha
+            for name in ("query", "value"):
+                update = lora.LowRankUpdate(getattr(self, f"_{name}_dense"), self.lora_rank,
+                                            alpha, name=f"{name}_lora")
+                update.build(query_shape if name == "query" else value_shape)
+                setattr(self, f"_{name}_dense", update)
+
+    def get_config(self):
+        return {**super().get_config(), "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha}
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False, use_causal_mask=False):

@@ -160,7 +160,7 @@ class EncoderBlock(layers.Layer):
 
     def __init__(self, hidden_size, mlp_dim, num_heads, dropout=0.0, attention_dropout=0.0,
                  drop_path=0.0, gelu="tanh", remat=False, layer_scale=None,
-                 norm_epsilon=LAYER_NORM_EPSILON, **kwargs):
+                 norm_epsilon=LAYER_NORM_EPSILON, lora_rank=0, lora_alpha=None, **kwargs):
         super().__init__(**kwargs)
         if remat and attention_dropout > 0:
             raise ValueError("remat needs attention_dropout 0: Keras' attention layer draws "
@@ -170,12 +170,14 @@ class EncoderBlock(layers.Layer):
         self.dropout, self.attention_dropout = dropout, attention_dropout
         self.drop_path, self.gelu = drop_path, gelu
         self.layer_scale, self.norm_epsilon = layer_scale, norm_epsilon
+        self.lora_rank, self.lora_alpha = lora_rank, lora_alpha
         attention_init = _xavier_uniform_flat(hidden_size, hidden_size)
         mlp_bias_init = keras.initializers.RandomNormal(stddev=1e-6)
         self.norm_attention = layers.LayerNormalization(epsilon=norm_epsilon, name="LayerNorm_0")
         self.attention = MultiHeadDotProductAttention(
             num_heads, hidden_size // num_heads, dropout=attention_dropout,
-            kernel_initializer=attention_init, name="MultiHeadDotProductAttention_1")
+            kernel_initializer=attention_init, lora_rank=lora_rank, lora_alpha=lora_alpha,
+            name="MultiHeadDotProductAttention_1")
         self.norm_mlp = layers.LayerNormalization(epsilon=norm_epsilon, name="LayerNorm_2")
         self.mlp_in = layers.Dense(mlp_dim, kernel_initializer="glorot_uniform",
                                    bias_initializer=mlp_bias_init, name="Dense_0")
@@ -241,7 +243,8 @@ class EncoderBlock(layers.Layer):
                 "num_heads": self.num_heads, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "drop_path": self.drop_path,
                 "gelu": self.gelu, "remat": self.remat, "layer_scale": self.layer_scale,
-                "norm_epsilon": self.norm_epsilon}
+                "norm_epsilon": self.norm_epsilon, "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha}
 
 
 GELU = {
@@ -307,7 +310,8 @@ class VisionTransformer(keras.Model):
         blocks = [
             EncoderBlock(config.hidden_size, config.mlp_dim, config.num_heads, config.dropout,
                          config.attention_dropout, rate, config.gelu, config.remat,
-                         config.layer_scale, config.norm_epsilon, name=f"encoderblock_{i}")
+                         config.layer_scale, config.norm_epsilon, config.lora_rank,
+                         config.lora_alpha, name=f"encoderblock_{i}")
             for i, rate in enumerate(_drop_path_rates(config))
         ]
         head = [layers.LayerNormalization(epsilon=config.norm_epsilon, name="encoder_norm"),

@@ -34,8 +34,10 @@ FINAL_NORMS = ("tokens", "pooled")
 # Which variables train (`ViTConfig.trainable`), by their path; the classifier head always
 # does. "biases": BitFit (Zaken et al. 2022; VPT's `tinytl-bias`), every bias and every
 # LayerNorm offset (`beta`: Keras' name for a LayerNorm's bias), no kernel, scale or token.
+# "lora": the low-rank updates of the query and value projections (`models.lora`) only.
 TRAINABLE = {"all": lambda path: True,
-             "biases": lambda path: path.rsplit("/", 1)[-1] in ("bias", "beta")}
+             "biases": lambda path: path.rsplit("/", 1)[-1] in ("bias", "beta"),
+             "lora": lambda path: path.rsplit("/", 1)[-1] in ("lora_a", "lora_b")}
 # Input normalisations by name: (mean, std) per RGB channel of [0, 1] pixels. The official ViT
 # weights take [-1, 1] ("inception", the default, stored as None); timm's DeiT/DINO/MAE and
 # Hugging Face's DINOv2 take "imagenet"; CLIP towers "clip".
@@ -83,6 +85,10 @@ class ViTConfig:
     # and no optimizer state. Part of the config, so a model restored from a save freezes
     # the same ones.
     trainable: str = "all"
+    # LoRA on every block's query and value projections (`models.lora`): the rank (0: none)
+    # and alpha (the update is scaled by alpha / rank; None: alpha = rank).
+    lora_rank: int = 0
+    lora_alpha: float | None = None
 
     def __post_init__(self):
         for field in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
@@ -98,6 +104,10 @@ class ViTConfig:
             raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
         if self.gelu not in GELU_FORMS:
             raise ValueError(f"gelu {self.gelu!r} is not one of {GELU_FORMS}")
+        if not is_whole_number(self.lora_rank) or self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be a whole number >= 0, not {self.lora_rank!r}")
+        if self.trainable == "lora" and not self.lora_rank:
+            raise ValueError("trainable 'lora' needs a lora_rank")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable {self.trainable!r} is not one of "
                              f"{', '.join(TRAINABLE)}")

@@ -15,6 +15,7 @@ from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot, knn, linear_probe
+from vitbench.models import lora
 from vitbench.train import execution, finetune, optimizers, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, load_frozen, pass_size
 
@@ -169,6 +170,11 @@ class FineTune(Method):
                 for run, config, result, context in zip(runs, configs, results, contexts)]
 
     @classmethod
+    def _adapters(cls, run) -> dict:
+        """The ViTConfig fields of the weights the method adds to the checkpoint's (none)."""
+        return {}
+
+    @classmethod
     def _dropout(cls, run) -> float | None:
         """The ViT's dropout while training: the protocol's for full fine-tuning, none where
         the backbone is frozen."""
@@ -181,7 +187,8 @@ class FineTune(Method):
         method's variables trainable."""
         recipe = run.recipe
         model = load_for_task(run.ckpt, run.task, run.remat, run.normalization,
-                              dropout=cls._dropout(run), trainable=cls.trainable)
+                              dropout=cls._dropout(run), trainable=cls.trainable,
+                              **cls._adapters(run))
         if recipe.head_init == "kaiming_normal(fan_out)":
             head = model.get_layer("head")
             kernel, _ = linear_probe.initial_heads(1, head.kernel.shape[0],
@@ -231,6 +238,32 @@ class BitFit(FineTune):
     head (102,912 + head parameters on ViT-B/16); the rest is frozen, in inference mode."""
 
     name, trainable = "bitfit", "biases"
+
+
+class LoRA(FineTune):
+    """LoRA (`models.lora`): a rank-`lora_rank` update of every block's query and value
+    projections, scaled by lora_alpha / lora_rank, A drawn from the run's seed, B zero; only
+    the updates and the head train (294,912 + head parameters on ViT-B/16 at rank 8), the
+    rest frozen, in inference mode, biases included."""
+
+    name, trainable = "lora", "lora"
+
+    def settings(self, run, lr):
+        p = run.task.protocol
+        return {**super().settings(run, lr), "lora_rank": p.lora_rank,
+                "lora_alpha": p.lora_alpha, "lora_targets": ["query", "value"],
+                "lora_init": "A ~ U(+-1/sqrt(D)) from the seed, B = 0"}
+
+    @classmethod
+    def _adapters(cls, run):
+        p = run.task.protocol
+        return {"lora_rank": p.lora_rank, "lora_alpha": p.lora_alpha}
+
+    @classmethod
+    def _model(cls, run):
+        model = super()._model(run)
+        lora.initialize(model, run.seed)
+        return model
 
 
 def trainable_parameters(model) -> dict:
@@ -467,4 +500,4 @@ class AsReleased(Method):
 
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    FineTune(), BitFit(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}
+    FineTune(), BitFit(), LoRA(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}

@@ -27,14 +27,14 @@ def _load(ckpt: str, task: tasks_lib.Task, num_classes: int, normalization=None,
 
 def load_for_task(ckpt: str, task: tasks_lib.Task, remat: bool = False,
                   normalization: str | None = None, dropout: float | None = None,
-                  trainable: str = "all"):
+                  **options):
     """The model to fine-tune: `ckpt` with a new zero head for the task and without its
     pre-logits layer, at its resolution, as the official fine-tuning starts every task, also
     when the checkpoint's head already has the task's classes (e.g. an ImageNet-1k pretraining
     fine-tuned on ImageNet). With `remat`, each block's activations are recomputed in the
-    backward pass; `dropout` replaces the checkpoint's dropout rate where given; `trainable`
-    names the variables that train (`models.zoo.TRAINABLE`)."""
-    options = {"trainable": trainable, **({} if dropout is None else {"dropout": dropout})}
+    backward pass; `dropout` replaces the checkpoint's dropout rate where given; `options`
+    are other ViTConfig fields (e.g. `trainable`, `lora_rank`)."""
+    options.update({} if dropout is None else {"dropout": dropout})
     return _load(ckpt, task, task.num_classes, normalization, new_head=True, remat=remat,
                  **options)
 
