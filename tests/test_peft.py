@@ -63,7 +63,9 @@ def test_bitfit_is_planned_as_vpts_fine_tuning_with_its_backbone_in_inference_mo
 
 
 PEFT_METHODS = {"bitfit": ("biases", {}, "BitFit"),
-                "lora": ("lora", {"lora_rank": 8, "lora_alpha": 8}, "LoRA")}
+                "lora": ("lora", {"lora_rank": 8, "lora_alpha": 8}, "LoRA"),
+                "vpt_deep": ("prompts", {"prompt_tokens": 4, "prompt_dropout": 0.1},
+                             "VPT-deep")}
 
 
 @pytest.mark.slow
@@ -233,3 +235,113 @@ class TestAgainstPeft:
         for variable, parameter, layout in pairs:
             np.testing.assert_allclose(np.asarray(gradients[variable.path]),
                                        layout(parameter.grad.numpy()), atol=1e-4, rtol=1e-4)
+
+
+# ../shared/spec/peft_protocols.md 2.5: 9,216 x p on ViT-B/16 deep, 768 x p shallow.
+@pytest.mark.parametrize("depth, per_prompt", [("deep", 9216), ("shallow", 768)])
+def test_vpt_trains_its_prompts_only(depth, per_prompt):
+    model = create_model("vit_b16", num_classes=10, image_size=32, trainable="prompts",
+                         prompt_tokens=10, prompt_depth=depth)
+    counts = trainable_parameters(model)
+    assert counts["total"] - counts["head"] == per_prompt * 10
+    assert {v.path.rsplit("/", 1)[-1] for v in model.trainable_variables} == {
+        "prompts", "kernel", "bias"}  # the head's kernel and bias
+
+
+class TestPromptInvariants:
+    """VPT's prompts: the sequence is class token + p prompts + patches; each deep layer
+    replaces only the prompt slots; with no prompts the model is the base model; the prompts'
+    order changes nothing (only the class token is read)."""
+
+    @staticmethod
+    def models(count, depth="deep"):
+        from vitbench.models import prompts
+
+        keras.utils.set_random_seed(0)
+        base = create_model("vit_mu8", num_classes=4, image_size=32)
+        prompted = create_model("vit_mu8", num_classes=4, image_size=32,
+                                prompt_tokens=count, prompt_depth=depth)
+        weights = {v.path: np.asarray(v) for v in base.variables}
+        for variable in prompted.variables:
+            if variable.path in weights:
+                variable.assign(weights[variable.path])
+        for variable in prompted.variables:  # a head that reads something
+            if variable.path.startswith("head/"):
+                variable.assign(np.random.default_rng(1).normal(size=variable.shape))
+                base.get_layer("head").variables[variable.path.endswith("bias")].assign(
+                    np.asarray(variable))
+        prompts.initialize(prompted, 7)
+        return base, prompted
+
+    X = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+
+    def test_the_sequence_is_the_class_token_the_prompts_and_the_patches(self):
+        _, prompted = self.models(3)
+        patches = (32 // 8) ** 2
+        for i in range(4):  # vit_mu8's 4 blocks: each gets 1 + 3 + 16 tokens
+            assert tuple(prompted.get_layer(f"prompt_{i}").output.shape[1:]) == (
+                1 + 3 + patches, 64)
+
+    def test_a_layer_replaces_only_the_prompt_slots(self):
+        from vitbench.models.prompts import Prompts
+
+        layer = Prompts(2, prefix=1, replace=True)
+        tokens = np.random.default_rng(0).normal(size=(2, 6, 8)).astype("float32")
+        out = np.asarray(layer(tokens))
+        np.testing.assert_array_equal(out[:, :1], tokens[:, :1])
+        np.testing.assert_array_equal(out[:, 3:], tokens[:, 3:])
+        np.testing.assert_array_equal(out[:, 1:3], np.zeros((2, 2, 8)))  # the set's start
+        inserted = np.asarray(Prompts(2, prefix=1, replace=False)(tokens))
+        assert inserted.shape == (2, 8, 8)
+        np.testing.assert_array_equal(inserted[:, 3:], tokens[:, 1:])
+
+    def test_without_prompts_it_is_the_base_model(self):
+        base, plain = self.models(0)
+        np.testing.assert_array_equal(np.asarray(plain(self.X)), np.asarray(base(self.X)))
+        _, prompted = self.models(3)
+        assert np.abs(np.asarray(prompted(self.X)) - np.asarray(base(self.X))).max() > 1e-4
+
+    @pytest.mark.parametrize("depth", ["deep", "shallow"])
+    def test_permuting_the_prompts_changes_nothing(self, depth):
+        _, prompted = self.models(5, depth)
+        before = np.asarray(prompted(self.X))
+        order = np.array([3, 0, 4, 1, 2])
+        for variable in prompted.variables:
+            if variable.path.endswith("/prompts"):
+                variable.assign(np.asarray(variable)[:, order])
+        np.testing.assert_allclose(np.asarray(prompted(self.X)), before, atol=1e-5)
+
+
+def test_vpt_prompts_train_with_sgd_and_l2_as_vpt_does():
+    runs = plan.plan(tasks.load_suite("vtab1k_vpt"), ["dtd"], "vit_b16",
+                     plan.Overrides(method="vpt_deep"))
+    assert len(runs) == 40 + 5  # VPT's prompt grid: 10 rates x 4 decays, then 5 seeds
+    config = runs[0].config()
+    assert (config["optimizer"], config["prompt_tokens"], config["prompt_depth"],
+            config["prompt_dropout"], config["trainable"], config["dropout"]) == (
+        "sgd(momentum=0.9)", 10, "deep", 0.1, "prompts", 0.0)
+    assert runs[0].config()["lr_scaling"] == "batch/256"
+
+
+def test_sgds_l2_equals_torchs_weight_decay_with_biases_exempt():
+    torch = pytest.importorskip("torch")
+    from vitbench.train import optimizers
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    kernel, bias = (np.asarray(w) for w in model.get_weights())
+    model.compile(optimizer=optimizers.SGD(0.1, momentum=0.9, l2=0.05), loss="mse")
+    for _ in range(4):
+        model.train_on_batch(x, y)
+    w, b = torch.nn.Parameter(torch.tensor(kernel)), torch.nn.Parameter(torch.tensor(bias))
+    oracle = torch.optim.SGD([{"params": [w], "weight_decay": 0.05},
+                              {"params": [b], "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    for _ in range(4):
+        oracle.zero_grad()
+        ((torch.tensor(x) @ w + b - torch.tensor(y)) ** 2).mean().backward()
+        oracle.step()
+    np.testing.assert_allclose(model.get_weights()[0], w.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.get_weights()[1], b.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -21,11 +21,13 @@ SUITES_DIR = pathlib.Path(__file__).resolve().parent / "suites"  # package data
 GROUPS = ("natural", "specialized", "structured", "upstream", "fewshot", "demo", "custom")
 # How a suite's task is evaluated (see `Protocol.method`); "linear" and "knn" probe frozen
 # features under the VPT protocol's rules, "bitfit" fine-tunes the biases only, "lora" a
-# low-rank update of the attention's query and value (`vitbench.transfer.methods`).
-METHODS = ("finetune", "fewshot", "linear", "knn", "bitfit", "lora")
+# low-rank update of the attention's query and value, "vpt_deep" and "vpt_shallow" learned
+# prompt tokens (`vitbench.transfer.methods`).
+METHODS = ("finetune", "fewshot", "linear", "knn", "bitfit", "lora", "vpt_deep",
+           "vpt_shallow")
 # What `vitbench run --method` offers (few-shot probes come from a suite's `[fewshot]` table
 # or a few-shot suite; `--as_released` scores a head).
-CHOOSABLE_METHODS = ("finetune", "linear", "knn", "bitfit", "lora")
+CHOOSABLE_METHODS = ("finetune", "linear", "knn", "bitfit", "lora", "vpt_deep", "vpt_shallow")
 # Protocol fields of a task run with a method, before a suite's `[methods.<name>]` table
 # (`Suite.with_method`): VPT's linear baseline (KMnP/vpt `tune_vtab.py`).
 METHOD_DEFAULTS = {"linear": {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
@@ -33,10 +35,12 @@ METHOD_DEFAULTS = {"linear": {"lrs": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25
                               "epochs": 100, "warmup_epochs": 10}}
 # The protocols (`Protocol.name`) a method implements; a method not named: any.
 METHOD_PROTOCOLS = {"finetune": ("vit", "vpt"), "fewshot": ("vit",), "evaluate": ("vit",),
-                    "bitfit": ("vpt",), "lora": ("vpt",)}
+                    "bitfit": ("vpt",), "lora": ("vpt",), "vpt_deep": ("vpt",),
+                    "vpt_shallow": ("vpt",)}
 # The protocol fields `vitbench run` can override (`transfer.plan.Overrides`).
 OVERRIDABLE = ("steps", "warmup_steps", "tune_fraction", "batch_size", "lrs", "resolution",
-               "polyak", "momentum_dtype", "shots", "epochs", "warmup_epochs", "weight_decays")
+               "polyak", "momentum_dtype", "shots", "epochs", "warmup_epochs", "weight_decays",
+               "prompt_tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,10 @@ class Protocol:
     # LoRA's rank and alpha (the update is scaled by alpha / rank; `vitbench.models.lora`).
     lora_rank: int = setting(8, rules.integer(1))
     lora_alpha: float = setting(8.0, rules.POSITIVE)
+    # VPT's prompts (`vitbench.models.prompts`): tokens per set and their dropout.
+    prompt_tokens: int = setting(10, rules.integer(1), "VPT-deep and VPT-shallow: prompt "
+                                 "tokens per set (default: the protocol's).")
+    prompt_dropout: float = setting(0.0, rules.FRACTION)
 
     @property
     def effective_warmup_steps(self) -> int:

@@ -68,7 +68,8 @@ def _define(fv):
                       "knn, DINO's weighted k-nearest neighbours on frozen features; "
                       "bitfit (vpt protocol), fine-tuning of the biases and LayerNorm offsets "
                       "only; lora (vpt protocol), a low-rank update of the attention's query "
-                      "and value projections. A suite's [methods.<name>] table sets each "
+                      "and value projections; vpt_deep and vpt_shallow (vpt protocol), "
+                      "learned prompt tokens. A suite's [methods.<name>] table sets each "
                       "method's protocol. No few-shot probes.", flag_values=fv)
     flags.DEFINE_boolean("strict_shots", False, "Few-shot: refuse a probe where a class has "
                          "fewer training images than k (default: use all it has, as big_vision "

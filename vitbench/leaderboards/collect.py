@@ -18,7 +18,8 @@ from vitbench.tasks import Protocol
 # boards of their own): the checkpoint's own head scored without training, the probes of
 # frozen features.
 METHOD_NOTES = {"evaluate": "as released", "linear": "linear probe", "knn": "kNN",
-                "bitfit": "BitFit", "lora": "LoRA"}
+                "bitfit": "BitFit", "lora": "LoRA", "vpt_deep": "VPT-deep",
+                "vpt_shallow": "VPT-shallow"}
 # Protocol fields that make a different row when they differ from the suite's defaults.
 SETTING_FIELDS = tuple(dict.fromkeys([*Protocol().settings(), *Protocol(name="vpt").settings()]))
 SETTING_NAMES = {"steps": "steps", "batch_size": "batch", "warmup_steps": "warm-up",

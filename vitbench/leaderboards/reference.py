@@ -36,7 +36,7 @@ SOURCE_NAMES = {"vpt_paper_table13_via_vpetl_readme": "VPT paper Table 13",
                 "vpetl_bench_readme": "NOAH Table 1 via V-PETL Bench",
                 "vtab_paper_results_csv": "VTAB paper results"}
 METHOD_NAMES = {"finetune": "full fine-tuning", "linear": "linear probe", "vpt_deep": "VPT-deep",
-                "lora": "LoRA", "bitfit": "BitFit"}
+                "lora": "LoRA", "bitfit": "BitFit", "vpt_shallow": "VPT-shallow"}
 PRETRAIN_NAMES = {"jft300m": "JFT-300M", "imagenet21k": "ImageNet-21k",
                   "imagenet": "ImageNet", "imagenet+jft300m_unlabeled": "ImageNet+JFT-300M"}
 

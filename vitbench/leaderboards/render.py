@@ -379,7 +379,8 @@ def _knn_details(column, cell, runs, config) -> dict:
 
 
 DETAILS = {"finetune": _finetune_details, "bitfit": _finetune_details,
-           "lora": _finetune_details, "fewshot": _fewshot_details,
+           "lora": _finetune_details, "vpt_deep": _finetune_details,
+           "vpt_shallow": _finetune_details, "fewshot": _fewshot_details,
            "evaluate": _as_released_details, "linear": _linear_details, "knn": _knn_details}
 
 

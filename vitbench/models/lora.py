@@ -16,7 +16,7 @@ import numpy as np
 from keras import layers, ops
 
 # Variable names of weights a checkpoint does not hold (the adapters a method adds).
-ADAPTER_WEIGHTS = ("lora_a", "lora_b")
+ADAPTER_WEIGHTS = ("lora_a", "lora_b", "prompts")
 
 
 class LowRankUpdate(layers.Layer):

@@ -12,6 +12,7 @@ import math
 import keras
 from keras import layers, ops
 
+from vitbench.models import prompts
 from vitbench.models.attention import MultiHeadDotProductAttention
 from vitbench.models.dropout import Dropout, random_dropout
 from vitbench.models.gradient_fence import fence_gradient
@@ -314,8 +315,12 @@ class VisionTransformer(keras.Model):
                          config.lora_alpha, name=f"encoderblock_{i}")
             for i, rate in enumerate(_drop_path_rates(config))
         ]
+        prompt_layers = prompts.layers_for(
+            config.prompt_tokens, config.prompt_depth, len(blocks), config.num_prefix_tokens,
+            config.prompt_dropout) if config.prompt_tokens else [None] * len(blocks)
         head = [layers.LayerNormalization(epsilon=config.norm_epsilon, name="encoder_norm"),
-                TokenPool(config.classifier, config.num_prefix_tokens, name="pool")]
+                TokenPool(config.classifier, config.num_prefix_tokens + config.prompt_tokens,
+                          name="pool")]
         if config.final_norm == "pooled":
             head.reverse()
         if config.representation_size:
@@ -325,14 +330,18 @@ class VisionTransformer(keras.Model):
             head.append(layers.Dense(num_classes, kernel_initializer="zeros",
                                      bias_initializer="zeros", dtype="float32", name="head"))
         x = images
-        for layer in stem + blocks[:-1]:
+        for layer in stem:
             x = layer(x)
-        x = blocks[-1](x, class_token_only=config.classifier == "token")
+        for i, (prompt, block) in enumerate(zip(prompt_layers, blocks)):
+            x = prompt(x) if prompt is not None else x
+            last = i == len(blocks) - 1
+            x = block(x, class_token_only=config.classifier == "token") if last else block(x)
         for layer in head:
             x = layer(x)
         super().__init__(inputs=images, outputs=x, **kwargs)
         self.config, self.num_classes, self.image_size = config, num_classes, (height, width)
         self._stem, self._blocks, self._head = stem, blocks, head
+        self._prompts = prompt_layers
         trains = TRAINABLE[config.trainable]
         for variable in self.trainable_variables:
             if not (variable.path.startswith("head/") or trains(variable.path)):
@@ -374,7 +383,8 @@ class VisionTransformer(keras.Model):
         x, attention = ops.convert_to_tensor(images), []
         for layer in self._stem:
             x = layer(x)
-        for block in self._blocks:
+        for prompt, block in zip(self._prompts, self._blocks):
+            x = prompt(x) if prompt is not None else x
             x, scores = block(x, return_attention=True)
             attention.append(scores)
         for layer in self._head:

@@ -37,7 +37,8 @@ FINAL_NORMS = ("tokens", "pooled")
 # "lora": the low-rank updates of the query and value projections (`models.lora`) only.
 TRAINABLE = {"all": lambda path: True,
              "biases": lambda path: path.rsplit("/", 1)[-1] in ("bias", "beta"),
-             "lora": lambda path: path.rsplit("/", 1)[-1] in ("lora_a", "lora_b")}
+             "lora": lambda path: path.rsplit("/", 1)[-1] in ("lora_a", "lora_b"),
+             "prompts": lambda path: path.rsplit("/", 1)[-1] == "prompts"}
 # Input normalisations by name: (mean, std) per RGB channel of [0, 1] pixels. The official ViT
 # weights take [-1, 1] ("inception", the default, stored as None); timm's DeiT/DINO/MAE and
 # Hugging Face's DINOv2 take "imagenet"; CLIP towers "clip".
@@ -89,6 +90,11 @@ class ViTConfig:
     # and alpha (the update is scaled by alpha / rank; None: alpha = rank).
     lora_rank: int = 0
     lora_alpha: float | None = None
+    # Visual prompts (`models.prompts`): tokens after the prefix tokens, before the first block
+    # ("shallow") or every block ("deep"), with dropout on them; 0: none.
+    prompt_tokens: int = 0
+    prompt_depth: str = "deep"
+    prompt_dropout: float = 0.0
 
     def __post_init__(self):
         for field in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "patch_size",
@@ -96,7 +102,7 @@ class ViTConfig:
             value = getattr(self, field)
             if value is not None and (not is_whole_number(value) or value < 1):
                 raise ValueError(f"{field} must be a positive whole number, not {value!r}")
-        for field in ("dropout", "attention_dropout", "stochastic_depth"):
+        for field in ("dropout", "attention_dropout", "stochastic_depth", "prompt_dropout"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{field} is a rate in [0, 1), not {value!r}")
@@ -108,6 +114,11 @@ class ViTConfig:
             raise ValueError(f"lora_rank must be a whole number >= 0, not {self.lora_rank!r}")
         if self.trainable == "lora" and not self.lora_rank:
             raise ValueError("trainable 'lora' needs a lora_rank")
+        if not is_whole_number(self.prompt_tokens) or self.prompt_tokens < 0:
+            raise ValueError(f"prompt_tokens must be a whole number >= 0, not "
+                             f"{self.prompt_tokens!r}")
+        if self.trainable == "prompts" and not self.prompt_tokens:
+            raise ValueError("trainable 'prompts' needs prompt_tokens")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable {self.trainable!r} is not one of "
                              f"{', '.join(TRAINABLE)}")

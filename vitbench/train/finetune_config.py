@@ -30,7 +30,8 @@ class TrainConfig:
     polyak: float = 0.0  # decay of the weights' moving average; 0: no averaging
     momentum_dtype: str = "float32"  # of the SGD trace (the official code: bfloat16)
     optimizer: str = "sgd"  # an `OPTIMIZERS` name
-    weight_decay: float = 0.0  # AdamW's decoupled decay (biases and LayerNorms exempt)
+    # AdamW's decoupled decay, SGD's L2 on the gradient (biases and LayerNorms exempt)
+    weight_decay: float = 0.0
     epsilon: float = 1e-6  # AdamW's
     # Updates per epoch where the rate is stepped once per epoch (`EpochWarmupCosine`: steps
     # and warm-up steps are then whole epochs of them); 0: per update (`WarmupCosine`).
@@ -60,9 +61,10 @@ def schedule_of(config: TrainConfig):
 
 
 def _sgd(config: TrainConfig, **common) -> keras.optimizers.Optimizer:
-    """SGD with momentum as optax applies it (the official fine-tuning update)."""
+    """SGD with momentum as optax applies it (the official fine-tuning update); a weight
+    decay is L2 on the gradient of the weights (not biases), as torch's SGD."""
     return optimizers.SGD(momentum=config.momentum, momentum_dtype=config.momentum_dtype,
-                          **common)
+                          l2=config.weight_decay, **common)
 
 
 def _adamw(config: TrainConfig, **common) -> keras.optimizers.Optimizer:

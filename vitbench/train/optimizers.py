@@ -73,15 +73,18 @@ class SGD(LeanAccumulation, keras.optimizers.SGD):
     updates at rate 0. The trace is kept in `momentum_dtype` (the official fine-tuning code
     keeps it in bfloat16; float32 by default here); the update uses the trace before it is
     cast, as optax's `trace(accumulator_dtype=...)` does. With momentum 0 it is plain SGD.
+    `l2` adds `l2 * w` to the gradient of every weight of two axes or more before the trace
+    (torch's SGD `weight_decay`, as VPT's prompt tuning applies it, biases exempt).
 
-    Takes the arguments of `keras.optimizers.SGD` but `nesterov`, and `momentum_dtype`.
+    Takes the arguments of `keras.optimizers.SGD` but `nesterov`, and `momentum_dtype`, `l2`.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.9, momentum_dtype="float32", **kwargs):
+    def __init__(self, learning_rate=0.01, momentum=0.9, momentum_dtype="float32", l2=0.0,
+                 **kwargs):
         if kwargs.pop("nesterov", False):
             raise ValueError("vitbench's SGD has no Nesterov momentum")
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
-        self.momentum_dtype = momentum_dtype
+        self.momentum_dtype, self.l2 = momentum_dtype, l2
 
     def build(self, variables):
         if self.built:
@@ -95,6 +98,8 @@ class SGD(LeanAccumulation, keras.optimizers.SGD):
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         step = ops.cast(gradient, variable.dtype)
+        if self.l2 and len(variable.shape) > 1:  # torch's SGD weight_decay, biases exempt
+            step = ops.add(step, ops.multiply(variable, ops.cast(self.l2, variable.dtype)))
         if self.momentum != 0:
             trace = self.momentums[self._get_variable_index(variable)]
             # momentum * trace in the trace's dtype, as optax multiplies it
@@ -105,7 +110,7 @@ class SGD(LeanAccumulation, keras.optimizers.SGD):
     def get_config(self):
         config = super().get_config()
         config.pop("nesterov", None)
-        return {**config, "momentum_dtype": self.momentum_dtype}
+        return {**config, "momentum_dtype": self.momentum_dtype, "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="vitbench")

@@ -15,7 +15,7 @@ from vitbench.checkpoints import identity
 from vitbench.checkpoints.loader import load_model
 from vitbench.data import sources
 from vitbench.evaluate import classification, fewshot, knn, linear_probe
-from vitbench.models import lora
+from vitbench.models import lora, prompts
 from vitbench.train import execution, finetune, optimizers, stack, stacked
 from vitbench.transfer.models import load_for_features, load_for_task, load_frozen, pass_size
 
@@ -87,6 +87,9 @@ class FineTune(Method):
     # here; a parameter-efficient method freezes the others, and runs them in inference
     # mode (no dropout), as VPT's code runs a frozen encoder.
     trainable = "all"
+    # The optimizer where the method trains with another than its protocol's (VPT's prompts:
+    # SGD); None: the protocol's.
+    optimizer: str | None = None
     # VPT's selection of the lr x weight-decay grid (KMnP/vpt tune_vtab.py find_best_lrwd)
     SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
 
@@ -111,8 +114,11 @@ class FineTune(Method):
                 "weight_decay": run.weight_decay, "epochs": p.epochs,
                 "warmup_epochs": p.warmup_epochs, "steps_per_epoch": run.steps_per_epoch,
                 "steps": run.schedule[0], "batch_size": p.batch_size,
-                "train_pp": run.task.pp("train"), "optimizer": recipe.optimizer_name(),
-                "weight_decay_on": "weights of 2+ axes (not biases, LayerNorms)",
+                "train_pp": run.task.pp("train"),
+                "optimizer": recipe.optimizer_name(cls.optimizer),
+                "weight_decay_on": "weights of 2+ axes (not biases, LayerNorms)"
+                + (", as L2 on the gradient" if (cls.optimizer or recipe.optimizer) == "sgd"
+                   else ""),
                 "update_rule": optimizers.UPDATE_RULE, "grad_clip_norm": recipe.grad_clip_norm,
                 "schedule": "epoch_warmup_cosine", "dropout": cls._dropout(run),
                 "head_init": recipe.head_init, "polyak": p.polyak,
@@ -169,6 +175,11 @@ class FineTune(Method):
         return [self.outcome(run, config, result, context)
                 for run, config, result, context in zip(runs, configs, results, contexts)]
 
+    @staticmethod
+    def _optimizer_of(run) -> str:
+        """The optimizer the run trains with: its method's, else its protocol's."""
+        return METHODS[run.method].optimizer or run.recipe.optimizer
+
     @classmethod
     def _adapters(cls, run) -> dict:
         """The ViTConfig fields of the weights the method adds to the checkpoint's (none)."""
@@ -214,7 +225,7 @@ class FineTune(Method):
                                     seed=run.seed, polyak=p.polyak,
                                     momentum_dtype=p.momentum_dtype,
                                     grad_clip_norm=recipe.grad_clip_norm,
-                                    optimizer=recipe.optimizer,
+                                    optimizer=FineTune._optimizer_of(run),
                                     weight_decay=run.weight_decay or 0.0,
                                     epsilon=recipe.epsilon,
                                     steps_per_epoch=run.steps_per_epoch)
@@ -264,6 +275,39 @@ class LoRA(FineTune):
         model = super()._model(run)
         lora.initialize(model, run.seed)
         return model
+
+
+class VisualPrompts(FineTune):
+    """VPT-deep (`vpt_deep`): `prompt_tokens` learned tokens before every block, each
+    block's set replacing the last block's prompt outputs, with dropout `prompt_dropout` on
+    them; VPT-shallow (`vpt_shallow`): before the first block only. VPT's start (seeded), SGD
+    with momentum 0.9 and L2 decay as VPT trains prompts; only the prompts and the head
+    train (9,216 x p + head parameters on ViT-B/16, deep), the rest frozen, in inference
+    mode."""
+
+    name, trainable, optimizer, depth = "vpt_deep", "prompts", "sgd", "deep"
+
+    def settings(self, run, lr):
+        p = run.task.protocol
+        return {**super().settings(run, lr), "prompt_tokens": p.prompt_tokens,
+                "prompt_depth": self.depth, "prompt_dropout": p.prompt_dropout,
+                "prompt_init": "U(-v, v), v = sqrt(6 / (3 patch^2 + D)), from the seed"}
+
+    @classmethod
+    def _adapters(cls, run):
+        p = run.task.protocol
+        return {"prompt_tokens": p.prompt_tokens, "prompt_depth": cls.depth,
+                "prompt_dropout": p.prompt_dropout}
+
+    @classmethod
+    def _model(cls, run):
+        model = super()._model(run)
+        prompts.initialize(model, run.seed)
+        return model
+
+
+class ShallowVisualPrompts(VisualPrompts):
+    name, depth = "vpt_shallow", "shallow"
 
 
 def trainable_parameters(model) -> dict:
@@ -500,4 +544,5 @@ class AsReleased(Method):
 
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    FineTune(), BitFit(), LoRA(), FewShotProbe(), AsReleased(), LinearProbe(), NearestNeighbours())}
+    FineTune(), BitFit(), LoRA(), VisualPrompts(), ShallowVisualPrompts(), FewShotProbe(),
+    AsReleased(), LinearProbe(), NearestNeighbours())}

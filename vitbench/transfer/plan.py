@@ -38,6 +38,7 @@ class Overrides:
     epochs: int | None = None
     warmup_epochs: int | None = None
     weight_decays: tuple[float, ...] | None = None
+    prompt_tokens: int | None = None
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
