@@ -103,13 +103,12 @@ def test_lora_trains_the_query_and_value_updates_only():
     assert names == {"query_lora", "value_lora"}  # biases frozen, key and output untouched
 
 
-def test_a_saved_lora_model_comes_back_with_its_updates_and_frozen_weights(tmp_path):
+@pytest.mark.parametrize("options", [
+    {"trainable": "lora", "lora_rank": 2, "lora_alpha": 4},
+    {"trainable": "prompts", "prompt_tokens": 3, "prompt_dropout": 0.1}], ids=["lora", "vpt"])
+def test_a_saved_peft_model_comes_back_with_its_adapters_and_frozen_weights(tmp_path, options):
     """What a resumed run loads: the same outputs, the same trainable variables."""
-    from vitbench.models import lora
-
-    model = create_model("vit_mu8", num_classes=4, image_size=16, trainable="lora",
-                         lora_rank=2, lora_alpha=4)
-    lora.initialize(model, 3)
+    model = create_model("vit_mu8", num_classes=4, image_size=16, **options)
     for variable in model.trainable_variables:
         variable.assign(np.full(variable.shape, 0.05, "float32"))
     model.save(tmp_path / "model.keras")

@@ -90,6 +90,9 @@ class FineTune(Method):
     # The optimizer where the method trains with another than its protocol's (VPT's prompts:
     # SGD); None: the protocol's.
     optimizer: str | None = None
+    # `start(model, seed)` draws the weights the method adds to the checkpoint's (LoRA's,
+    # the prompts) from the run's seed; None: it adds none.
+    start = None
     # VPT's selection of the lr x weight-decay grid (KMnP/vpt tune_vtab.py find_best_lrwd)
     SELECTION = "last-epoch tune_val top-1; ties: smaller lr, then smaller weight decay"
 
@@ -205,6 +208,8 @@ class FineTune(Method):
             kernel, _ = linear_probe.initial_heads(1, head.kernel.shape[0],
                                                    run.task.num_classes, run.seed)
             head.kernel.assign(kernel[0].astype(np.float32))
+        if cls.start is not None:
+            cls.start(model, run.seed)
         return model
 
     @classmethod
@@ -265,16 +270,12 @@ class LoRA(FineTune):
                 "lora_alpha": p.lora_alpha, "lora_targets": ["query", "value"],
                 "lora_init": "A ~ U(+-1/sqrt(D)) from the seed, B = 0"}
 
+    start = staticmethod(lora.initialize)
+
     @classmethod
     def _adapters(cls, run):
         p = run.task.protocol
         return {"lora_rank": p.lora_rank, "lora_alpha": p.lora_alpha}
-
-    @classmethod
-    def _model(cls, run):
-        model = super()._model(run)
-        lora.initialize(model, run.seed)
-        return model
 
 
 class VisualPrompts(FineTune):
@@ -293,17 +294,13 @@ class VisualPrompts(FineTune):
                 "prompt_depth": self.depth, "prompt_dropout": p.prompt_dropout,
                 "prompt_init": "U(-v, v), v = sqrt(6 / (3 patch^2 + D)), from the seed"}
 
+    start = staticmethod(prompts.initialize)
+
     @classmethod
     def _adapters(cls, run):
         p = run.task.protocol
         return {"prompt_tokens": p.prompt_tokens, "prompt_depth": cls.depth,
                 "prompt_dropout": p.prompt_dropout}
-
-    @classmethod
-    def _model(cls, run):
-        model = super()._model(run)
-        prompts.initialize(model, run.seed)
-        return model
 
 
 class ShallowVisualPrompts(VisualPrompts):
