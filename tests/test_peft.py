@@ -9,7 +9,7 @@ import pytest
 from vitbench import cli, records, tasks
 from vitbench.models.vit import create_model
 from vitbench.transfer import plan
-from vitbench.transfer.methods import METHODS, trainable_parameters
+from vitbench.transfer.methods import METHODS, optimizer_state_bytes, trainable_parameters
 
 # ../shared/spec/peft_protocols.md 2.2: ViT-B/16's biases and LayerNorm offsets.
 BITFIT_B16 = 102_912
@@ -40,6 +40,8 @@ def test_frozen_weights_get_no_optimizer_state_and_do_not_move():
     moments = [v for v in model.optimizer.variables if v.path.endswith(("momentum",
                                                                          "velocity"))]
     assert len(moments) == 2 * len(model.trainable_variables)
+    trained = trainable_parameters(model)["total"]
+    assert 8 * trained <= optimizer_state_bytes(model.optimizer) < 8 * trained + 64
     for variable in model.variables:
         moved = not np.array_equal(np.asarray(variable), before[variable.path])
         if "seed_generator" not in variable.path:
@@ -83,6 +85,7 @@ def test_peft_methods_run_on_the_demo_data_and_record_their_trainable_parameters
     model = create_model("vit_mu8", num_classes=3, image_size=16, trainable=trainable,
                          **options)
     assert [r["trainable_parameters"] for r in written] == [trainable_parameters(model)] * 2
+    assert all(r["train"]["optimizer_state_bytes"] > 0 for r in written)
     board = (tmp_path / "demo_vpt.md").read_text()
     row = next(line for line in board.splitlines() if f"scratch:vit_mu8 ({note}" in line)
     backbone = trainable_parameters(model)["total"] - trainable_parameters(model)["head"]

@@ -38,9 +38,9 @@ def demo_task(resolution=16):
                                                                   resolution=resolution))
 
 
-def tiny_model(seed=0, classes=4):
+def tiny_model(seed=0, classes=4, **options):
     keras.utils.set_random_seed(seed)
-    return create_model(TINY, num_classes=classes, image_size=16)
+    return create_model(TINY, num_classes=classes, image_size=16, **options)
 
 
 @pytest.mark.slow
@@ -95,21 +95,25 @@ def test_polyak_averaging_evaluates_the_moving_average_of_the_weights():
 # With Polyak averaging, so that the average's state is also saved and restored. The VPT
 # protocol's update (AdamW, biases and LayerNorms not decayed, the rate stepped per epoch)
 # must come back from the save as it was.
+# A parameter-efficient model (LoRA, frozen elsewhere) must come back with the same
+# trainable variables and their optimizer state.
+VPT_CONFIG = finetune.TrainConfig(lr=0.01, steps=4, batch_size=4, micro_batch_size=2,
+                                  polyak=0.5, optimizer="adamw", weight_decay=0.1,
+                                  grad_clip_norm=None, steps_per_epoch=2)
 RESUMED_CONFIGS = {
-    "vit": finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
-                                warmup_steps=1, polyak=0.5),
-    "vpt": finetune.TrainConfig(lr=0.01, steps=4, batch_size=4, micro_batch_size=2,
-                                polyak=0.5, optimizer="adamw", weight_decay=0.1,
-                                grad_clip_norm=None, steps_per_epoch=2)}
+    "vit": (finetune.TrainConfig(lr=0.05, steps=4, batch_size=4, micro_batch_size=2,
+                                 warmup_steps=1, polyak=0.5), {}),
+    "vpt": (VPT_CONFIG, {}),
+    "vpt_lora": (VPT_CONFIG, {"trainable": "lora", "lora_rank": 2})}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", list(RESUMED_CONFIGS))
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, protocol):
     task = demo_task()
-    config = RESUMED_CONFIGS[protocol]
+    config, options = RESUMED_CONFIGS[protocol]
     with mock_tfds(num_examples=12):
-        straight, summary = finetune.fine_tune(tiny_model(), task, "fit", config)
+        straight, summary = finetune.fine_tune(tiny_model(**options), task, "fit", config)
         assert summary["resumed_from_step"] == 0 and summary["train_loss"] > 0
 
         save = finetune.save_state
@@ -120,7 +124,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, proto
 
         monkeypatch.setattr(finetune, "save_state", save_then_die)
         with pytest.raises(Killed):
-            finetune.fine_tune(tiny_model(), task, "fit", config, workdir=tmp_path,
+            finetune.fine_tune(tiny_model(**options), task, "fit", config, workdir=tmp_path,
                                checkpoint_every=2)
         monkeypatch.setattr(finetune, "save_state", save)
         assert finetune.load_state(tmp_path)[1] == 2
@@ -132,9 +136,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, proto
         assert restarted.stdout.split()[-1:] == ["2"], restarted.stderr[-3000:]
         whole_batches = dataclasses.replace(config, micro_batch_size=4)
         with pytest.raises(ValueError, match="saved training with 2 pass.*--micro_batch_size"):
-            finetune.fine_tune(tiny_model(), task, "fit", whole_batches, workdir=tmp_path,
+            finetune.fine_tune(tiny_model(**options), task, "fit", whole_batches, workdir=tmp_path,
                                checkpoint_every=2)
-        resumed, summary = finetune.fine_tune(tiny_model(seed=9), task, "fit", config,
+        resumed, summary = finetune.fine_tune(tiny_model(seed=9, **options), task, "fit", config,
                                               workdir=tmp_path, checkpoint_every=2)
     assert summary["resumed_from_step"] == 2
     assert finetune.load_state(tmp_path)[1] == 4

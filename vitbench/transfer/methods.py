@@ -246,6 +246,7 @@ class FineTune(Method):
             return {**outcome, "status": "diverged", "error": str(result), "train": {},
                     "metrics": {"accuracy": None}}
         model, outcome["train"] = result
+        outcome["train"]["optimizer_state_bytes"] = optimizer_state_bytes(model.optimizer)
         return {**outcome, **scores(model, run, config.micro_batch_size, context.data_dir)}
 
 
@@ -305,6 +306,12 @@ class VisualPrompts(FineTune):
 
 class ShallowVisualPrompts(VisualPrompts):
     name, depth = "vpt_shallow", "shallow"
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of the optimizer's state (moments, accumulators, the Polyak average, counters):
+    what freezing weights saves besides their gradients, the same on every backend."""
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in optimizer.variables)
 
 
 def trainable_parameters(model) -> dict:
