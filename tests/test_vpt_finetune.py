@@ -197,8 +197,14 @@ def test_the_model_starts_as_vpts():
     kernel = np.asarray(model.get_layer("head").kernel)
     assert kernel.std() == pytest.approx(math.sqrt(2 / 47), rel=0.1)
     assert model.config.dropout == 0.1
+    import random
+
+    random.random()  # whatever else the process drew: the dropout streams are the seed's
     again = FineTune._model(run)
     np.testing.assert_array_equal(np.asarray(again.get_layer("head").kernel), kernel)
+    streams = [[np.asarray(v) for v in m.variables if "seed_generator" in v.path]
+               for m in (model, again)]
+    assert streams[0] and all(np.array_equal(a, b) for a, b in zip(*streams))
 
 
 def test_vpt_fine_tuning_rows_get_their_delta_to_vpts_full_row(tmp_path):

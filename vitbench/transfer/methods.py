@@ -198,7 +198,10 @@ class FineTune(Method):
     def _model(cls, run):
         """The run's model: the checkpoint with a new head started as the protocol starts it
         (drawn from the run's seed), its dropout where the protocol sets it, only the
-        method's variables trainable."""
+        method's variables trainable. Built after seeding with the run's seed: Keras draws
+        the dropout layers' random streams when it builds them, so a run's masks are its
+        seed's in any process, alone or in a stack."""
+        keras.utils.set_random_seed(run.seed)
         recipe = run.recipe
         model = load_for_task(run.ckpt, run.task, run.remat, run.normalization,
                               dropout=cls._dropout(run), trainable=cls.trainable,
@@ -215,11 +218,7 @@ class FineTune(Method):
     @classmethod
     def _load_members(cls, runs) -> list:
         """The runs' models, each with the random state its separate run would give it."""
-        models = []
-        for run in runs:
-            keras.utils.set_random_seed(run.seed)
-            models.append(cls._model(run))
-        return models
+        return [cls._model(run) for run in runs]
 
     @staticmethod
     def train_config(run, lr, micro: int) -> finetune.TrainConfig:
