@@ -89,7 +89,7 @@ def test_peft_methods_run_on_the_demo_data_and_record_their_trainable_parameters
     board = (tmp_path / "demo_vpt.md").read_text()
     row = next(line for line in board.splitlines() if f"scratch:vit_mu8 ({note}" in line)
     backbone = trainable_parameters(model)["total"] - trainable_parameters(model)["head"]
-    assert f"| {backbone / 1e6:.2f} " in row and "| Params (M) " in board
+    assert f"| {backbone / 1e6:.3g} " in row and "| Params (M) " in board
 
 
 # ../shared/spec/peft_protocols.md 2.3: LoRA r = 8 on ViT-B/16's query and value.

@@ -202,7 +202,7 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
                    "ckpt_sha256": row.sha256, "details": number}
         if any_counted:
             trained = backbone_parameters(cells)
-            display[PARAMS] = "" if trained is None else f"{trained / 1e6:.2f}"
+            display[PARAMS] = "" if trained is None else f"{trained / 1e6:.3g}"
             numeric[PARAMS] = trained
         estimates = {}  # column title -> the interval of its cell
         runs = {}  # column title -> its runs' values (%)
@@ -276,8 +276,9 @@ def frames(board: Board, records_by_suite: dict[str, list[dict]],
     return pd.DataFrame(shown), pd.DataFrame(numbers), details, noise_floor(floors)
 
 
-# The column of the parameters a row trains besides its heads, in millions (the "Params (M)"
-# of the parameter-efficient fine-tuning papers), on boards where runs recorded them.
+# The column of the parameters a row trains besides its heads, in millions to 3 significant
+# digits (the "Params (M)" of the parameter-efficient fine-tuning papers: BitFit 0.103 and
+# LoRA 0.295 on ViT-B/16), on boards where runs recorded them.
 PARAMS = "Params (M)"
 
 
