@@ -347,3 +347,27 @@ def test_sgds_l2_equals_torchs_weight_decay_with_biases_exempt():
         oracle.step()
     np.testing.assert_allclose(model.get_weights()[0], w.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.get_weights()[1], b.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_prompt_count_is_chosen_on_val200_with_the_rate_and_decay():
+    """`--prompt_tokens 5,10`: every (rate, decay) tried with each p; the final runs take the
+    best, ties to fewer prompts; the dry run shows p."""
+    runs = plan.plan(tasks.load_suite("vtab1k_vpt"), ["dtd"], "vit_b16",
+                     plan.Overrides(method="vpt_deep", lrs=(1.0,), weight_decays=(0.0,),
+                                    prompt_tokens=(5, 10)))
+    tunes, finals = runs[:2], runs[2:]
+    assert [r.prompt_tokens for r in tunes] == [5, 10] and len(finals) == 5
+    assert tunes[1].config()["prompt_tokens"] == 10
+    done = {records.config_hash(r.config()): {"metrics": {"accuracy": 0.6}} for r in tunes}
+    assert plan.resolve(finals[0], done).prompt_tokens == 5  # a tie: fewer prompts
+    done[records.config_hash(tunes[1].config())] = {"metrics": {"accuracy": 0.7}}
+    chosen = plan.resolve(finals[0], done)
+    assert chosen.prompt_tokens == 10 and chosen.config()["prompt_tokens"] == 10
+    assert records.setting_of(chosen.config()) == (1.0, 0.0, 10)
+
+
+def test_the_dry_run_shows_the_prompt_grid(capsys):
+    assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=scratch:vit_ti16", "--dry_run",
+                     "--method=vpt_deep", "--tasks=dtd", "--prompt_tokens=5,10"]) == 0
+    out = capsys.readouterr().out
+    assert " p " in out.splitlines()[0] and "0 of 85 runs done" in out

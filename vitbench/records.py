@@ -117,15 +117,20 @@ def by_hash(records: Iterable[dict]) -> dict[str, dict]:
     return {record["config_hash"]: record for record in records if "config_hash" in record}
 
 
+# What a tune grid may vary besides the rate, in the order ties are broken after it.
+GRID_FIELDS = ("weight_decay", "prompt_tokens")
+
+
 def setting_of(config: dict):
-    """What a tune grid varies in a run config: its rate, or (rate, weight decay) where the
-    grid varies the decay too (the VPT protocol's fine-tuning)."""
-    return (config["lr"], config["weight_decay"]) if "weight_decay" in config else config["lr"]
+    """What a tune grid varies in a run config: its rate, or (rate, weight decay[, prompt
+    tokens]) where the grid varies more (the VPT protocol's fine-tuning and prompts)."""
+    more = tuple(config[key] for key in GRID_FIELDS if key in config)
+    return (config["lr"], *more) if more else config["lr"]
 
 
 def best_setting(scores: dict) -> float | tuple | None:
     """The setting with the best validation accuracy (a diverged run's None never wins; ties:
-    the smaller rate, then the smaller decay), as the sweep chooses it
+    the smaller rate, then the smaller decay, then fewer prompts), as the sweep chooses it
     (`transfer.plan.resolve`) and the boards do.
 
     Args:

@@ -123,8 +123,11 @@ class Protocol:
     lora_rank: int = setting(8, rules.integer(1))
     lora_alpha: float = setting(8.0, rules.POSITIVE)
     # VPT's prompts (`vitbench.models.prompts`): tokens per set and their dropout.
-    prompt_tokens: int = setting(10, rules.integer(1), "VPT-deep and VPT-shallow: prompt "
-                                 "tokens per set (default: the protocol's).")
+    prompt_tokens: tuple[int, ...] = setting(
+        (10,), rules.list_of(rules.integer(1), "positive integers", "[1, 5, 10, 50, 100, 200]"),
+        "VPT-deep and VPT-shallow: prompt tokens per set; several are chosen among on the "
+        "validation split with the rates and decays (VPT searched 1,5,10,50,100,200; default: "
+        "the protocol's).")
     prompt_dropout: float = setting(0.0, rules.FRACTION)
 
     @property

@@ -332,7 +332,8 @@ def _finetune_details(column, cell, runs, config) -> dict:
 def _setting(setting) -> str:
     """A tune grid's setting (`records.setting_of`) as the details write it."""
     if isinstance(setting, tuple):
-        return f"{setting[0]:g} (wd {setting[1]:g})"
+        prompts = f", p {setting[2]}" if len(setting) > 2 and setting[2] is not None else ""
+        return f"{setting[0]:g} (wd {setting[1]:g}{prompts})"
     return f"{setting:g}"
 
 

@@ -44,6 +44,8 @@ class Method:
     # It trains the network as its protocol's fine-tuning recipe does (`protocols.py`): its
     # grid is tuned by tune runs, and a final run's setting chosen from them.
     fine_tunes: bool = False
+    # Its grid varies the prompt tokens too (`Protocol.prompt_tokens`; `Run.prompt_tokens`).
+    prompted: bool = False
 
     def settings(self, run, lr: float | None) -> dict:
         """The config fields of this kind, beside those every run has."""
@@ -279,18 +281,19 @@ class LoRA(FineTune):
 
 
 class VisualPrompts(FineTune):
-    """VPT-deep (`vpt_deep`): `prompt_tokens` learned tokens before every block, each
+    """VPT-deep (`vpt_deep`): p learned tokens (the run's `prompt_tokens`, from the
+    protocol's grid) before every block, each
     block's set replacing the last block's prompt outputs, with dropout `prompt_dropout` on
     them; VPT-shallow (`vpt_shallow`): before the first block only. VPT's start (seeded), SGD
     with momentum 0.9 and L2 decay as VPT trains prompts; only the prompts and the head
     train (9,216 x p + head parameters on ViT-B/16, deep), the rest frozen, in inference
     mode."""
 
-    name, trainable, optimizer, depth = "vpt_deep", "prompts", "sgd", "deep"
+    name, trainable, optimizer, depth, prompted = "vpt_deep", "prompts", "sgd", "deep", True
 
     def settings(self, run, lr):
         p = run.task.protocol
-        return {**super().settings(run, lr), "prompt_tokens": p.prompt_tokens,
+        return {**super().settings(run, lr), "prompt_tokens": run.prompt_tokens,
                 "prompt_depth": self.depth, "prompt_dropout": p.prompt_dropout,
                 "prompt_init": "U(-v, v), v = sqrt(6 / (3 patch^2 + D)), from the seed"}
 
@@ -299,7 +302,7 @@ class VisualPrompts(FineTune):
     @classmethod
     def _adapters(cls, run):
         p = run.task.protocol
-        return {"prompt_tokens": p.prompt_tokens, "prompt_depth": cls.depth,
+        return {"prompt_tokens": run.prompt_tokens, "prompt_depth": cls.depth,
                 "prompt_dropout": p.prompt_dropout}
 
 

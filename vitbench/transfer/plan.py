@@ -38,7 +38,7 @@ class Overrides:
     epochs: int | None = None
     warmup_epochs: int | None = None
     weight_decays: tuple[float, ...] | None = None
-    prompt_tokens: int | None = None
+    prompt_tokens: tuple[int, ...] | None = None
     seed: int = 0
     repeats: int = 1  # the whole protocol once per seed: seed, seed + 1, ...
     remat: bool = False  # rematerialise each block's activations (memory, not numbers)
@@ -109,6 +109,9 @@ class Run:
     weight_decay: float | None = None
     # Images of its training split, where its protocol counts steps in epochs of it.
     train_examples: int | None = None
+    # Prompt tokens of a VPT run (its grid may vary them); None for a final run until its
+    # tune runs choose, and for other methods.
+    prompt_tokens: int | None = None
 
     @property
     def method(self) -> str:
@@ -149,12 +152,13 @@ class Run:
             return self.task.protocol.final_seeds[0]
         return self.seed
 
-    def grid(self) -> list[tuple[float, float | None]]:
-        """The (rate, weight decay) settings its tune runs try (decay None where the
-        protocol does not vary it)."""
+    def grid(self) -> list[tuple[float, float | None, int | None]]:
+        """The (rate, weight decay, prompt tokens) settings its tune runs try (decay None
+        where the protocol does not vary it, tokens None where the method has no prompts)."""
         p = self.task.protocol
         decays = p.weight_decays if self.recipe.sweeps_weight_decay else (None,)
-        return [(lr, decay) for lr in p.lrs for decay in decays]
+        tokens = p.prompt_tokens if METHODS[self.method].prompted else (None,)
+        return [(lr, decay, count) for lr in p.lrs for decay in decays for count in tokens]
 
     @property
     def train_split(self) -> str:
@@ -283,12 +287,13 @@ def _fine_tuning_runs(template: Run, overrides: Overrides) -> list[Run]:
     final = dataclasses.replace(template, train_examples=examples["fit"])
     grid = template.grid()
     if len(grid) == 1:
-        (lr, decay), = grid
-        return [dataclasses.replace(final, lr=lr, weight_decay=decay, seed=seed)
-                for seed in seeds]
+        (lr, decay, tokens), = grid
+        return [dataclasses.replace(final, lr=lr, weight_decay=decay, prompt_tokens=tokens,
+                                    seed=seed) for seed in seeds]
     tune = dataclasses.replace(template, phase="tune", train_examples=examples["tune_train"])
-    return ([dataclasses.replace(tune, lr=lr, weight_decay=decay, seed=seed)
-             for seed in tune_seeds for lr, decay in grid]
+    return ([dataclasses.replace(tune, lr=lr, weight_decay=decay, prompt_tokens=tokens,
+                                 seed=seed)
+             for seed in tune_seeds for lr, decay, tokens in grid]
             + [dataclasses.replace(final, seed=seed) for seed in seeds])
 
 
@@ -318,15 +323,16 @@ def resolve(run: Run, done: dict) -> Run | None:
     if not run.needs_lr:
         return run
     scores, examples = {}, _examples(run.task, "tune_train") if run.train_examples else None
-    for lr, decay in run.grid():
+    for lr, decay, tokens in run.grid():
         tune = dataclasses.replace(run, phase="tune", lr=lr, weight_decay=decay,
-                                   seed=run.tune_seed, train_examples=examples)
+                                   prompt_tokens=tokens, seed=run.tune_seed,
+                                   train_examples=examples)
         record = done.get(records.config_hash(tune.config()))
         if record is None:
             return None
-        scores[(lr, decay)] = record["metrics"]["accuracy"]
-    lr, decay = records.best_setting(scores)  # as the leaderboards choose
-    return dataclasses.replace(run, lr=lr, weight_decay=decay)
+        scores[(lr, decay, tokens)] = record["metrics"]["accuracy"]
+    lr, decay, tokens = records.best_setting(scores)  # as the leaderboards choose
+    return dataclasses.replace(run, lr=lr, weight_decay=decay, prompt_tokens=tokens)
 
 
 def is_done(run: Run, done: dict) -> bool:

@@ -59,9 +59,11 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
     several_seeds = len({run.seed for run in runs}) > 1
     decays = any(METHODS[run.method].fine_tunes and run.recipe.sweeps_weight_decay
                  for run in runs)
+    prompted = any(METHODS[run.method].prompted for run in runs)
     for run in runs:
         chosen = resolve(run, done)
-        lr, decay = (None, None) if chosen is None else (chosen.lr, chosen.weight_decay)
+        lr, decay, tokens = (None, None, None) if chosen is None else (
+            chosen.lr, chosen.weight_decay, chosen.prompt_tokens)
         run_done = id(run) in finished
         todo_images += 0 if run_done else images(run)
         protocol, trains = run.task.protocol, METHODS[run.method].trains
@@ -71,6 +73,8 @@ def describe_plan(suite, task_names, ckpt, overrides, results_dir, sweep=False,
                      "lr": "best of tune" if run.needs_lr and lr is None else lr,
                      **({"wd": "best of tune" if run.needs_lr and lr is None else decay}
                         if decays else {}),
+                     **({"p": "best of tune" if run.needs_lr and lr is None else tokens}
+                        if prompted else {}),
                      "train": run.task.split(run.train_split)
                      if METHODS[run.method].reads_train_split else "",
                      "eval": run.task.split(run.eval_split),
