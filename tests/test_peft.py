@@ -366,6 +366,12 @@ def test_the_prompt_count_is_chosen_on_val200_with_the_rate_and_decay():
     assert records.setting_of(chosen.config()) == (1.0, 0.0, 10)
 
 
+def test_prompt_tokens_are_refused_where_there_are_no_prompts():
+    with pytest.raises(ValueError, match="--prompt_tokens applies to VPT's prompts"):
+        plan.plan(tasks.load_suite("vtab1k_vpt"), ["dtd"], "vit_b16",
+                  plan.Overrides(method="lora", prompt_tokens=(5,)))
+
+
 def test_the_dry_run_shows_the_prompt_grid(capsys):
     assert cli.main(["run", "--suite=vtab1k_vpt", "--ckpt=scratch:vit_ti16", "--dry_run",
                      "--method=vpt_deep", "--tasks=dtd", "--prompt_tokens=5,10"]) == 0

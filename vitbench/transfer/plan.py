@@ -273,6 +273,9 @@ def _fine_tuning_runs(template: Run, overrides: Overrides) -> list[Run]:
     if recipe.per_epoch and by_steps:
         raise ValueError(f"the {p.name} protocol counts epochs: {', '.join(by_steps)} do not "
                          "apply (--epochs, --warmup_epochs)")
+    if overrides.prompt_tokens and not METHODS[template.method].prompted:
+        raise ValueError(f"--prompt_tokens applies to VPT's prompts (--method vpt_deep or "
+                         f"vpt_shallow), not to method {template.method}")
     if recipe.fixed_seeds:
         if overrides.seed != 0 or overrides.repeats != 1:
             raise ValueError(f"the {p.name} protocol fixes its seeds (final_seeds "
