@@ -377,3 +377,20 @@ def test_the_dry_run_shows_the_prompt_grid(capsys):
                      "--method=vpt_deep", "--tasks=dtd", "--prompt_tokens=5,10"]) == 0
     out = capsys.readouterr().out
     assert " p " in out.splitlines()[0] and "0 of 85 runs done" in out
+
+
+def test_the_device_peak_is_read_where_the_backend_reports_one(monkeypatch):
+    """On a GPU JAX reports the process's peak bytes (recorded with each fine-tuning run);
+    a CPU reports none, and nothing is recorded."""
+    import jax
+
+    from vitbench.train import execution
+
+    assert execution.device_peak_bytes() is None  # this machine's CPU
+
+    class Device:
+        def memory_stats(self):
+            return {"peak_bytes_in_use": 123_456, "bytes_in_use": 1}
+
+    monkeypatch.setattr(jax, "local_devices", lambda: [Device()])
+    assert execution.device_peak_bytes() == 123_456

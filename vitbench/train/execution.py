@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import keras
+
 from vitbench.models import attention
 
 # Micro-batches per call at most: enough to hide the host round-trip, few enough that the
@@ -64,6 +66,20 @@ def pass_size(config, image_size, batch_size: int, replicas: int = 1) -> int:
 
 
 OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "OOM", "out of memory")
+
+
+def device_peak_bytes() -> int | None:
+    """The most bytes the process has held at once on its first accelerator, where the
+    backend reports it (JAX on a GPU or TPU); None on a CPU. One figure for the process:
+    a run's own peak where it is the process's first, else at most the larger of it and
+    the earlier runs'."""
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else int(peak)
 
 
 def is_out_of_memory(error: Exception) -> bool:

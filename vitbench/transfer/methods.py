@@ -248,6 +248,9 @@ class FineTune(Method):
                     "metrics": {"accuracy": None}}
         model, outcome["train"] = result
         outcome["train"]["optimizer_state_bytes"] = optimizer_state_bytes(model.optimizer)
+        peak = execution.device_peak_bytes()
+        if peak is not None:  # the process's peak so far (`execution.device_peak_bytes`)
+            outcome["train"]["device_peak_bytes"] = peak
         return {**outcome, **scores(model, run, config.micro_batch_size, context.data_dir)}
 
 
