@@ -394,3 +394,31 @@ def test_the_device_peak_is_read_where_the_backend_reports_one(monkeypatch):
 
     monkeypatch.setattr(jax, "local_devices", lambda: [Device()])
     assert execution.device_peak_bytes() == 123_456
+
+
+def test_bitfit_rows_get_their_delta_to_vpts_bias_row(tmp_path):
+    """VPT's published Bias row (spec 3a) sits on the vtab1k_vpt board beside BitFit runs of
+    vit_b16, which get their deltas to it; no LoRA row is there (NOAH's is another
+    protocol)."""
+    import json
+
+    from test_leaderboards import GENERATED, rows_by_checkpoint
+
+    from vitbench.leaderboards import publish
+
+    lines = []
+    for run in plan.plan(tasks.load_suite("vtab1k_vpt"), [], "vit_b16",
+                         plan.Overrides(method="bitfit", lrs=(0.001,), weight_decays=(0.0,))):
+        config = run.config()
+        lines.append({"config_hash": records.config_hash(config), "config": config,
+                      "status": "finished", "metrics": {"accuracy": 0.5}})
+    path = records.records_path(tmp_path, "vtab1k_vpt")
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    publish.write_all(tmp_path, generated=GENERATED)
+    rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
+    assert "(Δ -22.80)" in rows["vit_b16 (BitFit)"]["CIFAR-100"]  # Bias: 72.8
+    assert f"(Δ {50 - 62.05:+.2f})" in rows["vit_b16 (BitFit)"]["Mean"]  # spec 3b: 62.05
+    bias = rows["*ViT-B/16, ImageNet-21k, BitFit (VPT paper Table 13)*"]
+    assert (bias["CIFAR-100"], bias["Mean"]) == ("72.80", "62.05")
+    assert not any("LoRA" in label for label in rows)
