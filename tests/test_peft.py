@@ -400,9 +400,7 @@ def test_bitfit_rows_get_their_delta_to_vpts_bias_row(tmp_path):
     """VPT's published Bias row (spec 3a) sits on the vtab1k_vpt board beside BitFit runs of
     vit_b16, which get their deltas to it; no LoRA row is there (NOAH's is another
     protocol)."""
-    import json
-
-    from test_leaderboards import GENERATED, rows_by_checkpoint
+    from test_leaderboards import GENERATED, rows_by_checkpoint, write_records
 
     from vitbench.leaderboards import publish
 
@@ -412,9 +410,7 @@ def test_bitfit_rows_get_their_delta_to_vpts_bias_row(tmp_path):
         config = run.config()
         lines.append({"config_hash": records.config_hash(config), "config": config,
                       "status": "finished", "metrics": {"accuracy": 0.5}})
-    path = records.records_path(tmp_path, "vtab1k_vpt")
-    path.parent.mkdir(parents=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_records(tmp_path, "vtab1k_vpt", lines)
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
     assert "(Δ -22.80)" in rows["vit_b16 (BitFit)"]["CIFAR-100"]  # Bias: 72.8

@@ -101,9 +101,7 @@ def test_the_vpt_board_shows_the_published_rows_of_its_protocol_only(tmp_path):
     """A linear probe of vit_b16 (the paper's ViT-B/16 on ImageNet-21k) on vtab1k_vpt gets its
     delta to VPT's linear row; the published VPT-protocol rows are on that board, labelled
     with their method and source, and on no other."""
-    import json
-
-    from test_leaderboards import GENERATED, rows_by_checkpoint
+    from test_leaderboards import GENERATED, rows_by_checkpoint, write_records
 
     from vitbench.leaderboards import publish
     from vitbench.transfer import plan
@@ -116,9 +114,7 @@ def test_the_vpt_board_shows_the_published_rows_of_its_protocol_only(tmp_path):
                       "status": "finished", "metrics": {"accuracy": 0.5, "lr": 1.0,
                                                         "weight_decay": 0.0,
                                                         "validation": {"1/0": 0.5}}})
-    path = records.records_path(tmp_path, "vtab1k_vpt")
-    path.parent.mkdir(parents=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_records(tmp_path, "vtab1k_vpt", lines)
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
     ours = rows["vit_b16 (linear probe)"]
@@ -133,7 +129,7 @@ def test_the_vpt_board_shows_the_published_rows_of_its_protocol_only(tmp_path):
                "Table 4)*"]
     assert mae["Caltech101"] == "–" and mae["Natural mean"] != "–"  # printed means only
     assert not any("NOAH" in label or "VTAB paper" in label for label in rows)
-    from test_leaderboards import record, write_records
+    from test_leaderboards import record
 
     write_records(tmp_path / "vit", "vtab1k", [record("vtab1k", "dtd", 0.5, ckpt="vit_b16")])
     publish.write_all(tmp_path / "vit", generated=GENERATED)

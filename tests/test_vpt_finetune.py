@@ -3,7 +3,6 @@ gives them, VPT's epoch schedule, AdamW against torch's, and the method end to e
 demo data."""
 
 import dataclasses
-import json
 import math
 
 import keras
@@ -175,7 +174,6 @@ def test_vpt_fine_tuning_runs_on_the_demo_data_and_lands_on_its_board(tmp_path, 
     assert "validation accuracy by lr, wd" in board and "seed 42: 0.01 (wd 0) →" in board
     assert cli.main(flags) == 0
     assert "0 runs finished" in capsys.readouterr().out
-    json.dumps(finals[0]["config"])  # plain data
 
 
 def test_the_dry_run_counts_the_epochs_images(capsys):
@@ -210,7 +208,7 @@ def test_the_model_starts_as_vpts():
 def test_vpt_fine_tuning_rows_get_their_delta_to_vpts_full_row(tmp_path):
     """Final runs of vit_b16 (the paper's ViT-B/16 on ImageNet-21k) on vtab1k_vpt sit beside
     VPT's published Full row with their deltas, as the linear probe's sit beside Linear's."""
-    from test_leaderboards import GENERATED, rows_by_checkpoint
+    from test_leaderboards import GENERATED, rows_by_checkpoint, write_records
 
     from vitbench.leaderboards import publish
 
@@ -223,9 +221,7 @@ def test_vpt_fine_tuning_rows_get_their_delta_to_vpts_full_row(tmp_path):
         lines.append({"config_hash": records.config_hash(config), "config": config,
                       "status": "finished", "metrics": {"accuracy": 0.5},
                       "trainable_parameters": {"total": 85_798_656 + head, "head": head}})
-    path = records.records_path(tmp_path, "vtab1k_vpt")
-    path.parent.mkdir(parents=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_records(tmp_path, "vtab1k_vpt", lines)
     publish.write_all(tmp_path, generated=GENERATED)
     rows = rows_by_checkpoint((tmp_path / "vtab1k_vpt.md").read_text())
     ours = rows["vit_b16"]
