@@ -29,10 +29,10 @@ class FineTuning:
     fixed_seeds: bool
     epsilon: float = 1e-6  # AdamW's
 
-    def optimizer_name(self, optimizer: str | None = None) -> str:
-        """How a record names the optimizer (`optimizer`, where a method trains with another
-        than the protocol's)."""
-        if (optimizer or self.optimizer) == "sgd":
+    def optimizer_name(self, optimizer: str) -> str:
+        """How a record names `optimizer` (the protocol's, or a method's own), with this
+        recipe's AdamW epsilon."""
+        if optimizer == "sgd":
             return "sgd(momentum=0.9)"
         return f"adamw(beta_1=0.9, beta_2=0.999, epsilon={self.epsilon:g})"
 

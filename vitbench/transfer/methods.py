@@ -120,9 +120,9 @@ class FineTune(Method):
                 "warmup_epochs": p.warmup_epochs, "steps_per_epoch": run.steps_per_epoch,
                 "steps": run.schedule[0], "batch_size": p.batch_size,
                 "train_pp": run.task.pp("train"),
-                "optimizer": recipe.optimizer_name(cls.optimizer),
+                "optimizer": recipe.optimizer_name(cls._optimizer_of(run)),
                 "weight_decay_on": "weights of 2+ axes (not biases, LayerNorms)"
-                + (", as L2 on the gradient" if (cls.optimizer or recipe.optimizer) == "sgd"
+                + (", as L2 on the gradient" if cls._optimizer_of(run) == "sgd"
                    else ""),
                 "update_rule": optimizers.UPDATE_RULE, "grad_clip_norm": recipe.grad_clip_norm,
                 "schedule": "epoch_warmup_cosine", "dropout": cls._dropout(run),
